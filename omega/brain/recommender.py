@@ -1,0 +1,304 @@
+"""Ranking: plain functions over arrays and dicts (no LMDB, no index, no model).
+
+Items are dense catalog positions (``int``). The brain gathers the inputs —
+recent history, crowd neighbour lists, embeddings, popularity, trends, genre
+affinity — and ``rank`` blends them (docs/brain.md, "Recommender"):
+
+    score(i) = w_crowd   · CF(i) / max CF            CF(i) = Σ_j w_j · s(h_j, i)
+             + w_content · max(0, cos(q, e_i))        q = Σ_j w_j e_{h_j} (normalized)
+             + w_pop     · pop(i)      + w_trend · trend(i)
+             + w_context · mean_{g ∈ genres(i)} affinity(daypart, g)
+
+with w_j = decay**j for the j-th most recent view, times ``abandoned_weight``
+when that view was abandoned (watch fraction < success threshold). Already
+watched titles are removed, the list is diversified (a cap per first genre, and
+optionally MMR), and each result names the signal that placed it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from omega.brain.settings import RecommenderSettings
+
+__all__ = [
+    "SOURCES",
+    "Neighbours",
+    "Ranked",
+    "Signals",
+    "blend",
+    "content_anchors",
+    "crowd_scores",
+    "diversify",
+    "item_context_scores",
+    "pattern_query",
+    "profile_vector",
+    "rank",
+    "reason_text",
+    "scale_popularity",
+    "view_weights",
+]
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+#: item → (neighbour items, similarity scores), from the crowd (DESIGN.md §7).
+Neighbours = Mapping[int, tuple[I64, F32]]
+#: The order of the columns of ``blend``'s contribution matrix.
+SOURCES: tuple[str, ...] = ("crowd", "similar", "popular", "trending", "context")
+
+
+def view_weights(
+    fractions: npt.ArrayLike, *, decay: float, success_threshold: float, abandoned_weight: float
+) -> F32:
+    """Weights of the recent views, most recent first: decay**j, less when abandoned."""
+    fr = np.asarray(fractions, dtype=np.float32)
+    w = np.power(np.float32(decay), np.arange(fr.size, dtype=np.float32))
+    return (w * np.where(fr >= success_threshold, 1.0, abandoned_weight)).astype(np.float32)
+
+
+def profile_vector(embeddings: F32, weights: F32) -> F32:
+    """The recency-weighted mean of the history's embeddings, L2-normalized (zeros if empty)."""
+    if embeddings.shape[0] == 0 or float(weights.sum()) <= 0.0:
+        return np.zeros(embeddings.shape[1], dtype=np.float32)
+    v = (weights[:, None] * embeddings).sum(axis=0)
+    norm = float(np.linalg.norm(v))
+    return (v / norm).astype(np.float32) if norm > 0 else v.astype(np.float32)
+
+
+def pattern_query(profile: F32, sims: F32, rates: F32, contents: F32, weight: float) -> F32:
+    """Pull the profile toward titles that succeeded when the taste looked like now.
+
+    ``sims`` are the cosine of the matched patterns' keys to ``profile``,
+    ``rates`` their success rates and ``contents`` their titles' embeddings.
+    """
+    if weight <= 0.0 or contents.shape[0] == 0:
+        return profile
+    w = np.clip(sims, 0.0, None) * rates
+    if float(w.sum()) <= 0.0:
+        return profile
+    pull = (w[:, None] * contents).sum(axis=0) / float(w.sum())
+    q = profile + weight * pull
+    norm = float(np.linalg.norm(q))
+    return (q / norm).astype(np.float32) if norm > 0 else profile
+
+
+def crowd_scores(
+    history: Sequence[int] | I64, weights: F32, neighbours: Neighbours, n_items: int
+) -> tuple[F32, npt.NDArray[np.int32]]:
+    """CF(i) = Σ_j w_j · s(h_j, i) over the crowd's neighbour lists of the history.
+
+    Returns dense scores over all ``n_items`` and, per item, the history position
+    that contributed most (-1 if none) — the title named in the reason.
+    """
+    scores = np.zeros(n_items, dtype=np.float32)
+    best = np.zeros(n_items, dtype=np.float32)
+    anchor = np.full(n_items, -1, dtype=np.int32)
+    for j, item in enumerate(history):
+        entry = neighbours.get(int(item))
+        if entry is None:
+            continue
+        ids, sims = entry
+        contrib = weights[j] * sims
+        np.add.at(scores, ids, contrib)
+        better = contrib > best[ids]
+        if better.any():
+            best[ids[better]] = contrib[better]
+            anchor[ids[better]] = j
+    return scores, anchor
+
+
+def scale_popularity(counts: npt.ArrayLike) -> F32:
+    """Map non-negative popularity to [0, 1] on a log scale (the most popular is 1)."""
+    c = np.clip(np.asarray(counts, dtype=np.float64), 0.0, None)
+    top = float(c.max()) if c.size else 0.0
+    if top <= 0.0:
+        return np.zeros(c.shape, dtype=np.float32)
+    return (np.log1p(c) / np.log1p(top)).astype(np.float32)
+
+
+def item_context_scores(affinity: F32, genre_ptr: I64, genre_ids: I64) -> F32:
+    """Per item, the mean affinity of its genres (items stored CSR: ptr, ids)."""
+    n_items = genre_ptr.size - 1
+    out = np.zeros(n_items, dtype=np.float32)
+    if genre_ids.size == 0 or affinity.size == 0:
+        return out
+    vals = affinity[genre_ids].astype(np.float32)
+    counts = np.diff(genre_ptr)
+    has = counts > 0
+    sums = np.add.reduceat(vals, genre_ptr[:-1][has]) if has.any() else vals[:0]
+    out[has] = sums / counts[has]
+    return out
+
+
+@dataclass(frozen=True)
+class Signals:
+    """Each signal for each candidate, already scaled to [0, 1] (content: cosine)."""
+
+    crowd: F32
+    content: F32
+    popularity: F32
+    trend: F32
+    context: F32
+
+
+def blend(signals: Signals, weights: RecommenderSettings) -> tuple[F32, F32]:
+    """The weighted sum, and each signal's weighted contribution (columns = SOURCES)."""
+    crowd = signals.crowd
+    top = float(crowd.max()) if crowd.size else 0.0
+    if top > 0:
+        crowd = crowd / top
+    parts = np.stack(
+        [
+            weights.crowd * crowd,
+            weights.content * np.clip(signals.content, 0.0, None),
+            weights.popularity * signals.popularity,
+            weights.trend * signals.trend,
+            weights.context * signals.context,
+        ],
+        axis=1,
+    ).astype(np.float32)
+    return parts.sum(axis=1), parts
+
+
+def diversify(
+    order: I64,
+    k: int,
+    first_genre: I64,
+    genre_cap: int,
+    embeddings: F32 | None = None,
+    scores: F32 | None = None,
+    mmr_lambda: float = 1.0,
+) -> I64:
+    """Pick k of the candidates (``order``: positions, best first).
+
+    With ``mmr_lambda < 1`` (and embeddings/scores given), maximal marginal
+    relevance picks greedily; then at most ``genre_cap`` picks may share a
+    first genre (-1 = no genre, never capped). If the cap leaves fewer than k,
+    the best skipped ones fill the list.
+    """
+    if mmr_lambda < 1.0 and embeddings is not None and scores is not None and order.size > 1:
+        order = _mmr(order, min(order.size, 4 * k), embeddings, scores, mmr_lambda)
+    if genre_cap <= 0:
+        return order[:k]
+    picked: list[int] = []
+    skipped: list[int] = []
+    used: dict[int, int] = {}
+    for pos in order.tolist():
+        g = int(first_genre[pos])
+        if g >= 0 and used.get(g, 0) >= genre_cap:
+            skipped.append(pos)
+            continue
+        used[g] = used.get(g, 0) + 1
+        picked.append(pos)
+        if len(picked) == k:
+            break
+    if len(picked) < k:
+        picked.extend(skipped[: k - len(picked)])
+    return np.asarray(picked, dtype=np.int64)
+
+
+def _mmr(order: I64, n: int, embeddings: F32, scores: F32, lam: float) -> I64:
+    pool = order[: max(n, 1)]
+    emb = embeddings[pool]
+    rel = scores[pool]
+    chosen: list[int] = []
+    max_sim = np.full(pool.size, -np.inf, dtype=np.float32)
+    available = np.ones(pool.size, dtype=bool)
+    for _ in range(pool.size):
+        penalty = np.where(np.isfinite(max_sim), max_sim, 0.0)
+        value = np.where(available, lam * rel - (1.0 - lam) * penalty, -np.inf)
+        best = int(np.argmax(value))
+        chosen.append(best)
+        available[best] = False
+        max_sim = np.maximum(max_sim, emb @ emb[best])
+    rest = order[pool.size :]
+    return np.concatenate([pool[np.asarray(chosen, dtype=np.int64)], rest]).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One ranked candidate: its catalog position, blended score and the leading signal."""
+
+    item: int
+    score: float
+    source: str
+
+
+def rank(
+    candidates: I64,
+    signals: Signals,
+    weights: RecommenderSettings,
+    k: int,
+    *,
+    exclude: npt.NDArray[np.bool_] | None = None,
+    first_genre: I64 | None = None,
+    embeddings: F32 | None = None,
+) -> list[Ranked]:
+    """Blend, drop watched titles, keep the best, diversify; best first.
+
+    ``exclude`` (already watched), ``first_genre`` and ``embeddings`` are indexed
+    by candidate position.
+    A candidate with no signal at all ranks by catalog recency (source ``new``).
+    """
+    if candidates.size == 0 or k <= 0:
+        return []
+    total, parts = blend(signals, weights)
+    # Ties (typically: nothing known at all) go to the most recently added titles.
+    tie = candidates.astype(np.float64) / float(max(int(candidates.max()), 1) * 1e6)
+    key = total.astype(np.float64) + tie
+    if exclude is not None:
+        key[exclude] = -np.inf
+    pool_n = min(candidates.size, max(4 * k, k + 50))
+    pool = np.argpartition(-key, pool_n - 1)[:pool_n] if pool_n < candidates.size \
+        else np.arange(candidates.size)
+    pool = pool[np.argsort(-key[pool], kind="stable")]
+    pool = pool[np.isfinite(key[pool])]
+    genres = first_genre if first_genre is not None else np.full(candidates.size, -1, np.int64)
+    chosen = diversify(pool, k, genres, weights.genre_cap, embeddings,
+                       key.astype(np.float32), weights.mmr_lambda)
+    out: list[Ranked] = []
+    for pos in chosen.tolist():
+        row = parts[pos]
+        lead = int(np.argmax(row))
+        source = SOURCES[lead] if row[lead] > 0 else "new"
+        out.append(Ranked(item=int(candidates[pos]), score=float(total[pos]), source=source))
+    return out
+
+
+def content_anchors(items: F32, history: F32, weights: F32) -> npt.NDArray[np.int64]:
+    """Per recommended item, the history position most like it (weighted by recency)."""
+    if history.shape[0] == 0 or items.shape[0] == 0:
+        return np.full(items.shape[0], -1, dtype=np.int64)
+    sims = (items @ history.T) * weights[None, :]
+    return np.argmax(sims, axis=1).astype(np.int64)
+
+
+def reason_text(
+    source: str,
+    *,
+    anchor_title: str | None = None,
+    anchor_finished: bool = True,
+    genre: str | None = None,
+    daypart: str | None = None,
+) -> str:
+    """A sentence a viewer can read, for the signal that placed the title."""
+    if source == "crowd" and anchor_title:
+        verb = "finished" if anchor_finished else "watched"
+        return f"because you {verb} {anchor_title}"
+    if source == "similar" and anchor_title:
+        return f"similar to {anchor_title}"
+    if source == "trending":
+        return "trending in your region"
+    if source == "popular":
+        return "popular now"
+    if source == "context" and genre and daypart:
+        return f"you often enjoy {genre} in the {daypart}"
+    if source == "context" and genre:
+        return f"you often enjoy {genre}"
+    if source in ("crowd", "similar"):
+        return "based on what you watched"
+    return "new in your catalog"

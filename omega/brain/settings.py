@@ -1,0 +1,114 @@
+"""Settings of the TV brain: the ``[brain]`` table of ``config/tv.toml``.
+
+Loaded with ``omega.schema.load(BrainSettings, table, "brain")``. The defaults
+are the ones tuned on the MovieLens validation split (docs/brain.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from omega.brain.embedder import EmbedderSettings
+from omega.index import IndexSettings
+from omega.schema import require
+
+__all__ = ["BrainSettings", "Durability", "RecommenderSettings"]
+
+#: How an ``observe`` reaches the disk before it returns (see docs/brain.md):
+#: ``sync`` fsyncs data and meta pages on every commit (survives power loss);
+#: ``metasync`` skips the meta-page fsync (a power cut may roll back the last
+#: commits, a process kill loses nothing); ``nosync`` leaves flushing to the OS
+#: (for simulations and benchmarks of many TVs in one process only).
+Durability = Literal["sync", "metasync", "nosync"]
+
+
+@dataclass(frozen=True)
+class RecommenderSettings:
+    """Weights of the blended score and the shape of the result list.
+
+    score = crowd·CF + content·cos(profile, item) + popularity·pop + trend·trend
+            + context·genre-affinity-in-daypart  (each signal scaled to [0, 1])
+    """
+
+    crowd: float = 1.0
+    content: float = 1.0
+    popularity: float = 0.25
+    trend: float = 0.15
+    context: float = 0.3
+    #: How far the long-term patterns pull the content query (0 = off).
+    pattern: float = 0.0
+    #: Patterns read from the pattern index per recommendation.
+    pattern_neighbours: int = 16
+    #: Titles taken from the catalog HNSW index by content similarity.
+    content_candidates: int = 300
+    #: Most popular / trending titles always considered as candidates.
+    popular_candidates: int = 100
+    #: Diversity: at most this many results share a first genre (0 = no cap).
+    genre_cap: int = 4
+    #: Maximal marginal relevance trade-off (1.0 = relevance only).
+    mmr_lambda: float = 1.0
+    max_k: int = 200
+
+    def __post_init__(self) -> None:
+        for name in ("crowd", "content", "popularity", "trend", "context", "pattern"):
+            value = getattr(self, name)
+            require(0.0 <= value <= 100.0, name, "must be between 0 and 100")
+        require(1 <= self.pattern_neighbours <= 1000, "pattern_neighbours", "must be 1-1000")
+        require(1 <= self.content_candidates <= 100_000, "content_candidates", "must be 1-100000")
+        require(0 <= self.popular_candidates <= 100_000, "popular_candidates", "must be 0-100000")
+        require(0 <= self.genre_cap <= 1000, "genre_cap", "must be 0 (off) to 1000")
+        require(0.0 <= self.mmr_lambda <= 1.0, "mmr_lambda", "must be between 0 and 1")
+        require(1 <= self.max_k <= 10_000, "max_k", "must be 1-10000")
+
+
+@dataclass(frozen=True)
+class BrainSettings:
+    """Everything the brain needs besides its data directory."""
+
+    embedder: EmbedderSettings = field(default_factory=EmbedderSettings)
+    #: The HNSW parameters of both indexes (catalog and patterns).
+    index: IndexSettings = field(default_factory=IndexSettings)
+    recommender: RecommenderSettings = field(default_factory=RecommenderSettings)
+    #: The j-th most recent view weighs recency_decay**j in the profile and CF.
+    recency_decay: float = 0.9
+    #: A view with watch_fraction >= this is a success.
+    success_threshold: float = 0.8
+    #: Weight of an abandoned view relative to a successful one.
+    abandoned_weight: float = 0.5
+    #: Recent views kept for scoring (older ones weigh < 0.9**100 anyway).
+    history_length: int = 100
+    #: The skill library holds at most this many patterns; lowest value evicted first.
+    pattern_capacity: int = 10_000
+    #: A view updates an existing pattern of the same title this close to its key.
+    pattern_merge_threshold: float = 0.9
+    #: Largest catalog the catalog index is sized for.
+    max_catalog_items: int = 200_000
+    #: An event older than the last observed one by more than this is refused.
+    time_tolerance_s: float = 300.0
+    #: The TV's offset from UTC, for the daypart of a timestamp.
+    utc_offset_s: int = 0
+    #: Reserved LMDB map (virtual address space; the file grows as written).
+    map_size: int = 4 << 30
+    durability: Durability = "sync"
+    #: Catalogs larger than this show a progress bar while they are embedded.
+    progress_min_items: int = 2000
+    embed_batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        require(0.0 < self.recency_decay <= 1.0, "recency_decay", "must be in (0, 1]")
+        require(0.0 < self.success_threshold <= 1.0, "success_threshold", "must be in (0, 1]")
+        require(0.0 <= self.abandoned_weight <= 1.0, "abandoned_weight", "must be in [0, 1]")
+        require(1 <= self.history_length <= 10_000, "history_length", "must be 1-10000")
+        require(1 <= self.pattern_capacity <= 10_000_000, "pattern_capacity",
+                "must be 1-10000000")
+        require(0.0 < self.pattern_merge_threshold <= 1.0, "pattern_merge_threshold",
+                "must be in (0, 1]")
+        require(1 <= self.max_catalog_items <= 100_000_000, "max_catalog_items",
+                "must be 1-100000000")
+        require(0.0 <= self.time_tolerance_s <= 86_400 * 365, "time_tolerance_s",
+                "must be between 0 and one year")
+        require(-86_400 < self.utc_offset_s < 86_400, "utc_offset_s", "must be within a day")
+        require(1 << 20 <= self.map_size <= 1 << 40, "map_size", "must be 1 MiB to 1 TiB")
+        require(self.progress_min_items >= 0, "progress_min_items", "must be >= 0")
+        require(1 <= self.embed_batch_size <= 4096, "embed_batch_size", "must be 1-4096")

@@ -1,0 +1,275 @@
+"""Node configuration: one TOML file per role, loaded once into frozen dataclasses.
+
+``load_config(role, path, overrides)`` is the only entry point. It reads the file
+with ``tomllib``, validates every key against the dataclasses below (and the
+settings classes each package owns), applies command-line overrides, and raises
+``ConfigError(file, key, message)`` for anything wrong; the CLI turns that into
+exit code 2. The result is passed down through constructors: there are no globals.
+
+Secrets never live in the TOML: the file names an environment variable or a file
+(``[secrets]``), and ``read_secret`` resolves it when a component needs it.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from omega.errors import ConfigError
+from omega.schema import SettingError, load, require
+
+from omega.transport.settings import TransportSettings
+
+if TYPE_CHECKING:
+    from omega.brain.settings import BrainSettings
+    from omega.shard.settings import ShardSettings
+
+Role = Literal["tv", "shard", "aggregator", "hub"]
+ROLES: tuple[Role, ...] = ("tv", "shard", "aggregator", "hub")
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+_ADDRESS_SCHEMES = ("tcp://", "ipc://", "tls+tcp://", "inproc://")
+
+
+def check_address(value: str, key: str, *, allow_empty: bool = False) -> None:
+    """Reject an nng address with no scheme we serve."""
+    if allow_empty and value == "":
+        return
+    require(value.startswith(_ADDRESS_SCHEMES), key,
+            f"must start with one of {', '.join(_ADDRESS_SCHEMES)}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """What every node has: a name, a data directory and its sockets."""
+
+    name: str = "omega-node"
+    data_dir: Path = Path("var/node")
+    #: The node's network endpoint (device-facing for shards). Empty: none (a TV).
+    listen: str = ""
+    #: Local control socket for `omega-node ctl`. Empty: ipc://<data_dir>/control.sock.
+    control: str = ""
+    log_level: LogLevel = "info"
+    #: SIGTERM/SIGINT → all actors stopped and the process gone within this time.
+    shutdown_timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        require(0 < len(self.name) <= 64, "name", "must be 1-64 characters")
+        check_address(self.listen, "listen", allow_empty=True)
+        check_address(self.control, "control", allow_empty=True)
+        require(0.1 <= self.shutdown_timeout_s <= 120, "shutdown_timeout_s",
+                "must be between 0.1 and 120 seconds")
+
+    @property
+    def control_address(self) -> str:
+        if self.control:
+            return self.control
+        return f"ipc://{self.data_dir.resolve() / 'control.sock'}"
+
+
+@dataclass(frozen=True)
+class SupervisionSettings:
+    """Restart intensity of the role's root supervisor (OTP's intensity/period)."""
+
+    max_restarts: int = 5
+    within_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        require(0 <= self.max_restarts <= 1000, "max_restarts", "must be between 0 and 1000")
+        require(0 < self.within_s <= 3600, "within_s", "must be between 0 and 3600 seconds")
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """Where a secret comes from: an environment variable, else a file."""
+
+    env: str = ""
+    file: str = ""
+
+
+@dataclass(frozen=True)
+class SecretsSettings:
+    """Names of the secrets' sources — never the secrets themselves."""
+
+    fleet_key: SecretRef = SecretRef(env="OMEGA_FLEET_KEY")
+    raft_password: SecretRef = SecretRef(env="OMEGA_RAFT_PASSWORD")
+    dedup_secret: SecretRef = SecretRef(env="OMEGA_DEDUP_SECRET")
+    admin_token: SecretRef = SecretRef(env="OMEGA_ADMIN_TOKEN")
+    device_key: SecretRef = SecretRef(env="OMEGA_DEVICE_KEY")
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """How a TV reaches its shard (the sync agent lands with federation)."""
+
+    device_id: str = "tv-local"
+    endpoints: tuple[str, ...] = ()
+    region: str = "local"
+    interval_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        for i, ep in enumerate(self.endpoints):
+            check_address(ep, f"endpoints[{i}]")
+        require(5 <= self.interval_s <= 86_400, "interval_s", "must be between 5 s and a day")
+
+
+@dataclass(frozen=True)
+class UpstreamSettings:
+    """Aggregator and hub: where summaries go next and how often they are made."""
+
+    upstream: str = ""
+    interval_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        check_address(self.upstream, "upstream", allow_empty=True)
+        require(1 <= self.interval_s <= 86_400, "interval_s", "must be between 1 s and a day")
+
+
+@dataclass(frozen=True)
+class BaseConfig:
+    node: NodeSettings = NodeSettings()
+    supervision: SupervisionSettings = SupervisionSettings()
+    secrets: SecretsSettings = SecretsSettings()
+    transport: TransportSettings = TransportSettings()
+    #: Set by the loader, not by the file.
+    role: Role = field(default="tv", init=False)
+    source: str = field(default="<defaults>", init=False)
+
+
+def _brain() -> BrainSettings:
+    from omega.brain.settings import BrainSettings
+
+    return BrainSettings()
+
+
+def _shard() -> ShardSettings:
+    from omega.shard.settings import ShardSettings
+
+    return ShardSettings()
+
+
+@dataclass(frozen=True)
+class TvConfig(BaseConfig):
+    brain: BrainSettings = field(default_factory=_brain)
+    sync: SyncSettings = SyncSettings()
+
+
+@dataclass(frozen=True)
+class ShardConfig(BaseConfig):
+    shard: ShardSettings = field(default_factory=_shard)
+
+
+@dataclass(frozen=True)
+class AggregatorConfig(BaseConfig):
+    aggregator: UpstreamSettings = UpstreamSettings()
+
+
+@dataclass(frozen=True)
+class HubConfig(BaseConfig):
+    hub: UpstreamSettings = UpstreamSettings()
+
+
+NodeConfig = TvConfig | ShardConfig | AggregatorConfig | HubConfig
+
+
+def config_class(role: Role) -> type[NodeConfig]:
+    # The role's settings are imported here, not at the top, so that a shard never
+    # loads onnxruntime; the names are bound in this module's globals because the
+    # schema loader resolves the dataclasses' annotations there.
+    if role == "tv":
+        from omega.brain.settings import BrainSettings
+
+        globals()["BrainSettings"] = BrainSettings
+    elif role == "shard":
+        from omega.shard.settings import ShardSettings
+
+        globals()["ShardSettings"] = ShardSettings
+
+    return {"tv": TvConfig, "shard": ShardConfig, "aggregator": AggregatorConfig,
+            "hub": HubConfig}[role]
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Command-line flags that win over the file."""
+
+    data_dir: Path | None = None
+    listen: str | None = None
+    log_level: str | None = None
+    name: str | None = None
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML file or raise ConfigError naming it."""
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(str(path), "<file>", "file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(str(path), "<file>", "is a directory, expected a TOML file") from None
+    except PermissionError:
+        raise ConfigError(str(path), "<file>", "permission denied") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), "<syntax>", f"not valid TOML: {exc}") from None
+
+
+def load_config(role: Role, path: Path | None, overrides: Overrides = Overrides()) -> NodeConfig:
+    """Load and validate the config of ``role`` from ``path`` (None: built-in defaults)."""
+    if role not in ROLES:
+        raise ConfigError(str(path), "--role", f"unknown role {role!r}; one of {', '.join(ROLES)}")
+    source = str(path) if path is not None else "<defaults>"
+    table: dict[str, Any] = read_toml(path) if path is not None else {}
+    declared = table.pop("role", role)
+    if declared != role:
+        raise ConfigError(source, "role", f"file is for role {declared!r}, started as {role!r}")
+    node_table = dict(table.get("node", {})) if isinstance(table.get("node"), dict) else None
+    if node_table is not None:
+        for key, value in (("data_dir", overrides.data_dir), ("listen", overrides.listen),
+                           ("log_level", overrides.log_level), ("name", overrides.name)):
+            if value is not None:
+                node_table[key] = str(value)
+        table["node"] = node_table
+    elif any(v is not None for v in vars(overrides).values()):
+        table["node"] = {k: str(v) for k, v in vars(overrides).items() if v is not None}
+    cls = config_class(role)
+    try:
+        cfg = load(cls, table)
+    except SettingError as exc:
+        raise ConfigError(source, exc.key, exc.message) from None
+    object.__setattr__(cfg, "role", role)
+    object.__setattr__(cfg, "source", source)
+    return cfg
+
+
+def with_node(cfg: NodeConfig, **changes: Any) -> NodeConfig:
+    """A copy of ``cfg`` with node settings changed (tests, the local cluster)."""
+    new = replace(cfg, node=replace(cfg.node, **changes))
+    object.__setattr__(new, "role", cfg.role)
+    object.__setattr__(new, "source", cfg.source)
+    return new
+
+
+def read_secret(ref: SecretRef, *, source: str, key: str, required: bool = True) -> bytes | None:
+    """Resolve a secret from its environment variable, else its file.
+
+    Raises ConfigError naming the config key when a required secret is absent, so
+    the operator knows which variable or file to provide.
+    """
+    if ref.env and os.environ.get(ref.env):
+        return os.environ[ref.env].encode()
+    if ref.file:
+        try:
+            data = Path(ref.file).read_bytes().strip()
+        except OSError as exc:
+            raise ConfigError(source, key, f"cannot read secret file {ref.file!r}: {exc.strerror}") from None
+        if data:
+            return data
+    if required:
+        where = " or ".join(x for x in (f"environment variable {ref.env}" if ref.env else "",
+                                        f"file {ref.file}" if ref.file else "") if x)
+        raise ConfigError(source, key, f"secret not set: provide {where or 'an env or file source'}")
+    return None

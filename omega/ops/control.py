@@ -1,0 +1,149 @@
+"""The node's local control socket: operator commands, health and the TV's local API.
+
+``ControlHandler.handle(frame) -> frame`` runs on the control server's worker
+threads. It decodes with the protocol's hard limits, dispatches by message type,
+and answers every failure with a typed ``ErrorReply`` — it never raises.
+
+Commands (``CtlRequest.command``): ``tree``, ``kill <name>``, ``raft``,
+``health``, ``stop``. TV messages (``TvObserve``, ``TvRecommend``,
+``TvImportCatalog``, ``TvStatus``) are asked of the brain actor, which owns the
+brain and serialises access to it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from omega.errors import OmegaError, ProtocolError
+from omega.protocol import (
+    CtlReply,
+    CtlRequest,
+    ErrorReply,
+    Health,
+    HealthReply,
+    Message,
+    TvImportCatalog,
+    TvObserve,
+    TvOk,
+    TvRecommend,
+    TvRecommendReply,
+    TvStatus,
+    decode,
+    encode,
+)
+
+if TYPE_CHECKING:
+    from omega.node import NodeContext
+
+log = logging.getLogger("omega.ops.control")
+
+CONTROL_TYPES: tuple[type[Message], ...] = (
+    CtlRequest, Health, TvObserve, TvRecommend, TvImportCatalog, TvStatus,
+)
+#: How long a control request may wait for the brain (a catalog import embeds text).
+BRAIN_ASK_TIMEOUT_S = 600.0
+
+
+def error_reply(exc: BaseException) -> bytes:
+    """The wire answer to a failed request: typed code, no internals."""
+    return encode(ErrorReply.from_error(exc))
+
+
+class Unavailable(ProtocolError):
+    code = "unavailable"
+
+
+def health_reply(ctx: NodeContext) -> HealthReply:
+    status = "stopping" if ctx.stop_requested.is_set() else "ok"
+    return HealthReply(role=ctx.cfg.role, name=ctx.cfg.node.name, status=status,
+                       uptime_s=round(ctx.uptime_s(), 3), version=ctx.version)
+
+
+def health_only_handler(ctx: NodeContext) -> Callable[[bytes], bytes]:
+    """A network endpoint that answers health and nothing else (yet)."""
+
+    def handle(frame: bytes) -> bytes:
+        try:
+            decode(frame, allowed=(Health,))
+            return encode(health_reply(ctx))
+        except ProtocolError as exc:
+            return error_reply(exc)
+
+    return handle
+
+
+class ControlHandler:
+    def __init__(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
+
+    def handle(self, frame: bytes) -> bytes:
+        try:
+            msg = decode(frame, allowed=CONTROL_TYPES)
+            return encode(self.dispatch(msg))
+        except OmegaError as exc:
+            if not isinstance(exc, ProtocolError):
+                exc = ProtocolError(str(exc), code="bad_request")
+            return error_reply(exc)
+        except Exception as exc:  # a bug: logged with its traceback, answered opaquely
+            log.exception("control request failed")
+            return error_reply(exc)
+
+    def dispatch(self, msg: Message) -> Message:
+        if isinstance(msg, Health):
+            return health_reply(self.ctx)
+        if isinstance(msg, CtlRequest):
+            return CtlReply(ok=True, payload=self.command(msg.command, msg.target))
+        return self.tv(msg)
+
+    def command(self, command: str, target: str) -> Any:
+        ctx = self.ctx
+        handle = ctx.handle
+        if command == "health":
+            h = health_reply(ctx)
+            return {"role": h.role, "name": h.name, "status": h.status, "uptime_s": h.uptime_s,
+                    "version": h.version}
+        if handle is None:
+            raise Unavailable("node is still starting")
+        if command == "tree":
+            return handle.tree()
+        if command == "kill":
+            if not target:
+                raise ProtocolError("kill needs an actor name (see `ctl tree`)")
+            handle.kill(target)
+            return {"killed": target}
+        if command == "stop":
+            ctx.stop_requested.set()
+            return {"stopping": True}
+        if command == "raft":
+            store = ctx.resource("store")
+            if store is None:
+                raise Unavailable(f"no Raft store on this node (role {ctx.cfg.role})")
+            return store.status()
+        raise ProtocolError(f"unknown command {command!r}; one of tree, kill, raft, health, stop")
+
+    def tv(self, msg: Message) -> Message:
+        brain_ref = self._brain()
+        proxy = brain_ref.proxy()
+        if isinstance(msg, TvObserve):
+            return TvOk(payload=proxy.observe(msg.content_id, msg.watch_fraction,
+                                              msg.timestamp).get(BRAIN_ASK_TIMEOUT_S))
+        if isinstance(msg, TvRecommend):
+            items = proxy.recommend(msg.k, msg.timestamp).get(BRAIN_ASK_TIMEOUT_S)
+            return TvRecommendReply(items=tuple(items))
+        if isinstance(msg, TvImportCatalog):
+            return TvOk(payload=proxy.import_catalog(msg.items).get(BRAIN_ASK_TIMEOUT_S))
+        if isinstance(msg, TvStatus):
+            return TvOk(payload=proxy.status().get(BRAIN_ASK_TIMEOUT_S))
+        raise ProtocolError(f"unexpected message {type(msg).__name__}")
+
+    def _brain(self) -> Any:
+        if self.ctx.cfg.role != "tv":
+            raise ProtocolError(f"TV commands go to a TV node, this is a {self.ctx.cfg.role}")
+        if self.ctx.handle is None:
+            raise Unavailable("node is still starting")
+        try:
+            return self.ctx.handle.ref("brain")
+        except OmegaError as exc:
+            raise Unavailable(f"brain not running: {exc}") from None

@@ -1,0 +1,428 @@
+"""``ReplicatedLmdb``: a Raft group (PySyncObj) applying commands to LMDB.
+
+The only module that imports pysyncobj. PySyncObj runs one "tick" thread per
+replica: it talks to the partners, appends and commits entries, and calls the
+replicated method ``_apply_entry`` for each committed entry in log order — which
+runs ``apply`` through ``LmdbStore.apply_entry``. ``submit`` (any thread) hands a
+command to that thread with a callback and waits for the callback.
+
+How PySyncObj is configured, and why (see docs/raft.md):
+
+- ``appendEntriesUseBatch=False``: a synchronous caller does not wait ~100 ms for
+  a batch; the shard batches pushes into one command itself.
+- ``journalFile`` on: entries survive a restart; ``fullDumpFile`` + our
+  ``serializer``/``serializeChecker``/``deserializer``: snapshots carry LMDB
+  (``omega.raft.snapshots``); a custom serializer never forks.
+- ``bindAddress`` = ``self_address``: PySyncObj would otherwise bind 0.0.0.0.
+- ``password`` required (pickle on the wire) unless ``dev_mode`` on loopback.
+- ``commandsWaitLeader=False``, and ``submit`` refuses on a follower: the shard
+  answers ``not_leader`` with the leader's address instead of forwarding.
+- ``appendEntriesBatchSizeBytes`` > 2 × ``max_command_bytes``: PySyncObj's
+  chunked sending of one oversized entry misplaces its "finish" marker for some
+  sizes; commands are kept well below the chunking threshold.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+from pysyncobj.config import SERIALIZER_STATE
+from pysyncobj.encryptor import HAS_CRYPTO
+from pysyncobj.syncobj import SyncObjException
+
+from omega.raft.errors import (
+    ApplyError,
+    CommandTooLarge,
+    CommitTimeout,
+    Discarded,
+    LeaderChanged,
+    NotLeader,
+    PasswordRequired,
+    QueueFull,
+    RaftError,
+    StorageFailure,
+    StoreClosed,
+)
+from omega.raft.kv import SKIPPED, LmdbStore
+from omega.raft.ports import ApplyFailed, ApplyFn, KvReader
+from omega.raft.settings import RaftSettings, is_loopback
+from omega.raft.snapshots import CheckState, Snapshotter
+
+__all__ = ["ReplicatedLmdb"]
+
+log = logging.getLogger("omega.raft")
+
+STATE_FILE = "state.mdb"
+JOURNAL_FILE = "raft.journal"
+DUMP_FILE = "raft.snapshot"
+
+_ROLES = {0: "follower", 1: "candidate", 2: "leader"}
+_LEADER = 2
+_CHECK_STATES: dict[CheckState, int] = {
+    "idle": SERIALIZER_STATE.NOT_SERIALIZING,
+    "running": SERIALIZER_STATE.SERIALIZING,
+    "success": SERIALIZER_STATE.SUCCESS,
+    "failed": SERIALIZER_STATE.FAILED,
+}
+_MIN_PASSWORD_BYTES = 16
+_SYNC_PERIOD_S = 1.0
+
+
+class _Waiter:
+    """One ``submit`` waiting for its entry's callback."""
+
+    __slots__ = ("done", "error", "result")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: RaftError | None = None
+
+    def resolve(self, result: Any, error: RaftError | None) -> None:
+        if self.done.is_set():
+            return
+        self.result, self.error = result, error
+        self.done.set()
+
+
+class _Core(SyncObj):  # type: ignore[misc]
+    """The SyncObj: one replicated method, applying a command to LMDB."""
+
+    def __init__(self, self_address: str, partners: Sequence[str], conf: Any,
+                 on_apply: Callable[[int, bytes], Any]) -> None:
+        self._on_apply = on_apply
+        super().__init__(self_address, list(partners), conf)
+
+    @replicated  # type: ignore[untyped-decorator]
+    def _apply_entry(self, command: bytes) -> Any:
+        # Called on the tick thread for each committed entry in order; the entry
+        # being applied is the one after the last applied.
+        return self._on_apply(self.raftLastApplied + 1, command)
+
+
+class ReplicatedLmdb:
+    """One replica of a Raft-replicated LMDB state machine.
+
+    ``databases`` names the LMDB databases ``apply`` and readers use (declared
+    up front: LMDB opens named databases once per environment).
+    """
+
+    def __init__(self, settings: RaftSettings, data_dir: Path, password: bytes | None,
+                 apply: ApplyFn, *, databases: Sequence[str] = ("main",),
+                 wall: Callable[[], float] = time.time) -> None:
+        _check_password(settings, password)
+        self._settings = settings
+        self._apply = apply
+        self._wall = wall
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._waiters: set[_Waiter] = set()
+        self._waiters_lock = threading.Lock()
+        self._role = "follower"
+        self._leader_changes = 0
+        self._tick_ident: int | None = None
+        self._storage_error: str | None = None
+        self._last_sync = time.monotonic()
+
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._store = LmdbStore(data_dir / STATE_FILE, databases, map_size=settings.map_size,
+                                fsync=settings.fsync_commits)
+        try:
+            self._snapshots = Snapshotter(self._store, data_dir / DUMP_FILE, wall)
+            self._snapshots.prepare_start()
+            conf = self._conf(settings, data_dir, password)
+            self._core = self._start_core(conf)
+        except BaseException:
+            self._store.close()
+            raise
+        log.info("raft replica started", extra={"fields": {
+            "self": settings.self_address, "partners": list(settings.partners),
+            "applied_index": self._store.applied_index(), "dev_mode": settings.dev_mode}})
+
+    # -- construction ------------------------------------------------------------------
+
+    def _conf(self, s: RaftSettings, data_dir: Path, password: bytes | None) -> Any:
+        return SyncObjConf(
+            password=password,
+            autoTick=True,
+            autoTickPeriod=min(0.05, s.heartbeat_s / 2),
+            commandsQueueSize=s.commands_queue_size,
+            raftMinTimeout=s.election_timeout_min_s,
+            raftMaxTimeout=s.election_timeout_max_s,
+            appendEntriesPeriod=s.heartbeat_s,
+            connectionTimeout=s.connection_timeout_s,
+            connectionRetryTime=s.connection_retry_s,
+            leaderFallbackTimeout=s.leader_fallback_timeout_s,
+            appendEntriesUseBatch=False,
+            appendEntriesBatchSizeBytes=2 * s.max_command_bytes + 4096,
+            bindAddress=s.self_address,
+            logCompactionMinEntries=s.log_compaction_min_entries,
+            logCompactionMinTime=s.log_compaction_min_time_s,
+            logCompactionSplit=False,
+            logCompactionBatchSize=s.snapshot_chunk_bytes,
+            commandsWaitLeader=False,
+            journalFile=str(data_dir / JOURNAL_FILE),
+            fullDumpFile=str(data_dir / DUMP_FILE),
+            useFork=False,
+            serializer=self._snapshots.serialize,
+            serializeChecker=lambda: _CHECK_STATES[self._snapshots.check()],
+            deserializer=self._snapshots.deserialize,
+            dynamicMembershipChange=False,
+            onStateChanged=self._on_state_changed,
+            bindRetryTime=0.2,
+            maxBindRetries=10,
+        )
+
+    def _start_core(self, conf: Any) -> _Core:
+        # PySyncObj's tick thread stops when the thread that built the SyncObj dies;
+        # build it on a thread that lives exactly as long as this replica, so the
+        # caller (an actor, a request thread) may come and go.
+        box: dict[str, Any] = {}
+        built = threading.Event()
+        self._keeper_stop = threading.Event()
+
+        def keeper() -> None:
+            try:
+                box["core"] = _Core(self._settings.self_address, self._settings.partners,
+                                    conf, self._on_apply)
+            except BaseException as exc:  # handed to the constructor's thread
+                box["error"] = exc
+            finally:
+                built.set()
+            if "core" in box:
+                self._keeper_stop.wait()
+
+        self._keeper = threading.Thread(target=keeper, name="omega-raft-owner", daemon=True)
+        self._keeper.start()
+        built.wait()
+        if "error" in box:
+            raise RaftError(f"cannot start raft: {box['error']!r}") from box["error"]
+        core: _Core = box["core"]
+        try:
+            core.waitBinded()
+        except SyncObjException as exc:
+            core.destroy()
+            self._keeper_stop.set()
+            raise RaftError(f"cannot bind the raft port {self._settings.self_address} "
+                            f"(in use, or not an address of this host)") from exc
+        core.addOnTickCallback(self._on_tick)
+        return core
+
+    # -- the tick thread's side --------------------------------------------------------
+
+    def _on_apply(self, index: int, command: bytes) -> Any:
+        self._tick_ident = threading.get_ident()
+        try:
+            return self._store.apply_entry(index, command, self._apply)
+        except StorageFailure as exc:
+            # Not the command's fault: stop here (the entry is not recorded) rather
+            # than diverge. PySyncObj retries the entry on every tick.
+            if self._storage_error is None:
+                log.critical("storage failure: this replica stops applying",
+                             extra={"fields": {"index": index, "error": str(exc)}})
+            self._storage_error = str(exc)
+            raise
+
+    def _on_tick(self) -> None:
+        if self._settings.fsync_commits:
+            return
+        now = time.monotonic()
+        if now - self._last_sync >= _SYNC_PERIOD_S:
+            self._last_sync = now
+            try:
+                self._store.sync()
+            except RaftError as exc:
+                log.error("LMDB sync failed", extra={"fields": {"error": str(exc)}})
+
+    def _on_state_changed(self, old: int, new: int) -> None:
+        self._role = _ROLES.get(new, str(new))
+        if new == _LEADER or old == _LEADER:
+            self._leader_changes += 1
+        log.info("raft role changed", extra={"fields": {
+            "self": self._settings.self_address, "from": _ROLES.get(old), "to": self._role}})
+        if old == _LEADER and new != _LEADER:
+            # Fail fast: the caller learns now rather than at its deadline. The entry
+            # may still be committed by the next leader (outcome unknown).
+            self._fail_waiters(LeaderChanged("this replica stopped being the leader"))
+
+    def _fail_waiters(self, error: RaftError) -> None:
+        with self._waiters_lock:
+            waiters = list(self._waiters)
+        for waiter in waiters:
+            waiter.resolve(None, error)
+
+    # -- public API --------------------------------------------------------------------
+
+    def submit(self, command: bytes, timeout_s: float) -> Any:
+        """Replicate ``command``; return ``apply``'s result once committed and applied here.
+
+        Only on the leader. Raises ``NotLeader``, ``QueueFull``, ``CommandTooLarge``,
+        ``StoreClosed`` (refused), ``Discarded`` (not applied), ``LeaderChanged``,
+        ``CommitTimeout`` (outcome unknown), ``ApplyError`` (applied, no effect).
+        """
+        if self._closed:
+            raise StoreClosed("the replicated store is closed")
+        if not isinstance(command, bytes):
+            raise TypeError(f"command must be bytes, got {type(command).__name__}")
+        if len(command) > self._settings.max_command_bytes:
+            raise CommandTooLarge(len(command), self._settings.max_command_bytes)
+        if threading.get_ident() == self._tick_ident:
+            raise RaftError("submit() called from apply(): it would wait for itself")
+        if not self._core._isLeader():
+            raise NotLeader(self.leader())
+        waiter = _Waiter()
+        with self._waiters_lock:
+            self._waiters.add(waiter)
+        try:
+            callback = _Callback(waiter, self)
+            # A full wake-up pipe raises after the command was queued: it still runs.
+            with contextlib.suppress(BlockingIOError):
+                self._core._apply_entry(command, callback=callback)
+            if not waiter.done.wait(timeout_s):
+                raise CommitTimeout(f"no outcome within {timeout_s} s; the command may "
+                                    f"still be applied")
+        finally:
+            with self._waiters_lock:
+                self._waiters.discard(waiter)
+        if waiter.error is not None:
+            raise waiter.error
+        result = waiter.result
+        if isinstance(result, ApplyFailed):
+            raise ApplyError(result.index, result.kind, result.message)
+        if result is SKIPPED:
+            raise LeaderChanged("the entry was applied before this replica learnt its "
+                                "outcome (snapshot); its result is unknown")
+        return result
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[KvReader]:
+        """A consistent read-only view of this replica's state (may trail the leader)."""
+        if self._closed:
+            raise StoreClosed("the replicated store is closed")
+        with self._store.reader() as view:
+            yield view
+
+    def is_leader(self) -> bool:
+        return not self._closed and bool(self._core._isLeader())
+
+    def leader(self) -> str | None:
+        """The leader's Raft address as this replica knows it, or ``None``."""
+        node = self._core._getLeader()
+        return None if node is None else str(getattr(node, "address", node.id))
+
+    def status(self) -> dict[str, Any]:
+        """Role, term, leader, indexes, log size, snapshots, partners (for ops and tests)."""
+        core = self._core
+        partners = {}
+        for node in sorted(core.otherNodes, key=lambda n: str(n.id)):
+            partners[str(node.id)] = bool(core.isNodeConnected(node))
+        connected = sum(partners.values()) + 1
+        return {
+            "self": self._settings.self_address,
+            "role": "closed" if self._closed else self._role,
+            "term": int(core.raftCurrentTerm),
+            "leader": self.leader(),
+            "commit_index": int(core.raftCommitIndex),
+            "applied_index": int(core.raftLastApplied),
+            "state_index": self._store.applied_index() if not self._closed else None,
+            "log_size": int(core._getRaftLogSize()),
+            "has_quorum": connected > (len(partners) + 1) / 2,
+            "partners": partners,
+            "last_snapshot": dict(self._snapshots.last) if self._snapshots.last else None,
+            "snapshots_made": self._snapshots.made,
+            "snapshots_installed": self._snapshots.installed,
+            "snapshots_failed": self._snapshots.failed,
+            "replays_skipped": self._store.skipped,
+            "leader_changes": self._leader_changes,
+            "storage_error": self._storage_error,
+        }
+
+    def state_hash(self) -> str:
+        """SHA-256 over every application database (equal on replicas at equal index)."""
+        return self._store.state_hash()[1]
+
+    def state_digest(self) -> tuple[int, str]:
+        """``(applied index, state hash)`` read from one transaction."""
+        return self._store.state_hash()
+
+    def force_snapshot(self) -> None:
+        """Compact the log at the next tick (ops; normally by size or age)."""
+        self._core.forceLogCompaction()
+
+    def close(self) -> None:
+        """Stop Raft (the port closes), fail waiting submits, close LMDB. Idempotent."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._core.destroy_synchronous()
+        self._keeper_stop.set()
+        self._fail_waiters(StoreClosed("the replicated store was closed"))
+        self._snapshots.cancel_and_wait()
+        self._snapshots.check()  # discards the cancelled copy
+        self._store.close()
+        log.info("raft replica closed", extra={"fields": {"self": self._settings.self_address}})
+
+    def __enter__(self) -> ReplicatedLmdb:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Callback:
+    """PySyncObj's ``callback(result, fail_reason)`` → our waiter, errors translated."""
+
+    __slots__ = ("_owner", "_waiter")
+
+    def __init__(self, waiter: _Waiter, owner: ReplicatedLmdb) -> None:
+        self._waiter = waiter
+        self._owner = owner
+
+    def __call__(self, result: Any, reason: int) -> None:
+        if reason == FAIL_REASON.SUCCESS:
+            self._waiter.resolve(result, None)
+        else:
+            self._waiter.resolve(None, _translate(reason, self._owner))
+
+
+def _translate(reason: int, owner: ReplicatedLmdb) -> RaftError:
+    if reason == FAIL_REASON.QUEUE_FULL:
+        return QueueFull("raft command queue is full")
+    if reason == FAIL_REASON.DISCARDED:
+        return Discarded("a new leader replaced this entry; it was not applied")
+    if reason in (FAIL_REASON.MISSING_LEADER, FAIL_REASON.NOT_LEADER):
+        return NotLeader(owner.leader())
+    if reason in (FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME):
+        return LeaderChanged(f"leadership changed (pysyncobj reason {reason}); the "
+                             f"command may still be applied")
+    return RaftError(f"raft refused the command (pysyncobj reason {reason})")
+
+
+def _check_password(settings: RaftSettings, password: bytes | None) -> None:
+    if password is None:
+        if not settings.dev_mode:
+            raise PasswordRequired(
+                "refusing to open the Raft port without a password: its wire format is "
+                "pickle, so anyone reaching it could run code here. Give the cluster "
+                "password (node config [secrets]) or, for a local run on a loopback "
+                "address, set raft.dev_mode = true")
+        if not is_loopback(settings.self_host):
+            raise PasswordRequired(
+                f"raft.dev_mode allows no password on a loopback address only, not "
+                f"{settings.self_address}: give the cluster password")
+        log.warning("raft port without password (dev_mode, loopback only)",
+                    extra={"fields": {"self": settings.self_address}})
+        return
+    if not isinstance(password, bytes) or len(password) < _MIN_PASSWORD_BYTES:
+        raise PasswordRequired(f"the cluster password must be at least "
+                               f"{_MIN_PASSWORD_BYTES} bytes")
+    if not HAS_CRYPTO:
+        raise RaftError("the Raft password needs the 'cryptography' package: install it")

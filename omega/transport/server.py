@@ -1,0 +1,271 @@
+"""RpcServer: a Rep0 socket served by a pool of (context, blocking thread) workers.
+
+Thread model: one nng context per worker thread, each thread looping
+recv → handler → send. Sharing one Rep0 socket between threads without contexts
+corrupts nng's state; pynng's asyncio bridge measured 2–3x slower than blocking
+threads here, so the hot path is blocking threads. The handler runs in the worker
+thread, so ``workers`` is also the number of requests handled at once.
+
+Close order (see docs/transport.md): set the closing flag; close the contexts of
+the workers waiting in recv, which wakes them with ECLOSED (a worker in its handler
+finishes it and sends the reply); join the workers with a deadline, each freeing its
+own aio; only then close the socket. Closing an nng socket while other threads are inside nng calls on it is
+where the known close races live (nanomsg/nng#2110, #2238), so the socket goes last.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from omega.errors import OmegaError
+from omega.transport import _nng
+from omega.transport.errors import TransportError
+from omega.transport.settings import TransportSettings
+
+log = logging.getLogger("omega.transport")
+
+Handler = Callable[[bytes], bytes]
+OnError = Callable[[BaseException], bytes]
+OnFatal = Callable[[BaseException], None]
+
+#: A worker waiting for a request wakes this often to look at the closing flag,
+#: in case close() looked at it just before it began to wait. Normal close is immediate.
+_POLL_MS = 250
+
+
+class _Worker:
+    """Per-thread state; counters are per worker so no lock is needed to count."""
+
+    __slots__ = ("channel", "errors", "handler_failures", "index", "receiving", "replies",
+                 "requests", "thread")
+
+    def __init__(self, index: int, channel: _nng.Channel) -> None:
+        self.index = index
+        self.channel = channel
+        self.thread: threading.Thread | None = None
+        self.receiving = False
+        self.requests = 0
+        self.replies = 0
+        self.errors = 0
+        self.handler_failures = 0
+
+
+class RpcServer:
+    """Serve ``handler(request_bytes) -> reply_bytes`` on ``listen``.
+
+    ``listen``: ``tcp://host:port`` (port 0: the kernel picks; see ``address``),
+    ``ipc:///path``, ``tls+tcp://host:port`` (certificates from ``settings.tls``).
+
+    A handler exception is logged, counted (``handler_failures``) and answered with
+    ``on_error(exc)``; the worker keeps serving. If ``on_error`` itself raises, or a
+    worker thread dies any other way, the worker is gone: ``on_fatal(exc)`` is
+    called (from that thread) so the owner can restart the server.
+    """
+
+    def __init__(self, listen: str, handler: Handler, settings: TransportSettings,
+                 on_error: OnError, on_fatal: OnFatal | None = None, *,
+                 name: str = "rpc") -> None:
+        _nng.check_address(listen)
+        self._url = listen
+        self._handler = handler
+        self._settings = settings
+        self._on_error = on_error
+        self._on_fatal = on_fatal
+        self._name = name
+        self._sock: Any = None
+        self._listener: Any = None
+        self._address = ""
+        self._workers: list[_Worker] = []
+        self._closing = False
+        self._closed = False
+        self._state_lock = threading.Lock()
+        self._dead_workers = 0
+        self._dropped_conns = 0
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> RpcServer:
+        """Bind, open one context per worker and start the worker threads."""
+        with self._state_lock:
+            if self._sock is not None or self._closed:
+                raise TransportError("RpcServer.start() called twice or after close()")
+            sock = _nng.open_socket("rep", self._settings, self._url)
+            try:
+                self._listener, self._address = _nng.listen(sock, self._url)
+                with _nng.translated("open server contexts"):
+                    self._workers = [_Worker(i, _nng.Channel(sock))
+                                     for i in range(self._settings.workers)]
+            except BaseException:
+                for w in self._workers:
+                    w.channel.close()
+                _nng.close_socket(sock)
+                raise
+            self._sock = sock
+            for w in self._workers:
+                t = threading.Thread(target=self._run, args=(w,), daemon=True,
+                                     name=f"omega-{self._name}-{w.index}")
+                w.thread = t
+                t.start()
+            _nng.track(self)
+        log.info("rpc server listening", extra={"fields": {
+            "server": self._name, "address": self._address, "workers": len(self._workers),
+            "recv_max_size": sock.recv_max_size}})
+        return self
+
+    def close(self) -> None:
+        """Stop serving; bounded by ``settings.close_timeout_s``. Idempotent."""
+        with self._state_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._closing = True
+            sock = self._sock
+        if sock is None:
+            return
+        for w in self._workers:
+            if w.receiving:
+                w.channel.abort()  # wakes its recv; a busy worker finishes its reply
+        deadline = time.monotonic() + self._settings.close_timeout_s
+        for w in self._workers:
+            if w.thread is not None:
+                w.thread.join(max(0.0, deadline - time.monotonic()))
+        stuck = [w.index for w in self._workers if w.thread is not None and w.thread.is_alive()]
+        if stuck:
+            # A handler is still running: closing the socket makes its reply fail
+            # with ECLOSED, and the thread ends when the handler returns.
+            log.warning("rpc server closing with busy workers", extra={"fields": {
+                "server": self._name, "workers": stuck}})
+        self._dropped_conns = self._read_drops()
+        _nng.close_socket(sock)
+        _nng.untrack(self)
+        log.info("rpc server closed", extra={"fields": {"server": self._name, **self.stats()}})
+
+    def __enter__(self) -> RpcServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- introspection -------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        """The bound address (with the real port when ``listen`` asked for port 0)."""
+        if not self._address:
+            raise TransportError("RpcServer.address is known after start()")
+        return self._address
+
+    @property
+    def port(self) -> int | None:
+        """The bound TCP port, or None for ipc:// and inproc://."""
+        addr = self.address
+        if addr.startswith(("tcp://", "tls+tcp://")):
+            return int(addr.rsplit(":", 1)[1])
+        return None
+
+    @property
+    def recv_max_size(self) -> int:
+        """The limit read back from the socket (the setting, verified)."""
+        if self._sock is None:
+            raise TransportError("RpcServer.recv_max_size is known after start()")
+        return int(self._sock.recv_max_size)
+
+    def stats(self) -> dict[str, int]:
+        """Counters: requests received, replies sent, handler failures, transport errors,
+        connections nng dropped (oversize frames land here), live and dead workers."""
+        ws = self._workers
+        return {
+            "requests": sum(w.requests for w in ws),
+            "replies": sum(w.replies for w in ws),
+            "handler_failures": sum(w.handler_failures for w in ws),
+            "errors": sum(w.errors for w in ws),
+            "dropped_conns": self._read_drops() if not self._closed else self._dropped_conns,
+            "workers_alive": sum(1 for w in ws if w.thread is not None and w.thread.is_alive()),
+            "workers_dead": self._dead_workers,
+        }
+
+    def _read_drops(self) -> int:
+        if self._listener is None:
+            return 0
+        try:
+            return _nng.listener_drops(self._listener)
+        except Exception:  # stats are best effort; never break stats() or close()
+            return self._dropped_conns
+
+    # --- the worker loop -----------------------------------------------------------
+
+    def _run(self, w: _Worker) -> None:
+        ch = w.channel
+        handler = self._handler
+        on_error = self._on_error
+        send_ms = _nng.to_ms(self._settings.send_timeout_s)
+        try:
+            while not self._closing:
+                w.receiving = True
+                rv, data = ch.recv(_POLL_MS)
+                w.receiving = False
+                if rv != _nng.OK:
+                    if rv in (_nng.ETIMEDOUT, _nng.ECANCELED):
+                        continue
+                    if rv == _nng.ECLOSED:
+                        break
+                    w.errors += 1
+                    log.warning("rpc recv failed", extra={"fields": {
+                        "server": self._name, "error": _nng.strerror(rv)}})
+                    time.sleep(0.01)  # a persistent nng error must not spin a core
+                    continue
+                w.requests += 1
+                try:
+                    reply = handler(data)
+                    if type(reply) is not bytes:
+                        reply = _as_bytes(reply)
+                except Exception as exc:
+                    w.handler_failures += 1
+                    self._log_failure(exc)
+                    reply = on_error(exc)  # if this raises, the worker dies: on_fatal
+                rv = ch.send(reply, send_ms)
+                if rv == _nng.OK:
+                    w.replies += 1
+                elif rv == _nng.ECLOSED or self._closing:
+                    break
+                else:
+                    w.errors += 1
+                    log.info("rpc reply not sent", extra={"fields": {
+                        "server": self._name, "error": _nng.strerror(rv)}})
+        # A worker must report its own death, whatever killed it (this thread is
+        # ours, not an actor's, so nothing upstream would otherwise hear of it).
+        except BaseException as exc:
+            self._worker_died(w, exc)
+        finally:
+            w.receiving = False
+            ch.close()
+
+    def _log_failure(self, exc: Exception) -> None:
+        if isinstance(exc, OmegaError):
+            log.warning("rpc handler refused a request", extra={"fields": {
+                "server": self._name, "error": repr(exc)}})
+        else:
+            log.error("rpc handler failed", exc_info=exc, extra={"fields": {
+                "server": self._name}})
+
+    def _worker_died(self, w: _Worker, exc: BaseException) -> None:
+        with self._state_lock:
+            self._dead_workers += 1
+        log.error("rpc worker died", exc_info=exc, extra={"fields": {
+            "server": self._name, "worker": w.index}})
+        if self._on_fatal is not None:
+            try:
+                self._on_fatal(exc)
+            except Exception:
+                log.exception("rpc on_fatal hook failed", extra={"fields": {
+                    "server": self._name}})
+
+
+def _as_bytes(reply: object) -> bytes:
+    if isinstance(reply, bytearray | memoryview):
+        return bytes(reply)
+    raise TypeError(f"handler must return bytes, got {type(reply).__name__}")

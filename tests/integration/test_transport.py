@@ -1,0 +1,501 @@
+"""RpcServer / RpcClient over real nng sockets on 127.0.0.1 and ipc:// (no mocks)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from omega.errors import OmegaError, ProtocolError, RequestTimeout, TransportError
+from omega.schema import SettingError, load
+from omega.transport import (
+    AddressInUse,
+    InMemoryRequester,
+    Requester,
+    RpcClient,
+    RpcServer,
+    TransportClosed,
+    TransportSettings,
+)
+
+FAST = TransportSettings(workers=4, request_timeout_s=3.0, retries=0, send_timeout_s=2.0,
+                         reconnect_min_ms=10, reconnect_max_ms=200, close_timeout_s=3.0,
+                         retry_backoff_s=0.01, retry_backoff_max_s=0.05)
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll ``cond`` until true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    tick = threading.Event()
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        tick.wait(0.005)
+
+
+def on_error(exc: BaseException) -> bytes:
+    code = exc.code if isinstance(exc, ProtocolError) else "internal"
+    return b"ERR:" + code.encode()
+
+
+def echo(data: bytes) -> bytes:
+    return b"re:" + data
+
+
+@pytest.fixture(params=["tcp", "ipc"])
+def listen_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "tcp":
+        return "tcp://127.0.0.1:0"
+    return f"ipc://{tmp_path}/rpc.sock"
+
+
+@pytest.fixture
+def closer() -> Iterator[list[RpcServer | RpcClient]]:
+    """Close what a test opened even when it fails (clients first, then servers)."""
+    opened: list[RpcServer | RpcClient] = []
+    yield opened
+    for obj in sorted(opened, key=lambda o: isinstance(o, RpcServer)):
+        obj.close()
+
+
+def serve(closer: list[RpcServer | RpcClient], url: str, handler: Callable[[bytes], bytes],
+          settings: TransportSettings = FAST, **kw: object) -> RpcServer:
+    srv = RpcServer(url, handler, settings, on_error, **kw).start()  # type: ignore[arg-type]
+    closer.append(srv)
+    return srv
+
+
+def client(closer: list[RpcServer | RpcClient], dial: str | list[str],
+           settings: TransportSettings = FAST) -> RpcClient:
+    c = RpcClient(dial, settings)
+    closer.append(c)
+    return c
+
+
+# --- basics ----------------------------------------------------------------------------
+
+
+def test_round_trip_and_counters(listen_url: str, closer: list[RpcServer | RpcClient]) -> None:
+    srv = serve(closer, listen_url, echo)
+    c = client(closer, srv.address)
+    assert c.request(b"hello") == b"re:hello"
+    assert c.request(b"x" * 5000) == b"re:" + b"x" * 5000
+    assert c.request(b"") == b"re:"
+    # A worker counts its reply after the send returns, maybe after the client has it.
+    wait_for(lambda: srv.stats()["replies"] == 3, what="replies counted")
+    s = srv.stats()
+    assert (s["requests"], s["handler_failures"], s["errors"]) == (3, 0, 0)
+    assert s["workers_alive"] == FAST.workers
+    assert c.stats()["replies"] == 3
+
+
+def test_bound_port_and_recv_max_size_read_back(closer: list[RpcServer | RpcClient]) -> None:
+    settings = replace(FAST, recv_max_size=12_345)
+    srv = serve(closer, "tcp://127.0.0.1:0", echo, settings)
+    assert srv.port is not None and srv.port > 0
+    assert srv.address == f"tcp://127.0.0.1:{srv.port}"
+    assert srv.recv_max_size == 12_345
+    # The reported address is dialable.
+    assert client(closer, srv.address).request(b"p") == b"re:p"
+
+
+def test_ipc_address_has_no_port(tmp_path: Path, closer: list[RpcServer | RpcClient]) -> None:
+    srv = serve(closer, f"ipc://{tmp_path}/a.sock", echo)
+    assert srv.port is None
+    assert srv.address == f"ipc://{tmp_path}/a.sock"
+
+
+def test_bad_addresses_are_typed_errors(closer: list[RpcServer | RpcClient]) -> None:
+    with pytest.raises(TransportError, match="unsupported address"):
+        RpcServer("http://127.0.0.1:1", echo, FAST, on_error)
+    with pytest.raises(TransportError, match="unsupported address"):
+        RpcClient(["tcp://127.0.0.1:1", "udp://x"], FAST)
+    with pytest.raises(TransportError, match="at least one endpoint"):
+        RpcClient([], FAST)
+    srv = serve(closer, "tcp://127.0.0.1:0", echo)
+    with pytest.raises(AddressInUse):
+        RpcServer(srv.address, echo, FAST, on_error).start()
+    # The failed bind left the first server working.
+    assert client(closer, srv.address).request(b"still") == b"re:still"
+
+
+def test_start_twice_and_close_twice(closer: list[RpcServer | RpcClient]) -> None:
+    srv = serve(closer, "tcp://127.0.0.1:0", echo)
+    with pytest.raises(TransportError, match="twice"):
+        srv.start()
+    srv.close()
+    srv.close()
+    with pytest.raises(TransportError):
+        srv.start()
+
+
+def test_many_concurrent_clients(listen_url: str, closer: list[RpcServer | RpcClient]) -> None:
+    srv = serve(closer, listen_url, lambda b: b[::-1])
+    shared = client(closer, srv.address)
+    own = [client(closer, srv.address) for _ in range(4)]
+    n_threads, per_thread = 12, 40
+    wrong: list[tuple[bytes, bytes]] = []
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        c = shared if i % 3 else own[i % 4]
+        try:
+            for j in range(per_thread):
+                req = f"{i}:{j}:".encode() * (1 + j % 7)
+                rep = c.request(req)
+                if rep != req[::-1]:
+                    wrong.append((req, rep))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == [] and wrong == []
+    wait_for(lambda: srv.stats()["replies"] == n_threads * per_thread, what="replies counted")
+    assert shared.stats()["in_flight"] == 0
+
+
+# --- failures on the server side ----------------------------------------------------------
+
+
+def test_handler_exception_answered_with_on_error(closer: list[RpcServer | RpcClient]) -> None:
+    def handler(data: bytes) -> bytes:
+        if data == b"bug":
+            raise KeyError("boom")
+        if data == b"bad":
+            raise ProtocolError("nope", code="bad_request")
+        return echo(data)
+
+    srv = serve(closer, "tcp://127.0.0.1:0", handler)
+    c = client(closer, srv.address)
+    assert c.request(b"bug") == b"ERR:internal"
+    assert c.request(b"bad") == b"ERR:bad_request"
+    assert c.request(b"ok") == b"re:ok"
+    wait_for(lambda: srv.stats()["replies"] == 3, what="replies counted")
+    s = srv.stats()
+    assert s["handler_failures"] == 2
+    assert s["workers_alive"] == FAST.workers and s["workers_dead"] == 0
+
+
+def test_handler_returning_non_bytes_is_a_handler_failure(
+        closer: list[RpcServer | RpcClient]) -> None:
+    srv = serve(closer, "tcp://127.0.0.1:0", lambda b: "text")  # type: ignore[arg-type,return-value]
+    c = client(closer, srv.address)
+    assert c.request(b"x") == b"ERR:internal"
+    assert srv.stats()["handler_failures"] == 1
+
+
+def test_oversized_request_never_reaches_handler(closer: list[RpcServer | RpcClient]) -> None:
+    settings = replace(FAST, recv_max_size=4096)
+    seen: list[int] = []
+
+    def handler(data: bytes) -> bytes:
+        seen.append(len(data))
+        return b"ok"
+
+    srv = serve(closer, "tcp://127.0.0.1:0", handler, settings)
+    c = client(closer, srv.address)
+    assert c.request(b"a" * 4000) == b"ok"
+    # nng drops the frame and the connection; with Req0 resend off the client hears
+    # of it at once (connection reset) instead of waiting for its timeout.
+    with pytest.raises(TransportError) as info:
+        c.request(b"b" * 8192)
+    assert not isinstance(info.value, RequestTimeout)
+    wait_for(lambda: srv.stats()["dropped_conns"] >= 1, what="dropped connection counted")
+    # The server keeps serving, and the client reconnects by itself.
+    assert c.request(b"c" * 100) == b"ok"
+    assert seen == [4000, 100]
+    assert srv.stats()["handler_failures"] == 0
+
+
+def test_worker_death_calls_on_fatal_and_others_serve(
+        closer: list[RpcServer | RpcClient]) -> None:
+    class Fatal(BaseException):
+        pass
+
+    fatal: list[BaseException] = []
+
+    def handler(data: bytes) -> bytes:
+        if data == b"die":
+            raise Fatal("thread killer")
+        return echo(data)
+
+    srv = serve(closer, "tcp://127.0.0.1:0", handler, on_fatal=fatal.append)
+    c = client(closer, srv.address)
+    with pytest.raises(RequestTimeout):
+        c.request(b"die", timeout_s=0.3)
+    wait_for(lambda: len(fatal) == 1, what="on_fatal")
+    assert isinstance(fatal[0], Fatal)
+    s = srv.stats()
+    assert s["workers_dead"] == 1 and s["workers_alive"] == FAST.workers - 1
+    assert c.request(b"alive") == b"re:alive"
+
+
+def test_on_error_raising_kills_only_that_worker(closer: list[RpcServer | RpcClient]) -> None:
+    fatal: list[BaseException] = []
+
+    def bad_on_error(exc: BaseException) -> bytes:
+        raise RuntimeError("on_error is broken")
+
+    def handler(data: bytes) -> bytes:
+        if data == b"x":
+            raise ValueError("x")
+        return echo(data)
+
+    srv = RpcServer("tcp://127.0.0.1:0", handler, FAST, bad_on_error, fatal.append).start()
+    closer.append(srv)
+    c = client(closer, srv.address)
+    with pytest.raises(RequestTimeout):
+        c.request(b"x", timeout_s=0.3)
+    wait_for(lambda: len(fatal) == 1, what="on_fatal")
+    assert isinstance(fatal[0], RuntimeError)
+    assert c.request(b"y") == b"re:y"
+
+
+# --- timeouts, retries, failover ------------------------------------------------------------
+
+
+def test_timeout_against_silent_server_is_bounded(closer: list[RpcServer | RpcClient]) -> None:
+    gate = threading.Event()
+    calls: list[bytes] = []
+
+    def handler(data: bytes) -> bytes:
+        calls.append(data)
+        gate.wait(20)
+        return b"late:" + data
+
+    srv = serve(closer, "tcp://127.0.0.1:0", handler)
+    c = client(closer, srv.address, replace(FAST, retries=1))
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(RequestTimeout, match="gave up after 2 attempts"):
+            c.request(b"q", timeout_s=0.3)
+        elapsed = time.monotonic() - t0
+        assert 0.6 <= elapsed < 10
+        # Req0 resend is off: each attempt reached the server exactly once.
+        wait_for(lambda: len(calls) == 2, what="two attempts")
+        assert c.stats()["timeouts"] == 2
+    finally:
+        gate.set()
+    # The late replies to b"q" are discarded; the next request gets its own answer.
+    assert c.request(b"again") == b"late:again"
+    assert calls == [b"q", b"q", b"again"]
+
+
+def test_retry_reaches_a_restarted_server(closer: list[RpcServer | RpcClient]) -> None:
+    srv = serve(closer, "tcp://127.0.0.1:0", echo)
+    addr = srv.address
+    settings = replace(FAST, retries=8, send_timeout_s=0.2, retry_backoff_s=0.02,
+                       retry_backoff_max_s=0.2)
+    c = client(closer, addr, settings)
+    assert c.request(b"before") == b"re:before"
+    srv.close()
+    restarted: list[RpcServer] = []
+
+    def restart() -> None:
+        wait_for(lambda: c.stats()["attempt_failures"] >= 1, what="a failed attempt")
+        restarted.append(serve(closer, addr, lambda b: b"new:" + b))
+
+    t = threading.Thread(target=restart)
+    t.start()
+    try:
+        assert c.request(b"after") == b"new:after"
+    finally:
+        t.join(20)
+    assert restarted and c.stats()["attempt_failures"] >= 1
+
+
+def test_no_server_gives_transport_error(closer: list[RpcServer | RpcClient]) -> None:
+    probe = serve(closer, "tcp://127.0.0.1:0", echo)
+    addr = probe.address
+    probe.close()
+    c = client(closer, addr, replace(FAST, retries=1, send_timeout_s=0.2))
+    with pytest.raises(TransportError, match="no connection") as info:
+        c.request(b"x", timeout_s=1.0)
+    assert not isinstance(info.value, RequestTimeout)
+
+
+def test_failover_to_next_endpoint_and_prefer(tmp_path: Path,
+                                              closer: list[RpcServer | RpcClient]) -> None:
+    dead = f"ipc://{tmp_path}/dead.sock"
+    a = serve(closer, f"ipc://{tmp_path}/a.sock", lambda b: b"A")
+    b = serve(closer, f"ipc://{tmp_path}/b.sock", lambda b: b"B")
+    c = client(closer, [dead, a.address], replace(FAST, retries=2, send_timeout_s=0.2))
+    assert c.current == dead
+    assert c.request(b"x") == b"A"
+    assert c.current == a.address  # sticky after failover
+    c.prefer(b.address)  # e.g. the leader named by a not_leader reply
+    assert c.endpoints == (dead, a.address, b.address)
+    assert c.request(b"x") == b"B"
+    c.prefer(a.address)
+    assert c.request(b"x") == b"A"
+
+
+# --- close while busy ----------------------------------------------------------------------
+
+
+def test_server_close_with_requests_in_flight_is_bounded(
+        closer: list[RpcServer | RpcClient]) -> None:
+    gate = threading.Event()
+    entered = threading.Semaphore(0)
+
+    def handler(data: bytes) -> bytes:
+        if data == b"slow":
+            entered.release()
+            gate.wait(20)
+        return echo(data)
+
+    settings = replace(FAST, close_timeout_s=0.5)
+    srv = serve(closer, "tcp://127.0.0.1:0", handler, settings)
+    c = client(closer, srv.address)
+    outcomes: list[object] = []
+
+    def call(data: bytes) -> None:
+        try:
+            outcomes.append(c.request(data, timeout_s=5))
+        except TransportError as exc:
+            outcomes.append(exc)
+
+    slow = [threading.Thread(target=call, args=(b"slow",)) for _ in range(2)]
+    for t in slow:
+        t.start()
+    for _ in slow:
+        assert entered.acquire(timeout=10)
+    t0 = time.monotonic()
+    srv.close()  # two workers are stuck in the handler, two wait in recv
+    assert time.monotonic() - t0 < 5
+    assert srv.stats()["workers_alive"] == 2
+    gate.set()
+    for t in slow:
+        t.join(15)
+    assert not any(t.is_alive() for t in slow)
+    # Replies to a closed socket are lost: the callers got an error, not a hang.
+    assert len(outcomes) == 2 and all(isinstance(o, TransportError) for o in outcomes)
+    wait_for(lambda: srv.stats()["workers_alive"] == 0, what="workers gone")
+
+
+def test_graceful_close_finishes_running_handler(closer: list[RpcServer | RpcClient]) -> None:
+    gate = threading.Event()
+    entered = threading.Event()
+
+    def handler(data: bytes) -> bytes:
+        entered.set()
+        gate.wait(20)
+        return echo(data)
+
+    srv = serve(closer, "tcp://127.0.0.1:0", handler)
+    c = client(closer, srv.address)
+    result: list[bytes] = []
+    t = threading.Thread(target=lambda: result.append(c.request(b"job", timeout_s=10)))
+    t.start()
+    assert entered.wait(10)
+    closing = threading.Thread(target=srv.close)
+    closing.start()
+    gate.set()  # the handler finishes within close_timeout_s: its reply still goes out
+    closing.join(10)
+    t.join(10)
+    assert not closing.is_alive() and not t.is_alive()
+    assert result == [b"re:job"]
+
+
+def test_client_close_cancels_requests_in_flight(closer: list[RpcServer | RpcClient]) -> None:
+    gate = threading.Event()
+    entered = threading.Semaphore(0)
+
+    def handler(data: bytes) -> bytes:
+        entered.release()
+        gate.wait(20)
+        return echo(data)
+
+    srv = serve(closer, "tcp://127.0.0.1:0", handler)
+    c = RpcClient(srv.address, replace(FAST, retries=3))
+    outcomes: list[object] = []
+
+    def call() -> None:
+        try:
+            outcomes.append(c.request(b"w", timeout_s=15))
+        except TransportError as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=call) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for _ in threads:
+        assert entered.acquire(timeout=10)
+    t0 = time.monotonic()
+    c.close()
+    for t in threads:
+        t.join(10)
+    assert time.monotonic() - t0 < 5  # not the 15 s request timeout
+    assert len(outcomes) == 3 and all(isinstance(o, TransportClosed) for o in outcomes)
+    with pytest.raises(TransportClosed):
+        c.request(b"after close")
+    gate.set()
+    c.close()  # idempotent
+
+
+# --- settings -------------------------------------------------------------------------------
+
+
+def test_settings_defaults_and_loading() -> None:
+    s = load(TransportSettings, {})
+    assert s == TransportSettings()
+    assert s.workers == 8 and s.recv_max_size == 65536
+    s = load(TransportSettings, {"workers": 2, "retries": 0,
+                                 "tls": {"ca_file": "/etc/ca.pem", "server_name": "shard"}},
+             "transport")
+    assert s.workers == 2 and s.tls.ca_file == Path("/etc/ca.pem")
+
+
+@pytest.mark.parametrize(("table", "key"), [
+    ({"workers": 0}, "transport.workers"),
+    ({"recv_max_size": 0}, "transport.recv_max_size"),
+    ({"request_timeout_s": 0}, "transport.request_timeout_s"),
+    ({"retries": 11}, "transport.retries"),
+    ({"retry_backoff_s": 2.0, "retry_backoff_max_s": 1.0}, "transport.retry_backoff_max_s"),
+    ({"reconnect_min_ms": 500, "reconnect_max_ms": 100}, "transport.reconnect_max_ms"),
+    ({"workers": "8"}, "transport.workers"),
+    ({"tls": {"cert_file": "/c.pem"}}, "transport.tls.cert_file"),
+    ({"nope": 1}, "transport.nope"),
+])
+def test_settings_reject_bad_values(table: dict[str, object], key: str) -> None:
+    with pytest.raises(SettingError) as info:
+        load(TransportSettings, table, "transport")
+    assert info.value.key == key
+
+
+# --- the port and its in-memory twin behave alike ---------------------------------------------
+
+
+@pytest.fixture(params=["nng", "memory"])
+def requester(request: pytest.FixtureRequest,
+              closer: list[RpcServer | RpcClient]) -> Iterator[Requester]:
+    def handler(data: bytes) -> bytes:
+        if data == b"fail":
+            raise ProtocolError("refused", code="unauthorized")
+        return echo(data)
+
+    if request.param == "memory":
+        r = InMemoryRequester(handler, on_error)
+        yield r
+        r.close()
+    else:
+        srv = serve(closer, "tcp://127.0.0.1:0", handler)
+        yield client(closer, srv.address)
+
+
+def test_requester_conformance(requester: Requester) -> None:
+    assert requester.request(b"abc") == b"re:abc"
+    assert requester.request(b"fail") == b"ERR:unauthorized"
+    requester.close()
+    with pytest.raises(TransportClosed):
+        requester.request(b"abc")
+    assert issubclass(TransportClosed, OmegaError)
