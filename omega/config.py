@@ -176,18 +176,8 @@ NodeConfig = TvConfig | ShardConfig | AggregatorConfig | HubConfig
 
 
 def config_class(role: Role) -> type[NodeConfig]:
-    # The role's settings are imported here, not at the top, so that a shard never
-    # loads onnxruntime; the names are bound in this module's globals because the
-    # schema loader resolves the dataclasses' annotations there.
-    if role == "tv":
-        from omega.brain.settings import BrainSettings
-
-        globals()["BrainSettings"] = BrainSettings
-    elif role == "shard":
-        from omega.shard.settings import ShardSettings
-
-        globals()["ShardSettings"] = ShardSettings
-
+    # Each role's settings modules are imported lazily (through the default
+    # factories), so that a shard never loads onnxruntime.
     return {"tv": TvConfig, "shard": ShardConfig, "aggregator": AggregatorConfig,
             "hub": HubConfig}[role]
 

@@ -43,7 +43,7 @@ def load(cls: type[T], table: Any, path: str = "") -> T:
         raise TypeError(f"{cls!r} is not a dataclass")
     if not isinstance(table, dict):
         raise SettingError(path or "<root>", f"expected a table, got {_tname(table)}")
-    hints = get_type_hints(cls)
+    hints = _hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     for key in table:
         if key not in fields:
@@ -63,6 +63,24 @@ def load(cls: type[T], table: Any, path: str = "") -> T:
         if path and not exc.key.startswith(path + "."):
             raise SettingError(_join(path, exc.key), exc.message) from None
         raise
+
+
+def _hints(cls: type[Any]) -> dict[str, Any]:
+    try:
+        return get_type_hints(cls)
+    except NameError:
+        # A settings class may import a nested settings class lazily (only under
+        # TYPE_CHECKING, to keep heavy modules out of other roles): its default
+        # factory then tells which class the annotation names.
+        local: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.default_factory is not dataclasses.MISSING:
+                t = type(f.default_factory())
+                local[t.__name__] = t
+            elif f.default is not dataclasses.MISSING and dataclasses.is_dataclass(f.default):
+                t = type(f.default)
+                local[t.__name__] = t
+        return get_type_hints(cls, localns=local)
 
 
 def _join(path: str, key: str) -> str:

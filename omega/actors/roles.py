@@ -17,7 +17,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from omega.actors.rpc import RpcServerActor
-from omega.actors.spec import ChildSpec, SupervisorSpec
+from omega.actors.spec import ChildSpec, Strategy, SupervisorSpec
 from omega.config import ShardConfig, TvConfig
 from omega.ops.control import ControlHandler, error_reply, health_only_handler
 
@@ -31,21 +31,40 @@ def tree_for(cfg: NodeConfig, ctx: NodeContext) -> SupervisorSpec:
     shutdown = max(0.1, min(cfg.node.shutdown_timeout_s / 2, 5.0))
     control = ChildSpec(
         name="control",
-        start=partial(RpcServerActor.start, "control", cfg.node.control_address,
-                      ControlHandler(ctx).handle, error_reply, cfg.transport),
+        start=partial(
+            RpcServerActor.start,
+            "control",
+            cfg.node.control_address,
+            ControlHandler(ctx).handle,
+            error_reply,
+            cfg.transport,
+        ),
         shutdown_s=shutdown,
     )
     children: list[ChildSpec | SupervisorSpec]
-    strategy: str
+    strategy: Strategy
     if isinstance(cfg, ShardConfig):
         from omega.actors.store import ShardStoreActor, shard_handler
 
         children = [
-            ChildSpec(name="store", start=partial(ShardStoreActor.start, ctx), shutdown_s=shutdown,
-                      start_timeout_s=60.0),
-            ChildSpec(name="sync", start=partial(RpcServerActor.start, "sync", cfg.node.listen,
-                                                 shard_handler(ctx), error_reply, cfg.transport),
-                      shutdown_s=shutdown),
+            ChildSpec(
+                name="store",
+                start=partial(ShardStoreActor.start, ctx),
+                shutdown_s=shutdown,
+                start_timeout_s=60.0,
+            ),
+            ChildSpec(
+                name="sync",
+                start=partial(
+                    RpcServerActor.start,
+                    "sync",
+                    cfg.node.listen,
+                    shard_handler(ctx),
+                    error_reply,
+                    cfg.transport,
+                ),
+                shutdown_s=shutdown,
+            ),
             control,
         ]
         strategy = "rest_for_one"
@@ -53,28 +72,53 @@ def tree_for(cfg: NodeConfig, ctx: NodeContext) -> SupervisorSpec:
         from omega.actors.brain import BrainActor
 
         children = [
-            ChildSpec(name="brain", start=partial(BrainActor.start, ctx), shutdown_s=shutdown,
-                      start_timeout_s=120.0),
+            ChildSpec(
+                name="brain",
+                start=partial(BrainActor.start, ctx),
+                shutdown_s=shutdown,
+                start_timeout_s=120.0,
+            ),
             control,
         ]
         if cfg.node.listen:
-            children.insert(1, ChildSpec(
-                name="api", start=partial(RpcServerActor.start, "api", cfg.node.listen,
-                                          health_only_handler(ctx), error_reply, cfg.transport),
-                shutdown_s=shutdown))
+            children.insert(
+                1,
+                ChildSpec(
+                    name="api",
+                    start=partial(
+                        RpcServerActor.start,
+                        "api",
+                        cfg.node.listen,
+                        health_only_handler(ctx),
+                        error_reply,
+                        cfg.transport,
+                    ),
+                    shutdown_s=shutdown,
+                ),
+            )
         strategy = "rest_for_one"
     else:
         children = []
         if cfg.node.listen:
-            children.append(ChildSpec(
-                name="api", start=partial(RpcServerActor.start, "api", cfg.node.listen,
-                                          health_only_handler(ctx), error_reply, cfg.transport),
-                shutdown_s=shutdown))
+            children.append(
+                ChildSpec(
+                    name="api",
+                    start=partial(
+                        RpcServerActor.start,
+                        "api",
+                        cfg.node.listen,
+                        health_only_handler(ctx),
+                        error_reply,
+                        cfg.transport,
+                    ),
+                    shutdown_s=shutdown,
+                )
+            )
         children.append(control)
         strategy = "one_for_one"
     return SupervisorSpec(
         name=cfg.role,
-        strategy=strategy,  # type: ignore[arg-type]
+        strategy=strategy,
         max_restarts=sup.max_restarts,
         within_s=sup.within_s,
         children=tuple(children),

@@ -39,10 +39,17 @@ class RpcServerActor(OmegaActor):
         self._server: RpcServer | None = None
 
     def on_start(self) -> None:
-        self._server = RpcServer(self._listen, self._handler, self._settings, self._on_error,
-                                 self._worker_died, name=self._name).start()
-        log.info("listening", extra={"fields": {"server": self._name,
-                                                "address": self._server.address}})
+        self._server = RpcServer(
+            self._listen,
+            self._handler,
+            self._settings,
+            self._on_error,
+            self._worker_died,
+            name=self._name,
+        ).start()
+        log.info(
+            "listening", extra={"fields": {"server": self._name, "address": self._server.address}}
+        )
         if self._on_bound is not None:
             self._on_bound(self._server.address)
 

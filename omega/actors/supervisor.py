@@ -134,6 +134,9 @@ class _Supervisor:
     def begin(self) -> None:
         self._thread.start()
 
+    def is_current_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
     # --- requests from other threads ------------------------------------------
 
     def request_stop(self) -> None:
@@ -458,11 +461,14 @@ class SupervisorHandle:
         """Stop the whole tree in order (reverse start order, each child within its
         ``shutdown_s``). True once the root has ended, False if ``timeout`` ran out."""
         self._engine.request_stop()
-        return self._done.wait(timeout)
+        return self.wait(timeout)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the root has ended (stopped, or given up and ``on_give_up``
         has returned); False on timeout."""
+        if self._engine.is_current_thread():
+            # Called from on_give_up: the root has ended; waiting for ourselves would hang.
+            return self._link.wait_exited(0)
         return self._done.wait(timeout)
 
     def __enter__(self) -> SupervisorHandle:

@@ -35,6 +35,8 @@ class VectorIndexLike(Protocol):
 
     def remove(self, ids: I64) -> int: ...
 
+    def set_values(self, ids: I64, values: Any) -> None: ...
+
     def search(self, queries: F32, k: int) -> tuple[F32, I64]: ...
 
 
@@ -92,10 +94,11 @@ class SkillLibrary:
             old = self.entries[match]
             rec = PatternRecord(match, content_id, old.successes + (1.0 if success else 0.0),
                                 old.samples + 1, ts, old.key)
-            # Re-add so the index's eviction sees the new value.
-            self.index.remove(np.asarray([match], dtype=np.int64))
-            evicted = self._add(rec)
-            return PatternChange(self._kept(rec), evicted, self.next_pid)
+            self.entries[match] = rec
+            # The index's eviction order must see the new value.
+            self.index.set_values(np.asarray([match], dtype=np.int64),
+                                  np.asarray([pattern_value(rec.successes, rec.samples)]))
+            return PatternChange((rec,), (), self.next_pid)
         rec = PatternRecord(self.next_pid, content_id, 1.0 if success else 0.0, 1, ts,
                             key.astype(np.float32))
         self.next_pid += 1

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from omega.brain.embedder import EmbedderSettings
-from omega.index import IndexSettings
+from omega.index.settings import IndexSettings
 from omega.schema import require
 
 __all__ = ["BrainSettings", "Durability", "RecommenderSettings"]
@@ -49,6 +49,9 @@ class RecommenderSettings:
     #: Maximal marginal relevance trade-off (1.0 = relevance only).
     mmr_lambda: float = 1.0
     max_k: int = 200
+    #: Catalogs up to this size are scored in full (exact, ~1 ms at 10,000 titles);
+    #: larger ones take candidates from the catalog HNSW index (built on first need).
+    full_scan_items: int = 20_000
 
     def __post_init__(self) -> None:
         for name in ("crowd", "content", "popularity", "trend", "context", "pattern"):
@@ -60,6 +63,7 @@ class RecommenderSettings:
         require(0 <= self.genre_cap <= 1000, "genre_cap", "must be 0 (off) to 1000")
         require(0.0 <= self.mmr_lambda <= 1.0, "mmr_lambda", "must be between 0 and 1")
         require(1 <= self.max_k <= 10_000, "max_k", "must be 1-10000")
+        require(0 <= self.full_scan_items <= 10_000_000, "full_scan_items", "must be 0-10000000")
 
 
 @dataclass(frozen=True)

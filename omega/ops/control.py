@@ -128,14 +128,14 @@ class ControlHandler:
         proxy = brain_ref.proxy()
         if isinstance(msg, TvObserve):
             return TvOk(payload=proxy.observe(msg.content_id, msg.watch_fraction,
-                                              msg.timestamp).get(BRAIN_ASK_TIMEOUT_S))
+                                              msg.timestamp).get(timeout=BRAIN_ASK_TIMEOUT_S))
         if isinstance(msg, TvRecommend):
-            items = proxy.recommend(msg.k, msg.timestamp).get(BRAIN_ASK_TIMEOUT_S)
+            items = proxy.recommend(msg.k, msg.timestamp).get(timeout=BRAIN_ASK_TIMEOUT_S)
             return TvRecommendReply(items=tuple(items))
         if isinstance(msg, TvImportCatalog):
-            return TvOk(payload=proxy.import_catalog(msg.items).get(BRAIN_ASK_TIMEOUT_S))
+            return TvOk(payload=proxy.import_catalog(msg.items).get(timeout=BRAIN_ASK_TIMEOUT_S))
         if isinstance(msg, TvStatus):
-            return TvOk(payload=proxy.status().get(BRAIN_ASK_TIMEOUT_S))
+            return TvOk(payload=proxy.status().get(timeout=BRAIN_ASK_TIMEOUT_S))
         raise ProtocolError(f"unexpected message {type(msg).__name__}")
 
     def _brain(self) -> Any:

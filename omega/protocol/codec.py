@@ -12,11 +12,10 @@ field tuple for a decoded one (the object is then built without re-running
 from __future__ import annotations
 
 import dataclasses
-import operator
 import threading
 from collections.abc import Callable, Collection, Iterable, Mapping
 from types import MappingProxyType
-from typing import Any, ClassVar, Self, TypeVar, dataclass_transform, overload
+from typing import Any, ClassVar, NoReturn, Self, TypeVar, dataclass_transform, overload
 
 import msgpack
 
@@ -58,20 +57,28 @@ class _Wire:
 
     _names: ClassVar[tuple[str, ...]] = ()
     _checks: ClassVar[tuple[Check, ...]] = ()
+    # Generated per class by _compile(): check every field / check and build.
+    _check_all: ClassVar[Callable[[tuple[Any, ...]], tuple[Any, ...]]]
+    _build: ClassVar[Callable[[tuple[Any, ...]], Any]]
 
     def __post_init__(self) -> None:
         # Built in Python: validate, then store the normalized values (same order).
+        cls = type(self)
         d = self.__dict__
-        d.update(zip(self._names, _validated(type(self), tuple(d.values())), strict=True))
+        try:
+            checked = cls._check_all(tuple(d.values()))
+        except Invalid:
+            _explain(cls, tuple(d.values()))
+        d.update(zip(cls._names, checked, strict=True))
         self._whole()
 
     @classmethod
     def _from_fields(cls, values: tuple[Any, ...]) -> Self:
         """Validate raw field values (from the wire) and build without ``__init__``."""
-        checked = _validated(cls, values)
-        obj = object.__new__(cls)
-        obj.__dict__.update(zip(cls._names, checked, strict=True))
-        obj._whole()
+        try:
+            obj: Self = cls._build(values)
+        except Invalid:
+            _explain(cls, values)
         return obj
 
     def _check_whole(self) -> None:
@@ -115,12 +122,8 @@ class Record(_Wire):
     __slots__ = ()
 
 
-def _validated(cls: type[_Wire], values: tuple[Any, ...]) -> tuple[Any, ...]:
-    try:
-        return tuple(map(operator.call, cls._checks, values))
-    except Invalid:
-        pass
-    # Slow path, errors only: find the field to name it.
+def _explain(cls: type[_Wire], values: tuple[Any, ...]) -> NoReturn:
+    """Slow path, errors only: re-run the checks to name the failing field."""
     for name, check, value in zip(cls._names, cls._checks, values, strict=True):
         try:
             check(value)
@@ -128,6 +131,32 @@ def _validated(cls: type[_Wire], values: tuple[Any, ...]) -> tuple[Any, ...]:
             err = TooLarge if exc.too_large else BadRequest
             raise err(f"{cls.__name__}.{name}: {exc.reason}") from None
     raise AssertionError("unreachable: a check failed and then passed")
+
+
+def _compile(cls: type[_Wire]) -> None:
+    """Generate the class's ``_check_all`` and ``_build`` (as dataclasses generates
+    ``__init__``): a straight-line call of each field's check, no loop, no reflection."""
+    names = cls._names
+    ns: dict[str, Any] = {"cls": cls, "new": object.__new__, "setattr": object.__setattr__}
+    ns.update((f"c{i}", check) for i, check in enumerate(cls._checks))
+    unpack = "".join(f"v{i}, " for i in range(len(names)))
+    calls = [f"c{i}(v{i})" for i in range(len(names))]
+    items = ", ".join(f"{name!r}: {call}" for name, call in zip(names, calls, strict=True))
+    whole = cls._check_whole is not _Wire._check_whole
+    src = (
+        "def _check_all(values):\n"
+        f"    ({unpack}) = values\n"
+        f"    return ({''.join(c + ', ' for c in calls)})\n"
+        "def _build(values):\n"
+        f"    ({unpack}) = values\n"
+        "    obj = new(cls)\n"
+        f"    setattr(obj, '__dict__', {{{items}}})\n"
+        + ("    obj._whole()\n" if whole else "")
+        + "    return obj\n"
+    )
+    exec(src, ns)  # names are dataclass field identifiers; checks are passed by reference
+    cls._check_all = staticmethod(ns["_check_all"])  # type: ignore[assignment]
+    cls._build = staticmethod(ns["_build"])  # type: ignore[assignment]
 
 
 # --- declaring messages ----------------------------------------------------------
@@ -149,6 +178,7 @@ def _finish(cls: type[Any]) -> None:
             raise TypeError(f"{cls.__name__}.{f.name} must be declared with wire(check)")
     cls._names = tuple(f.name for f in fields)
     cls._checks = tuple(f.metadata["check"] for f in fields)
+    _compile(cls)
 
 
 _BY_TAG: dict[int, type[Message]] = {}

@@ -22,7 +22,7 @@ from omega.protocol.checks import (
     Invalid,
     address,
     blob,
-    blobs,
+    blob_list,
     boolean,
     each,
     embedding,
@@ -276,7 +276,7 @@ class Push(Message):
     #: Device wall time, milliseconds since the Unix epoch.
     ts_ms: int = wire(_TS_MS)
     #: Up to 8 opaque sealed reports, 1-1000 bytes each (whole frame <= 1 KB).
-    reports: tuple[bytes, ...] = wire(list_of(blobs(1000, 1), L.MAX_REPORTS))
+    reports: tuple[bytes, ...] = wire(blob_list(L.MAX_REPORTS, 1000, 1))
     #: HMAC-SHA256 (32 bytes) set by ``sign``; empty when unsigned.
     sig: bytes = wire(blob(L.MAC_BYTES), default=b"")
 

@@ -146,7 +146,7 @@ class LmdbView:
         self._dbs = dbs
         self._write = write
         #: Set when LMDB itself failed under this view (not the caller's fault).
-        self.storage_error: BaseException | None = None
+        self.storage_error: StorageFailure | None = None
 
     def close(self) -> None:
         self._txn = None
@@ -163,10 +163,12 @@ class LmdbView:
         return self._txn
 
     def _failed(self, exc: lmdb.Error) -> StorageFailure:
-        self.storage_error = exc
         if isinstance(exc, lmdb.MapFullError):
-            return StorageFailure("LMDB map is full: raise raft.map_size and restart")
-        return StorageFailure(f"LMDB: {type(exc).__name__}: {exc}")
+            failure = StorageFailure("LMDB map is full: raise raft.map_size and restart")
+        else:
+            failure = StorageFailure(f"LMDB: {type(exc).__name__}: {exc}")
+        self.storage_error = failure
+        return failure
 
     def get(self, db: str, key: bytes) -> bytes | None:
         _check_key(key)
@@ -373,12 +375,15 @@ class LmdbStore:
         return self._env
 
     def sync(self) -> None:
-        """Flush LMDB to disk (periodically, when commits are not fsynced)."""
-        env = self._require_open()
+        """Flush LMDB to disk (any thread; periodically, when commits are not fsynced)."""
+        self._gate.acquire_shared(self._gate_timeout_s)
         try:
+            env = self._require_open()
             env.sync(True)
         except lmdb.Error as exc:
             raise StorageFailure(f"LMDB sync failed: {exc}") from exc
+        finally:
+            self._gate.release_shared()
 
     # -- the Raft thread's side ------------------------------------------------------
 
@@ -489,9 +494,13 @@ class LmdbStore:
         with self._gate.exclusive(self._gate_timeout_s):
             self._env.close()
             self._env = None
-            os.replace(incoming, self.path)
-            _fsync_dir(self.path.parent)
-            self._open()
+            try:
+                os.replace(incoming, self.path)
+                _fsync_dir(self.path.parent)
+            except OSError as exc:
+                raise SnapshotError(f"cannot swap in snapshot {snapshot}: {exc}") from exc
+            finally:
+                self._open()  # the new state, or the old one if the swap failed
         got = self.applied_index()
         if got != meta.applied_index:
             raise SnapshotError(f"installed snapshot reads applied index {got}, "

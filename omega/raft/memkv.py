@@ -8,11 +8,12 @@ equal contents, so an ``apply`` can be checked against the real store.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from omega.raft.digest import state_hash
 from omega.raft.errors import BadKey, UnknownDatabase
-from omega.raft.ports import MAX_KEY_BYTES
+from omega.raft.ports import MAX_KEY_BYTES, ApplyFailed, KvWriter
 
 __all__ = ["MemoryKv"]
 
@@ -23,6 +24,25 @@ class MemoryKv:
     def __init__(self, databases: Sequence[str] = ("main",)) -> None:
         self._data: dict[str, dict[bytes, bytes]] = {name: {} for name in databases}
         self._keys: dict[str, list[bytes]] = {name: [] for name in databases}
+        self.applied_index = 0
+
+    def apply_entry(self, index: int, command: bytes,
+                    apply: Callable[[KvWriter, bytes, int], Any]) -> Any:
+        """``LmdbStore.apply_entry`` in memory: skip replays, roll back a raising apply.
+
+        Returns ``None`` for a replayed index (LMDB returns its ``SKIPPED`` marker).
+        """
+        if index <= self.applied_index:
+            return None
+        saved = ({k: dict(v) for k, v in self._data.items()},
+                 {k: list(v) for k, v in self._keys.items()})
+        try:
+            result = apply(self, command, index)
+        except Exception as exc:
+            self._data, self._keys = saved
+            result = ApplyFailed(index, type(exc).__name__, str(exc))
+        self.applied_index = index
+        return result
 
     def _db(self, db: str) -> dict[bytes, bytes]:
         try:

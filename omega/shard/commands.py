@@ -12,6 +12,7 @@ naming the device.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -224,7 +225,7 @@ def _seal(body: list[Any]) -> SealOpen:
     return SealOpen(_int(min_devices, 1))
 
 
-_DECODERS = {
+_DECODERS: dict[Any, Callable[[list[Any]], Command]] = {
     PushBatch.TAG: _push_batch,
     SetGlobal.TAG: _set_global,
     Advertise.TAG: _advertise,

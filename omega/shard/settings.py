@@ -73,7 +73,9 @@ class ShardSettings:
     pull_burst: int = 10
     #: Records (titles, regions, new content) in one PullResp; the device pulls again
     #: with ``more`` set.
-    pull_max_records: int = 64
+    pull_max_records: int = 256
+    #: Payload bytes in one PullResp (the protocol's typical size is about 5 KB).
+    pull_max_bytes: int = 4500
     #: How often the leader checks that its advertisement is replicated.
     advertise_check_s: float = 0.5
 
@@ -100,11 +102,14 @@ class ShardSettings:
         require(0.05 <= self.push_timeout_s <= 120, "push_timeout_s",
                 "must be between 0.05 and 120 s")
         require(1 <= self.k_anonymity <= 1_000_000, "k_anonymity", "must be between 1 and 1e6")
-        require(1 <= self.max_stored_reports, "max_stored_reports", "must be at least 1")
-        require(0 <= self.pull_interval_s <= 3600, "pull_interval_s", "must be between 0 and 3600 s")
+        require(self.max_stored_reports >= 1, "max_stored_reports", "must be at least 1")
+        require(0 <= self.pull_interval_s <= 3600, "pull_interval_s",
+                "must be between 0 and 3600 s")
         require(1 <= self.pull_burst <= 1000, "pull_burst", "must be between 1 and 1000")
         require(1 <= self.pull_max_records <= 10_000, "pull_max_records",
                 "must be between 1 and 10000")
+        require(256 <= self.pull_max_bytes <= 48 * 1024, "pull_max_bytes",
+                "must be between 256 and 49152 bytes (a PullResp is at most 64 KiB)")
         require(0.05 <= self.advertise_check_s <= 60, "advertise_check_s",
                 "must be between 0.05 and 60 s")
 

@@ -43,9 +43,9 @@ from typing import Any
 
 from omega.raft.ports import KvReader, KvWriter
 from omega.shard.commands import (
+    RECORD_KINDS,
     Advertise,
     CommandError,
-    RECORD_KINDS,
     PushBatch,
     Registry,
     ReleaseBatch,
@@ -181,6 +181,11 @@ def registry_status(kv: KvReader, dhash: bytes) -> int:
 def global_version(kv: KvReader) -> int:
     """The device-facing global version: the change cursor."""
     return _get_u64(kv, M_CURSOR)
+
+
+def stored_reports(kv: KvReader) -> int:
+    """Reports waiting to be forwarded."""
+    return _get_u64(kv, M_REPORTS)
 
 
 def counters(kv: KvReader) -> dict[str, int]:

@@ -7,8 +7,8 @@ a :class:`TrainData` (the binary users × items training matrix and the item
 embeddings), which caches the expensive parts shared by a tuning grid.
 
 - most popular: training interaction counts;
-- item-kNN: cosine similarity of item columns, optionally pruned to each
-  history item's ``k`` nearest neighbours;
+- item-kNN: cosine similarity of item columns, pruned to each history item's
+  ``k`` nearest neighbours;
 - EASE (Steck 2019): ``B = I - P / diag(P)``, ``P = (XᵀX + λI)⁻¹``, scores ``h B``;
   with recency, ``h`` weights the j-th most recent history item by ``decay**j``;
 - content: cosine between item embeddings and a recency-weighted mean of the last
@@ -17,12 +17,14 @@ embeddings), which caches the expensive parts shared by a tuning grid.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
+
+from omega.sim.metrics import hit_ndcg, top_k
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -75,7 +77,7 @@ class TrainData:
     embeddings: Float32Array | None = None
     """``(n_items, dim)`` L2-normalized item embeddings, for the content baselines."""
     _ease: EaseSolver | None = field(default=None, repr=False)
-    _knn: dict[int, tuple[IntArray, Float32Array]] = field(default_factory=dict, repr=False)
+    _knn: _NeighbourCache | None = field(default=None, repr=False)
 
     @property
     def n_items(self) -> int:
@@ -90,13 +92,43 @@ class TrainData:
             self._ease = EaseSolver(self.x)
         return self._ease
 
-    def knn_lists(self, k: int) -> tuple[IntArray, Float32Array]:
-        """Each item's ``k`` most similar items (cosine), best first; computed once for the largest k."""
-        for kmax, (idx, val) in self._knn.items():
-            if kmax >= k:
-                return idx[:, :k], val[:, :k]
-        self._knn = {k: _cosine_neighbours(self.x, k)}
-        return self._knn[k]
+    def knn_lists(self, k: int, items: IntArray) -> tuple[IntArray, Float32Array]:
+        """The ``k`` most similar items (cosine) of each of ``items``, best first.
+
+        Rows are computed on demand and kept, so a tuning grid (ask for its
+        largest k first) and a cold-start fold (a few history items) pay only
+        for the rows they use.
+        """
+        if self._knn is None or self._knn.k < k:
+            self._knn = _NeighbourCache(self.x, k)
+        return self._knn.lists(items, k)
+
+
+class _NeighbourCache:
+    """Top-k cosine neighbours of item columns, filled row by row."""
+
+    def __init__(self, x: FloatArray, k: int) -> None:
+        n = x.shape[1]
+        self.k = min(k, max(n - 1, 0))
+        self._x = x.astype(np.float32)
+        norm = np.sqrt(self._x.sum(axis=0))
+        self._inv = np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)
+        self._idx = np.full((n, self.k), -1, dtype=np.int64)
+        self._val = np.zeros((n, self.k), dtype=np.float32)
+        self._done = np.zeros(n, dtype=bool)
+
+    def lists(self, items: IntArray, k: int) -> tuple[IntArray, Float32Array]:
+        items = np.asarray(items, dtype=np.int64)
+        todo = np.unique(items[~self._done[items]])
+        for lo in range(0, len(todo), 1024):
+            rows = todo[lo : lo + 1024]
+            sim = (self._x[:, rows].T @ self._x) * self._inv[rows, None] * self._inv[None, :]
+            top = top_k(sim.astype(np.float64), [[r] for r in rows], self.k)
+            self._idx[rows] = top
+            vals = np.take_along_axis(sim, np.maximum(top, 0), axis=1)
+            self._val[rows] = np.where(top >= 0, np.maximum(vals, 0.0), 0.0)
+            self._done[rows] = True
+        return self._idx[items, :k], self._val[items, :k]
 
 
 # -- most popular -------------------------------------------------------------
@@ -125,59 +157,26 @@ class Popularity:
 
 @dataclass(eq=False)
 class ItemKnn:
-    """Item-based kNN on cosine similarity of the training matrix's columns.
+    """Item-based kNN: each history item votes for its ``neighbours`` most similar items.
 
-    ``neighbours=None`` uses every item's full similarity row, computed through
-    ``X`` without forming the items × items matrix.
+    Similarity is the cosine of the training matrix's item columns; a vote
+    weighs the similarity (Sarwar et al. 2001, Deshpande & Karypis 2004).
     """
 
     train: TrainData
-    neighbours: int | None = None
+    neighbours: int
 
     @property
     def n_items(self) -> int:
         return self.train.n_items
 
     def scores(self, histories: Sequence[IntArray]) -> FloatArray:
-        x = self.train.x
-        norm = np.sqrt(self.train.counts())
-        inv = np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)
         out = np.empty((len(histories), self.n_items), dtype=np.float64)
-        if self.neighbours is None:
-            for lo in range(0, len(histories), BATCH):
-                h = history_matrix(histories[lo : lo + BATCH], self.n_items) * inv
-                s = (h @ x.T) @ x * inv
-                out[lo : lo + len(h)] = s - h * norm  # drop each item's similarity to itself
-            return out
-        idx, val = self.train.knn_lists(self.neighbours)
         for row, items in enumerate(histories):
-            out[row] = np.bincount(
-                idx[items].ravel(), weights=val[items].ravel(), minlength=self.n_items
-            )
+            idx, val = self.train.knn_lists(self.neighbours, items)
+            keep = idx >= 0
+            out[row] = np.bincount(idx[keep], weights=val[keep], minlength=self.n_items)
         return out
-
-
-def _cosine_neighbours(x: FloatArray, k: int, chunk: int = 1024) -> tuple[IntArray, Float32Array]:
-    """Top-k cosine neighbours of every item column of ``x`` (self excluded)."""
-    n = x.shape[1]
-    k = min(k, max(n - 1, 0))
-    xf = x.astype(np.float32)
-    norm = np.sqrt(xf.sum(axis=0))
-    inv = np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)
-    idx = np.zeros((n, k), dtype=np.int64)
-    val = np.zeros((n, k), dtype=np.float32)
-    if k == 0:
-        return idx, val
-    for lo in range(0, n, chunk):
-        hi = min(lo + chunk, n)
-        sim = (xf[:, lo:hi].T @ xf) * inv[lo:hi, None] * inv[None, :]
-        sim[np.arange(hi - lo), np.arange(lo, hi)] = -np.inf
-        part = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-        top = np.take_along_axis(sim, part, axis=1)
-        order = np.lexsort((part, -top), axis=1)
-        idx[lo:hi] = np.take_along_axis(part, order, axis=1)
-        val[lo:hi] = np.maximum(np.take_along_axis(top, order, axis=1), 0.0)
-    return idx, val
 
 
 # -- EASE -----------------------------------------------------------------------
@@ -290,3 +289,151 @@ class ContentProfile:
             prior = np.log1p(self.counts) / top if top > 0 else np.zeros_like(self.counts)
             out += self.popularity * prior
         return out
+
+
+# -- the benchmark's baselines, tuning and cold-start folds ---------------------------
+
+Params = dict[str, float | int]
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A baseline as the runner sees it: a name, a tuning grid and a builder."""
+
+    name: str
+    grid: tuple[Params, ...]
+    """Parameter sets tried on validation, in order (ties keep the earlier one)."""
+    build: Callable[[TrainData, Params], Scorer]
+    needs_embeddings: bool = False
+
+
+def default_baselines(
+    *,
+    decay: float,
+    ease_lambdas: Sequence[float],
+    knn_neighbours: Sequence[int],
+    content_last_n: Sequence[int],
+    content_popularity: Sequence[float],
+) -> list[Baseline]:
+    """The baselines of BENCHMARKS.md §1 plus EASE with recency weighting."""
+
+    def ease(train: TrainData, p: Params) -> Scorer:
+        return Ease(train.ease_solver().at(float(p["lambda"])), p.get("decay"))
+
+    def content(train: TrainData, p: Params) -> Scorer:
+        if train.embeddings is None:
+            raise ValueError("the content baselines need item embeddings")
+        return ContentProfile(
+            train.embeddings,
+            int(p["last_n"]),
+            float(p["decay"]),
+            float(p.get("popularity", 0.0)),
+            train.counts(),
+        )
+
+    return [
+        Baseline("most popular", ({},), lambda train, p: Popularity.fit(train)),
+        Baseline(
+            "item-kNN",
+            # Largest first: the neighbour lists are computed once, for the largest k.
+            tuple({"k": k} for k in sorted(knn_neighbours, reverse=True)),
+            lambda train, p: ItemKnn(train, int(p["k"])),
+        ),
+        Baseline("EASE", tuple({"lambda": lam} for lam in ease_lambdas), ease),
+        Baseline(
+            "EASE + recency",
+            tuple({"lambda": lam, "decay": decay} for lam in ease_lambdas),
+            ease,
+        ),
+        Baseline(
+            "content",
+            tuple({"last_n": n, "decay": decay} for n in content_last_n),
+            content,
+            needs_embeddings=True,
+        ),
+        Baseline(
+            "content + popularity",
+            tuple(
+                {"last_n": n, "decay": decay, "popularity": b}
+                for n in content_last_n
+                for b in content_popularity
+            ),
+            content,
+            needs_embeddings=True,
+        ),
+    ]
+
+
+def rank(scorer: Scorer, histories: Sequence[IntArray], k: int) -> IntArray:
+    """Top-k lists of ``scorer`` for ``histories``, each excluding its own history."""
+    out = np.full((len(histories), k), -1, dtype=np.int64)
+    for lo in range(0, len(histories), BATCH):
+        part = histories[lo : lo + BATCH]
+        out[lo : lo + len(part)] = top_k(scorer.scores(part), part, k)
+    return out
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """The chosen parameters of a baseline and its validation figures."""
+
+    params: Params
+    val_hr: float
+    val_ndcg: float
+    scorer: Scorer
+    tried: tuple[tuple[Params, float, float], ...]
+    """(params, HR, NDCG) of every grid point, on validation."""
+
+
+def tune(
+    baseline: Baseline,
+    train: TrainData,
+    histories: Sequence[IntArray],
+    targets: npt.ArrayLike,
+    k: int,
+) -> Tuned:
+    """Pick the grid point with the best validation NDCG@k (the earlier one on a tie)."""
+    best: Tuned | None = None
+    tried: list[tuple[Params, float, float]] = []
+    for params in baseline.grid:
+        scorer = baseline.build(train, params)
+        hit, ndcg = hit_ndcg(rank(scorer, histories, k), targets)
+        hr, nd = float(hit.mean()), float(ndcg.mean())
+        tried.append((params, hr, nd))
+        if best is None or nd > best.val_ndcg:
+            best = Tuned(params, hr, nd, scorer, ())
+    if best is None:
+        raise ValueError(f"{baseline.name}: empty tuning grid")
+    return Tuned(best.params, best.val_hr, best.val_ndcg, best.scorer, tuple(tried))
+
+
+def cold_start_lists(
+    baseline: Baseline,
+    params: Params,
+    x: FloatArray,
+    embeddings: Float32Array | None,
+    rows: Sequence[int],
+    histories: Sequence[IntArray],
+    k: int,
+    folds: int,
+) -> IntArray:
+    """Top-k lists for cold-start histories, each from a model fitted without that user.
+
+    The cold-start target (a user's 6th interaction) is in that user's own
+    training history, so a model fitted on every training history has seen it.
+    Users (``rows`` of ``x``) are split into ``folds`` folds by position; each
+    fold is scored by a model fitted on the other folds' training histories.
+    """
+    if len(rows) != len(histories):
+        raise ValueError(f"{len(rows)} rows for {len(histories)} histories")
+    out = np.full((len(rows), k), -1, dtype=np.int64)
+    row_arr = np.asarray(rows, dtype=np.int64)
+    position = np.arange(len(row_arr))
+    for fold in range(min(folds, len(row_arr))):
+        mine = position % folds == fold
+        keep = np.ones(x.shape[0], dtype=bool)
+        keep[row_arr[mine]] = False
+        scorer = baseline.build(TrainData(x[keep], embeddings), params)
+        picked = [histories[i] for i in np.flatnonzero(mine)]
+        out[mine] = rank(scorer, picked, k)
+    return out

@@ -84,10 +84,11 @@ def item_text(title: str, year: int | None, genres: Sequence[str]) -> str:
     """``"Title (year). Genres: a, b, c"``, e.g. ``"Heat (1995). Genres: Action, Crime"``.
 
     A title without a year reads ``"Title. Genres: ..."``; without genres the
-    sentence stops after the title.
+    text is the title alone, as ``omega.brain.content.content_text`` writes it
+    (so the brain finds these texts in the runner's shared embedding cache).
     """
     head = f"{title} ({year})" if year is not None else title
-    return f"{head}. Genres: {', '.join(genres)}" if genres else f"{head}."
+    return f"{head}. Genres: {', '.join(genres)}" if genres else head
 
 
 def split_title(raw: str) -> tuple[str, int | None]:

@@ -38,6 +38,9 @@ ECONNREFUSED: int = lib.NNG_ECONNREFUSED
 ENOMEM: int = lib.NNG_ENOMEM
 INFINITE_MS = -1
 
+#: Messages queued per subscriber (publisher side) and in a subscriber (nng default: 16).
+PUBSUB_QUEUE = 1024
+
 SCHEMES = ("tcp://", "ipc://", "tls+tcp://", "inproc://")
 
 #: pynng is untyped; its sockets are Any to mypy.
@@ -144,8 +147,11 @@ def open_socket(kind: Literal["rep", "req", "pub", "sub"], settings: TransportSe
                 raise TransportError("could not disable Req0 resend")
         elif kind == "pub":
             sock = pynng.Pub0()
+            # Pub0 never blocks: a burst longer than a subscriber's queue is dropped.
+            sock.send_buffer_size = PUBSUB_QUEUE
         else:
             sock = pynng.Sub0()
+            sock.recv_buffer_size = PUBSUB_QUEUE
         try:
             _apply_common(sock, settings, limit)
             if url.startswith("tls+tcp://"):

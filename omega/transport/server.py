@@ -9,8 +9,9 @@ thread, so ``workers`` is also the number of requests handled at once.
 Close order (see docs/transport.md): set the closing flag; close the contexts of
 the workers waiting in recv, which wakes them with ECLOSED (a worker in its handler
 finishes it and sends the reply); join the workers with a deadline, each freeing its
-own aio; only then close the socket. Closing an nng socket while other threads are inside nng calls on it is
-where the known close races live (nanomsg/nng#2110, #2238), so the socket goes last.
+own aio; only then close the socket. Closing an nng socket while other threads are
+inside nng calls on it is where the known close races live (nanomsg/nng#2110,
+#2238), so the socket goes last.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ the cluster's directory, printed by ``Cluster.logs()`` when a test fails.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -75,11 +76,16 @@ class Node:
         self.password = password
         self.compact_entries = compact_entries
         self.proc: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
         self._replies: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._lock = threading.Lock()
         self.stopped = False
 
-    def start(self, timeout: float = 20.0) -> None:
+    def start(self, timeout: float = 30.0) -> None:
+        self.spawn()
+        self.wait_ready(timeout)
+
+    def spawn(self) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
         env.pop("OMEGA_TEST_RAFT_PASSWORD", None)
@@ -95,17 +101,21 @@ class Node:
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=log, text=True, env=env, bufsize=1)
         log.close()
-        threading.Thread(target=self._read, args=(self.proc, self._replies),
-                         daemon=True).start()
+        self._reader = threading.Thread(target=self._read, args=(self.proc, self._replies),
+                                        daemon=True)
+        self._reader.start()
         self.stopped = False
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
         first = self._next(timeout)
         assert first.get("ready"), f"{self.name} did not start: {first}"
 
     @staticmethod
     def _read(proc: subprocess.Popen[str], replies: queue.Queue[dict[str, Any] | None]) -> None:
         assert proc.stdout is not None
-        for line in proc.stdout:
-            replies.put(json.loads(line))
+        with proc.stdout:
+            for line in proc.stdout:
+                replies.put(json.loads(line))
         replies.put(None)
 
     def _next(self, timeout: float) -> dict[str, Any]:
@@ -152,7 +162,17 @@ class Node:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(timeout=10)
+        self._release()
         self.stopped = False
+
+    def _release(self) -> None:
+        """Close our end of the pipes and wait for the reader to drain stdout."""
+        assert self.proc is not None
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            with contextlib.suppress(BrokenPipeError):
+                self.proc.stdin.close()
+        if self._reader is not None:
+            self._reader.join(timeout=10)
 
     def close(self, timeout: float = 10.0) -> None:
         if not self.alive:
@@ -163,6 +183,7 @@ class Node:
             self.request("close", timeout=timeout)
             assert self.proc is not None
             self.proc.wait(timeout=timeout)
+            self._release()
         except (WaitTimeout, subprocess.TimeoutExpired):
             self.kill()
 
@@ -181,9 +202,12 @@ class Cluster:
             for i, addr in enumerate(addresses)
         ]
 
-    def start(self) -> None:
-        for node in self.nodes:
-            node.start()
+    def start(self, nodes: list[Node] | None = None) -> None:
+        """Spawn the (given) nodes at once, then wait until each has opened its store."""
+        for node in nodes or self.nodes:
+            node.spawn()
+        for node in nodes or self.nodes:
+            node.wait_ready()
 
     def by_address(self, address: str) -> Node:
         return next(n for n in self.nodes if n.address == address)

@@ -109,6 +109,7 @@ class Node:
         threads, timeout = int(req.get("threads", 1)), float(req.get("timeout", 5.0))
         deadline = time.monotonic() + float(req.get("max_s", 30.0))
         acked: list[int] = []
+        latencies: list[float] = []
         errors: list[dict[str, Any]] = []
         lock = threading.Lock()
         counter = iter(range(int(req.get("start", 0)), n))
@@ -123,6 +124,7 @@ class Node:
 
         def worker() -> None:
             for i in take():
+                t0 = time.perf_counter()
                 try:
                     self.raft.submit(command(f"{prefix}{i}", f"{prefix}{i}", size), timeout)
                 except RaftError as exc:
@@ -130,6 +132,7 @@ class Node:
                         errors.append({"i": i, **_error(exc)})
                     return
                 with lock:
+                    latencies.append(time.perf_counter() - t0)
                     acked.append(i)
 
         start = time.perf_counter()
@@ -139,7 +142,11 @@ class Node:
         for t in pool:
             t.join()
         seconds = time.perf_counter() - start
-        return {"ok": True, "acked": sorted(acked), "errors": errors[:5], "seconds": seconds}
+        latencies.sort()
+        pct = {f"p{q}_ms": round(latencies[min(len(latencies) - 1, len(latencies) * q // 100)]
+                                 * 1e3, 3) for q in (50, 90, 99)} if latencies else {}
+        return {"ok": True, "acked": sorted(acked), "errors": errors[:5], "seconds": seconds,
+                "max_ms": round(latencies[-1] * 1e3, 3) if latencies else None, **pct}
 
 
 class _FieldsFormatter(logging.Formatter):

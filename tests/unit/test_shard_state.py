@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from omega.raft import MemoryKv
 from omega.shard import state
 from omega.shard.commands import (
     Advertise,
@@ -20,8 +21,6 @@ from omega.shard.commands import (
     decode_command,
     encode_command,
 )
-from omega.raft import MemoryKv
-
 
 DB = state.DB
 
@@ -114,7 +113,7 @@ def test_apply_is_deterministic_across_replicas() -> None:
     a, b = kv_new(), kv_new()
     for i, c in enumerate(cmds, 1):
         assert state.apply(a, c, i) == state.apply(b, c, i)
-    assert a.digest() == b.digest()
+    assert a.state_hash() == b.state_hash()
 
 
 def test_reports_stored_without_identity_and_sealed_at_k() -> None:
@@ -134,7 +133,8 @@ def test_reports_stored_without_identity_and_sealed_at_k() -> None:
     assert not list(kv.iterate(DB, state.P_MEMBER + state.u64(0)))
     got = state.take_batch(kv, min_devices=3)
     assert got is not None and got.bucket == 0 and got.devices == 3
-    assert sorted(got.reports) == sorted(b"rep-%d-%s" % (i, s) for i in range(3) for s in (b"a", b"b"))
+    expected = [b"rep-%d-%s" % (i, s) for i in range(3) for s in (b"a", b"b")]
+    assert sorted(got.reports) == sorted(expected)
     assert state.take_batch(kv, min_devices=4) is None
 
 

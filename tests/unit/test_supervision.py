@@ -154,7 +154,7 @@ def node(handle: SupervisorHandle, path: str) -> dict[str, Any]:
 def running_with(handle: SupervisorHandle, path: str, restarts: int) -> Callable[[], bool]:
     def cond() -> bool:
         n = node(handle, path)
-        return n["state"] == "running" and n["restarts"] == restarts
+        return bool(n["state"] == "running" and n["restarts"] == restarts)
 
     return cond
 
@@ -288,9 +288,7 @@ def test_one_for_all_restarts_every_child(trees: Any, journal: Journal) -> None:
     journal.clear()
 
     handle.ref("b").tell("boom")
-    wait_for(
-        lambda: all(running_with(handle, f"root.{n}", 1)() for n in "abc"), "all restarted"
-    )
+    wait_for(lambda: all(running_with(handle, f"root.{n}", 1)() for n in "abc"), "all restarted")
     assert journal.of("stop") == ["c", "a"]  # the others, in reverse order
     assert journal.of("start") == ["a", "b", "c"]  # then all, in order
 
@@ -317,9 +315,7 @@ def test_rest_for_one_restarts_the_failed_child_and_those_after_it(
 # --- restart types ---------------------------------------------------------------
 
 
-def test_permanent_child_restarts_after_normal_exit_and_crash(
-    trees: Any, journal: Journal
-) -> None:
+def test_permanent_child_restarts_after_normal_exit_and_crash(trees: Any, journal: Journal) -> None:
     handle = trees(sup("root", worker("p", journal)))
     handle.ref("p").tell("quit")  # the actor stops itself: a normal exit
     wait_for(running_with(handle, "root.p", 1), "p restarted after a normal exit")
@@ -362,9 +358,7 @@ def test_temporary_child_is_never_restarted(trees: Any, journal: Journal) -> Non
     assert handle.state == "running"
 
 
-def test_temporary_sibling_is_not_restarted_by_one_for_all(
-    trees: Any, journal: Journal
-) -> None:
+def test_temporary_sibling_is_not_restarted_by_one_for_all(trees: Any, journal: Journal) -> None:
     spec = sup(
         "root",
         worker("a", journal),
@@ -441,6 +435,29 @@ def test_failing_on_start_during_restart_is_retried_and_counted(
     assert journal.of("start") == ["a", "a", "a"]
 
 
+def test_failed_start_inside_a_one_for_all_restart_retries_the_whole_group(
+    trees: Any, journal: Journal
+) -> None:
+    flaky = Behaviour()
+    spec = sup(
+        "root",
+        worker("a", journal),
+        worker("b", journal, flaky),
+        worker("c", journal),
+        strategy="one_for_all",
+        max_restarts=5,
+    )
+    handle = trees(spec)
+    journal.clear()
+    flaky.fail_starts = 1
+    handle.ref("a").tell("boom")
+    # stop c, b; start a, b (fails: c is never tried); retry: stop a; start a, b, c.
+    wait_for(running_with(handle, "root.c", 1), "c up after the retried restart")
+    assert journal.of("stop") == ["c", "b", "a"]
+    assert journal.of("start") == ["a", "b", "a", "b", "c"]
+    assert [c["restarts"] for c in handle.tree()["children"]] == [2, 2, 1]
+
+
 def test_failing_on_start_at_boot_fails_the_tree_and_stops_earlier_children(
     journal: Journal, clock: FakeClock
 ) -> None:
@@ -494,9 +511,7 @@ def test_killed_actor_is_an_abnormal_exit_so_transient_restarts(
 
 
 def test_actor_stopped_from_outside_is_seen(trees: Any, journal: Journal) -> None:
-    handle = trees(
-        sup("root", worker("p", journal), worker("t", journal, restart="transient"))
-    )
+    handle = trees(sup("root", worker("p", journal), worker("t", journal, restart="transient")))
     assert handle.ref("p").stop(timeout=DEADLINE_S)
     wait_for(running_with(handle, "root.p", 1), "permanent restarted after an outside stop")
     assert handle.ref("t").stop(timeout=DEADLINE_S)
@@ -615,6 +630,18 @@ def test_killing_a_child_supervisor_restarts_it(trees: Any, journal: Journal) ->
     assert journal.of("stop") == ["y", "x"]
     assert journal.of("start") == ["x", "y"]
     assert node(handle, "root.sub")["last_exit"] == "killed: ActorKilled: root.sub killed"
+
+
+def test_on_give_up_may_call_back_into_the_handle(trees: Any, journal: Journal) -> None:
+    seen: list[tuple[bool, bool, str]] = []
+
+    def on_give_up(error: SupervisionError) -> None:
+        seen.append((handle.stop(timeout=DEADLINE_S), handle.wait(0), handle.state))
+
+    handle = trees(sup("root", worker("a", journal), max_restarts=0), on_give_up=on_give_up)
+    handle.ref("a").tell("boom")
+    assert handle.wait(DEADLINE_S)
+    assert seen == [(True, True, "failed")]
 
 
 def test_killing_the_root_gives_up(trees: Any, journal: Journal) -> None:

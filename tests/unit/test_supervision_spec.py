@@ -80,9 +80,7 @@ def test_zero_shutdown_is_allowed() -> None:
         ),
     ],
 )
-def test_supervisor_spec_rejects_bad_fields(
-    kwargs: dict[str, Any], code: str, field: str
-) -> None:
+def test_supervisor_spec_rejects_bad_fields(kwargs: dict[str, Any], code: str, field: str) -> None:
     with pytest.raises(SpecError) as info:
         SupervisorSpec("root", **kwargs)
     assert (info.value.code, info.value.field) == (code, field)
@@ -90,7 +88,7 @@ def test_supervisor_spec_rejects_bad_fields(
 
 def test_supervisor_spec_is_plain_frozen_data() -> None:
     leaf = ChildSpec("a", _never)
-    sub = SupervisorSpec("sub", children=[leaf])  # a list is stored as a tuple
+    sub = SupervisorSpec("sub", children=[leaf])  # type: ignore[arg-type]  # stored as a tuple
     root = SupervisorSpec("root", "rest_for_one", 2, 1.0, (sub, ChildSpec("b", _never)))
     assert sub.children == (leaf,)
     assert root == SupervisorSpec("root", "rest_for_one", 2, 1.0, (sub, ChildSpec("b", _never)))

@@ -1,0 +1,429 @@
+"""Shard benchmark: a 3-replica Raft group on 127.0.0.1 under simulated devices.
+
+Run: .venv/bin/python bench/shard.py [--quick] [--json]
+
+Phases, all in one run (ratios are taken between figures of the same run):
+1. bare pynng Req0/Rep0 with the push's and the pull's sizes (the ceiling);
+2. pushes: ≥ 1,000 devices in a separate load process, through DeviceClient, the
+   real codec, signing, group commit and Raft; acknowledged pushes/s, p50/p99 ack
+   latency, CPU seconds per process;
+3. pulls spread over the three replicas (followers serve them);
+4. leader failover: SIGKILL the leader ≥ 5 times; time until a survivor leads and
+   until a device's push is acknowledged again;
+5. the projection to the seed's plan (167 syncs/s per server) and to 10 M TVs
+   syncing every 5 minutes.
+
+The rate limit is off in the group under test (one device pushes many times per
+run); everything else is the shard's default configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests" / "integration"))
+
+SEED_SYNCS_PER_SERVER = 10_000_000 / 60 / 1000  # 10 M syncs a minute over 1,000 servers
+FLEET_CONCURRENT = 10_000_000
+SYNC_PERIOD_S = 300.0
+#: A sealed co-view report: a libsodium sealed box (48 bytes) around ~100 bytes.
+REPORT_BYTES = 150
+PULL_REQUEST_BYTES = 120
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process used so far, from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * q / 100))]
+
+
+# -- worker processes ------------------------------------------------------------------
+
+
+def worker_bare_server(port: int, workers: int, reply_bytes: int) -> None:
+    import pynng
+
+    sock = pynng.Rep0(listen=f"tcp://127.0.0.1:{port}")
+    reply = b"r" * reply_bytes
+
+    def serve() -> None:
+        ctx = sock.new_context()
+        while True:
+            ctx.recv()
+            ctx.send(reply)
+
+    for _ in range(workers):
+        threading.Thread(target=serve, daemon=True).start()
+    print("ready", flush=True)
+    sys.stdin.read()  # until the parent closes our stdin
+
+
+def _window(run: Any, seconds: float, warmup: float) -> tuple[float, float, float]:
+    """Run until warm, announce the window, run it; return (t0, t1, own cpu seconds)."""
+    done = threading.Event()
+    done.wait(warmup)
+    print("start", flush=True)
+    t0, c0 = time.monotonic(), time.process_time()
+    done.wait(seconds)
+    t1, c1 = time.monotonic(), time.process_time()
+    print("end", flush=True)
+    return t0, t1, c1 - c0
+
+
+def worker_bare_client(endpoint: str, threads: int, seconds: float, warmup: float,
+                       request_bytes: int) -> None:
+    import pynng
+
+    sock = pynng.Req0(dial=endpoint)
+    payload = b"q" * request_bytes
+    stop = threading.Event()
+    samples: list[tuple[float, float]] = []
+    lock = threading.Lock()
+
+    def run() -> None:
+        ctx = sock.new_context()
+        mine = []
+        while not stop.is_set():
+            t = time.monotonic()
+            ctx.send(payload)
+            ctx.recv()
+            e = time.monotonic()
+            mine.append((e, e - t))
+        with lock:
+            samples.extend(mine)
+
+    ths = [threading.Thread(target=run, daemon=True) for _ in range(threads)]
+    for th in ths:
+        th.start()
+    t0, t1, cpu = _window(None, seconds, warmup)
+    stop.set()
+    for th in ths:
+        th.join(10)
+    window = [dt for t, dt in samples if t0 <= t <= t1]
+    print(json.dumps({"rate": len(window) / (t1 - t0), "p50_ms": pct(window, 50) * 1e3,
+                      "p99_ms": pct(window, 99) * 1e3, "cpu_s": cpu, "seconds": t1 - t0}),
+          flush=True)
+    os._exit(0)  # pynng sockets close slowly with threads parked in recv
+
+
+def worker_push(endpoints: list[str], devices: int, threads: int, seconds: float,
+                warmup: float) -> None:
+    from shard_harness import Load
+
+    load = Load(endpoints, devices, threads=threads, prefix="bench",
+                report_bytes=REPORT_BYTES).start()
+    t0, t1, cpu = _window(None, seconds, warmup)
+    r = load.stop()
+    window = [dt for t, dt in r.latencies if t0 <= t <= t1]
+    print(json.dumps({"rate": len(window) / (t1 - t0), "acked": len(r.acked),
+                      "p50_ms": pct(window, 50) * 1e3, "p99_ms": pct(window, 99) * 1e3,
+                      "errors": dict(r.errors), "cpu_s": cpu, "seconds": t1 - t0}), flush=True)
+
+
+def worker_pull(endpoints: list[str], devices: int, threads: int, seconds: float,
+                warmup: float) -> None:
+    from omega.client import ClientSettings, DeviceClient
+    from omega.protocol import derive_device_key, encode
+    from omega.transport import RpcClient, TransportSettings
+    from shard_harness import FLEET_KEY
+
+    rpcs = [RpcClient(ep, TransportSettings(request_timeout_s=2.0, retries=0)) for ep in endpoints]
+    settings = ClientSettings(request_timeout_s=2.0, attempts=3)
+    clients = [DeviceClient(endpoints, f"pull{i:05d}", derive_device_key(FLEET_KEY, f"pull{i:05d}"),
+                            settings, requester=rpcs[i % len(rpcs)]) for i in range(devices)]
+    stop = threading.Event()
+    samples: list[tuple[float, float, int]] = []
+    lock = threading.Lock()
+
+    def run(mine: list[DeviceClient]) -> None:
+        out = []
+        while not stop.is_set():
+            for c in mine:
+                if stop.is_set():
+                    break
+                t = time.monotonic()
+                try:
+                    resp = c.pull(0, "eu")
+                except Exception:  # counted as missing samples
+                    continue
+                e = time.monotonic()
+                out.append((e, e - t, len(encode(resp))))
+        with lock:
+            samples.extend(out)
+
+    ths = [threading.Thread(target=run, args=(clients[i::threads],), daemon=True)
+           for i in range(threads)]
+    for th in ths:
+        th.start()
+    t0, t1, cpu = _window(None, seconds, warmup)
+    stop.set()
+    for th in ths:
+        th.join(10)
+    window = [(dt, size) for t, dt, size in samples if t0 <= t <= t1]
+    lat = [dt for dt, _ in window]
+    print(json.dumps({"rate": len(window) / (t1 - t0), "p50_ms": pct(lat, 50) * 1e3,
+                      "p99_ms": pct(lat, 99) * 1e3,
+                      "reply_bytes": statistics.median([s for _, s in window]) if window else 0,
+                      "cpu_s": cpu, "seconds": t1 - t0}), flush=True)
+    for r in rpcs:
+        r.close()
+
+
+# -- the orchestrating process ---------------------------------------------------------
+
+
+def run_worker(args: list[str], watch: dict[str, int], timeout: float) -> tuple[dict[str, Any],
+                                                                              dict[str, float]]:
+    """Run a worker process; CPU of ``watch`` processes over its announced window."""
+    proc = subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE,
+                            text=True, cwd=REPO)
+    assert proc.stdout is not None
+    before: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    result: dict[str, Any] = {}
+    deadline = time.monotonic() + timeout
+    for line in proc.stdout:
+        line = line.strip()
+        if line == "start":
+            before = {k: cpu_s(pid) for k, pid in watch.items()}
+        elif line == "end":
+            cpu = {k: cpu_s(pid) - before.get(k, 0.0) for k, pid in watch.items()}
+        elif line.startswith("{"):
+            result = json.loads(line)
+        if time.monotonic() > deadline:
+            break
+    try:
+        proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    return result, cpu
+
+
+def bare(label: str, request_bytes: int, reply_bytes: int, threads: int, workers: int,
+         seconds: float, warmup: float) -> dict[str, Any]:
+    from shard_harness import free_ports
+
+    port = free_ports(1)[0]
+    server = subprocess.Popen([sys.executable, __file__, "--bare-server", str(port),
+                               "--workers", str(workers), "--reply-bytes", str(reply_bytes)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert server.stdout is not None and server.stdin is not None
+    server.stdout.readline()
+    try:
+        result, cpu = run_worker(["--worker", "bare", "--endpoint", f"tcp://127.0.0.1:{port}",
+                                  "--threads", str(threads), "--seconds", str(seconds),
+                                  "--warmup", str(warmup), "--request-bytes",
+                                  str(request_bytes)],
+                                 {"server": server.pid}, seconds + warmup + 60)
+    finally:
+        server.stdin.close()
+        server.kill()
+        server.wait()
+    result["cpu_s_server"] = cpu.get("server")
+    result["label"] = label
+    return result
+
+
+def failover(c: Any, kills: int) -> dict[str, Any]:
+    from omega.client import ClientSettings, DeviceClient
+    from omega.protocol import derive_device_key
+    from shard_harness import FLEET_KEY, wait_for
+
+    elect: list[float] = []
+    write: list[float] = []
+    for k in range(kills):
+        c.wait_converged(60)
+        leader = c.wait_leader(60)
+        survivors = [n for n in c.nodes if n is not leader]
+        name = f"failover{k}"
+        dev = DeviceClient([n.listen for n in survivors], name, derive_device_key(FLEET_KEY, name),
+                           ClientSettings(request_timeout_s=0.5, attempts=100, call_timeout_s=30.0,
+                                          backoff_s=0.01, backoff_max_s=0.05))
+        leader.kill()
+        t0 = time.monotonic()
+        got: dict[str, float] = {}
+
+        def probe_write(dev: DeviceClient = dev) -> None:
+            dev.push([b"failover"])
+            got["write"] = time.monotonic() - t0
+
+        th = threading.Thread(target=probe_write)
+        th.start()
+        wait_for(lambda s=survivors: any((n.status() or {}).get("role") == "leader" for n in s),
+                 30, "a new leader", interval=0.002)
+        elect.append(time.monotonic() - t0)
+        th.join(35)
+        dev.close()
+        write.append(got.get("write", float("nan")))
+        leader.spawn()
+        c.wait_leader(60)
+    return {"kills": kills, "election_median_s": statistics.median(elect),
+            "election_max_s": max(elect), "write_median_s": statistics.median(write),
+            "write_max_s": max(write), "elections_s": elect, "writes_s": write}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="short phases (about a minute in all)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--devices", type=int, default=1000)
+    p.add_argument("--threads", type=int, default=64, help="load threads (requests in flight)")
+    p.add_argument("--workers", type=int, default=128, help="server worker threads")
+    p.add_argument("--seconds", type=float, default=None)
+    p.add_argument("--kills", type=int, default=5)
+    p.add_argument("--launcher", choices=("runner", "omega-node"), default="runner")
+    # worker modes (internal)
+    p.add_argument("--worker", choices=("bare", "push", "pull"), help=argparse.SUPPRESS)
+    p.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--endpoint", help=argparse.SUPPRESS)
+    p.add_argument("--endpoints", help=argparse.SUPPRESS)
+    p.add_argument("--warmup", type=float, default=2.0, help=argparse.SUPPRESS)
+    p.add_argument("--request-bytes", type=int, default=256, help=argparse.SUPPRESS)
+    p.add_argument("--reply-bytes", type=int, default=24, help=argparse.SUPPRESS)
+    a = p.parse_args()
+    seconds = a.seconds or (5.0 if a.quick else 15.0)
+    if a.bare_server:
+        worker_bare_server(a.bare_server, a.workers, a.reply_bytes)
+        return 0
+    if a.worker == "bare":
+        worker_bare_client(a.endpoint, a.threads, seconds, a.warmup, a.request_bytes)
+        return 0
+    if a.worker == "push":
+        worker_push(a.endpoints.split(","), a.devices, a.threads, seconds, a.warmup)
+        return 0
+    if a.worker == "pull":
+        worker_pull(a.endpoints.split(","), a.devices, a.threads, seconds, a.warmup)
+        return 0
+    return orchestrate(a, seconds)
+
+
+def orchestrate(a: argparse.Namespace, seconds: float) -> int:
+    from shard_harness import ShardCluster
+
+    warm = 1.0 if a.quick else 2.0
+    say = (lambda *x: None) if a.json else (lambda *x: print(*x, flush=True))
+    out: dict[str, Any] = {"devices": a.devices, "threads": a.threads, "workers": a.workers,
+                           "seconds": seconds}
+    t_start = time.monotonic()
+    push_req, push_rep = push_sizes()
+    say(f"bare pynng: {a.threads} client threads, {a.workers} server threads, {seconds:g} s")
+    out["bare_push"] = bare("push sizes", push_req, push_rep, a.threads, a.workers, seconds,
+                            warm)
+    say(f"  push sizes ({push_req} B → {push_rep} B): {out['bare_push']['rate']:,.0f} req/s")
+    with tempfile.TemporaryDirectory(prefix="omega-bench-shard-") as tmp:
+        c = ShardCluster(Path(tmp), workers=a.workers, launcher=a.launcher,
+                         shard={"rate_limit_interval_s": 0.0, "pull_interval_s": 0.0,
+                                "k_anonymity": 50})
+        try:
+            leader = c.start(120)
+            seeded = _seed_global(leader)
+            pull_reply = seeded
+            out["bare_pull"] = bare("pull sizes", PULL_REQUEST_BYTES, pull_reply, a.threads,
+                                    a.workers, seconds, warm)
+            say(f"  pull sizes ({PULL_REQUEST_BYTES} B → {pull_reply} B): "
+                f"{out['bare_pull']['rate']:,.0f} req/s")
+            watch = {n.name: n.pid for n in c.nodes}
+            say(f"group of 3 ({a.launcher}); leader {leader.name}; {a.devices} devices pushing")
+            push, cpu = run_worker(["--worker", "push", "--endpoints", ",".join(c.endpoints),
+                                    "--devices", str(a.devices), "--threads", str(a.threads),
+                                    "--seconds", str(seconds), "--warmup", str(warm)],
+                                   watch, seconds + warm + 120)
+            push["cpu_s_replicas"] = {(k + ("*" if k == leader.name else "")): round(v, 2)
+                                      for k, v in cpu.items()}
+            out["push"] = push
+            stats = leader.ctl("shard") or {}
+            out["group_commit"] = stats.get("group_commit")
+            say(f"  acked pushes/s {push['rate']:,.0f}, p50 {push['p50_ms']:.1f} ms, "
+                f"p99 {push['p99_ms']:.1f} ms, errors {push.get('errors')}")
+            say(f"  CPU s in {push['seconds']:.1f} s: load process {push['cpu_s']:.2f}, "
+                f"replicas {push['cpu_s_replicas']} (* leader); group commit {out['group_commit']}")
+            pull, cpu = run_worker(["--worker", "pull", "--endpoints", ",".join(c.endpoints),
+                                    "--devices", str(a.devices), "--threads", str(a.threads),
+                                    "--seconds", str(seconds), "--warmup", str(warm)],
+                                   watch, seconds + warm + 120)
+            pull["cpu_s_replicas"] = {k: round(v, 2) for k, v in cpu.items()}
+            out["pull"] = pull
+            say(f"  pulls/s {pull['rate']:,.0f} (reply {pull['reply_bytes']:.0f} B), "
+                f"p50 {pull['p50_ms']:.1f} ms, p99 {pull['p99_ms']:.1f} ms; CPU s: load "
+                f"{pull['cpu_s']:.2f}, replicas {pull['cpu_s_replicas']}")
+            say(f"failover: SIGKILL the leader {a.kills} times")
+            out["failover"] = failover(c, a.kills)
+            f = out["failover"]
+            say(f"  new leader: median {f['election_median_s']:.3f} s, max "
+                f"{f['election_max_s']:.3f} s; push acked again: median "
+                f"{f['write_median_s']:.3f} s, max {f['write_max_s']:.3f} s")
+        finally:
+            c.close()
+    x = out["push"]["rate"]
+    ratio = x / out["bare_push"]["rate"]
+    out["ratio_push_vs_bare"] = ratio
+    out["ratio_pull_vs_bare"] = out["pull"]["rate"] / out["bare_pull"]["rate"]
+    need = FLEET_CONCURRENT / SYNC_PERIOD_S
+    out["projection"] = {
+        "seed_syncs_per_server_s": SEED_SYNCS_PER_SERVER,
+        "seed_servers_per_group": x / SEED_SYNCS_PER_SERVER,
+        "fleet_syncs_s": need,
+        "groups_for_fleet": math.ceil(need / x) if x else None,
+        "servers_for_fleet": 3 * math.ceil(need / x) if x else None,
+    }
+    out["elapsed_s"] = time.monotonic() - t_start
+    pr = out["projection"]
+    say(f"ratio acked pushes / bare pynng (same sizes): {ratio:.2f} (goal >= 0.25); "
+        f"pulls / bare: {out['ratio_pull_vs_bare']:.2f}")
+    say(f"projection: the seed plans {SEED_SYNCS_PER_SERVER:.0f} syncs/s per server; one group "
+        f"at {x:,.0f} pushes/s does the work of {pr['seed_servers_per_group']:.1f} seed servers. "
+        f"10 M TVs syncing every {SYNC_PERIOD_S / 60:.0f} min = {need:,.0f} syncs/s → "
+        f"{pr['groups_for_fleet']} groups ({pr['servers_for_fleet']} replica processes).")
+    say(f"elapsed {out['elapsed_s']:.0f} s")
+    if a.json:
+        print(json.dumps(out, indent=2, default=float))
+    return 0
+
+
+def push_sizes() -> tuple[int, int]:
+    """Wire sizes of a signed push with one sealed report, and of its ack."""
+    from omega.protocol import Push, PushAck, encode, sign
+
+    now = int(time.time() * 1000)
+    push = sign(Push("bench00000", now * 1000, now, (b"r" * REPORT_BYTES,)), b"k" * 32)
+    return len(encode(push)), len(encode(PushAck(now * 1000, 12345, 0.0)))
+
+
+def _seed_global(leader: Any) -> int:
+    """Publish a synthetic release on the leader; return a typical full pull's size."""
+    leader.ctl("global", timeout=30.0)
+    from omega.client import DeviceClient
+    from omega.protocol import derive_device_key, encode
+    from shard_harness import FLEET_KEY
+
+    with DeviceClient(leader.listen, "sizer", derive_device_key(FLEET_KEY, "sizer")) as dev:
+        return len(encode(dev.pull(0, "eu")))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

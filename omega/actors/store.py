@@ -1,0 +1,77 @@
+"""The shard's store actor: owns the Raft replica (PySyncObj + LMDB) and the sync service.
+
+It opens the replicated store in ``on_start`` (LMDB state and the Raft journal are
+reloaded from disk there) and publishes the ``ShardService`` for the sync server
+actor, which the supervisor starts after it (``rest_for_one``: if the store
+restarts, so does the server in front of it). ``on_stop`` closes the service
+first — queued pushes are answered ``unavailable``, never acknowledged — then the
+replica.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from omega.actors.base import OmegaActor
+from omega.protocol import ErrorReply, encode
+
+if TYPE_CHECKING:
+    from omega.node import NodeContext
+    from omega.raft import ReplicatedLmdb
+    from omega.shard import ShardService
+
+log = logging.getLogger("omega.actors.store")
+
+_UNAVAILABLE = encode(ErrorReply("unavailable", "shard store is restarting", None, 0.5))
+
+
+class ShardStoreActor(OmegaActor):
+    def __init__(self, ctx: NodeContext) -> None:
+        super().__init__()
+        self._ctx = ctx
+        self._store: ReplicatedLmdb | None = None
+        self._service: ShardService | None = None
+
+    def on_start(self) -> None:
+        from omega.config import ShardConfig
+        from omega.shard import ShardService, open_store
+
+        cfg = self._ctx.cfg
+        assert isinstance(cfg, ShardConfig)
+        secrets = self._ctx.secrets
+        self._store = open_store(cfg.shard, cfg.node.data_dir / "raft",
+                                 secrets.get("raft_password"))
+        self._service = ShardService(cfg.shard, self._store, secrets["fleet_key"],
+                                     secrets["dedup_secret"], advertise=cfg.node.listen,
+                                     name=cfg.node.name).start()
+        self._ctx.publish("store", self._store)
+        self._ctx.publish("shard", self._service)
+
+    def on_stop(self) -> None:
+        if self._service is not None:
+            self._ctx.withdraw("shard", self._service)
+            self._service.close()
+            self._service = None
+        if self._store is not None:
+            self._ctx.withdraw("store", self._store)
+            self._store.close()
+            self._store = None
+
+    def on_failure(self, *_: object) -> None:
+        self.on_stop()
+
+
+def shard_handler(ctx: NodeContext) -> Callable[[bytes], bytes]:
+    """The sync server's handler: the current ShardService, looked up per request
+    because a restarted store publishes a new one."""
+
+    def handle(frame: bytes) -> bytes:
+        service = ctx.resource("shard")
+        if service is None:
+            return _UNAVAILABLE
+        reply: bytes = service.handle(frame)
+        return reply
+
+    return handle

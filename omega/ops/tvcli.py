@@ -1,0 +1,108 @@
+"""``omega-node tv observe|recommend|import-catalog|status``: a running TV, over its local socket."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from omega.errors import OmegaError
+from omega.ops.ctl import request, resolve_control
+from omega.protocol import (
+    CatalogEntry,
+    TvImportCatalog,
+    TvObserve,
+    TvOk,
+    TvRecommend,
+    TvRecommendReply,
+    TvStatus,
+)
+
+#: Entries per TvImportCatalog frame: far below the frame cap even with descriptions.
+IMPORT_CHUNK = 100
+
+
+class CatalogFileError(OmegaError):
+    def __init__(self, path: Path, line: int, message: str) -> None:
+        super().__init__(f"{path}:{line}: {message}")
+
+
+def read_catalog(path: Path) -> Iterator[CatalogEntry]:
+    """MovieLens ``movies.csv`` (movieId,title,genres) or JSON lines with
+    ``id``, ``title`` and optional ``genres``, ``description``, ``year``, ``duration_min``."""
+    from omega.sim.movielens import split_title
+
+    if path.suffix == ".csv":
+        with path.open(encoding="utf-8", newline="") as f:
+            rows = csv.reader(f)
+            header = next(rows, None)
+            if header != ["movieId", "title", "genres"]:
+                raise CatalogFileError(path, 1, "expected the header movieId,title,genres")
+            for line, row in enumerate(rows, start=2):
+                if len(row) != 3:
+                    raise CatalogFileError(path, line, f"expected 3 fields, got {len(row)}")
+                title, year = split_title(row[1])
+                genres = tuple(g for g in row[2].split("|") if g and g != "(no genres listed)")
+                yield CatalogEntry(id=row[0], title=row[1][:256], genres=genres,
+                                   description="", year=year or 0, duration_min=0)
+        return
+    with path.open(encoding="utf-8") as f:
+        for line, text in enumerate(f, start=1):
+            if not text.strip():
+                continue
+            try:
+                obj = json.loads(text)
+                yield CatalogEntry(id=str(obj["id"]), title=obj["title"],
+                                   genres=tuple(obj.get("genres", ())),
+                                   description=obj.get("description", ""),
+                                   year=int(obj.get("year") or 0),
+                                   duration_min=int(obj.get("duration_min") or 0))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise CatalogFileError(path, line, f"bad catalog entry: {exc}") from None
+
+
+def run_tv(args: argparse.Namespace) -> int:
+    address = resolve_control(argparse.Namespace(role="tv", config=args.config,
+                                                 data_dir=args.data_dir, control=args.control))
+    cmd = args.tv_command
+    if cmd == "observe":
+        ts = float(args.timestamp if args.timestamp is not None else time.time())
+        reply = request(address, TvObserve(content_id=args.content_id,
+                                           watch_fraction=args.watch_fraction, timestamp=ts),
+                        args.timeout)
+        assert isinstance(reply, TvOk)
+        print(json.dumps(reply.payload))
+    elif cmd == "recommend":
+        ts = float(args.timestamp if args.timestamp is not None else time.time())
+        rec = request(address, TvRecommend(k=args.k, timestamp=ts), args.timeout)
+        assert isinstance(rec, TvRecommendReply)
+        for rank, (cid, score, reason) in enumerate(rec.items, start=1):
+            print(f"{rank:>3}  {cid:<24} {score:8.4f}  {reason}")
+    elif cmd == "import-catalog":
+        totals: dict[str, int] = {}
+        chunk: list[CatalogEntry] = []
+        for entry in read_catalog(args.path):
+            chunk.append(entry)
+            if len(chunk) == IMPORT_CHUNK:
+                _import(address, chunk, totals, args.timeout)
+                chunk = []
+        if chunk:
+            _import(address, chunk, totals, args.timeout)
+        print(json.dumps(totals))
+    elif cmd == "status":
+        st = request(address, TvStatus(), args.timeout)
+        assert isinstance(st, TvOk)
+        print(json.dumps(st.payload, indent=2, sort_keys=True))
+    return 0
+
+
+def _import(address: str, chunk: list[CatalogEntry], totals: dict[str, int], timeout: float) -> None:
+    reply = request(address, TvImportCatalog(items=tuple(chunk)), timeout)
+    assert isinstance(reply, TvOk)
+    if isinstance(reply.payload, dict):
+        for k, v in reply.payload.items():
+            if isinstance(v, int):
+                totals[k] = totals.get(k, 0) + v

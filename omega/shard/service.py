@@ -1,0 +1,405 @@
+"""``ShardService``: the device-facing request handler of one shard replica.
+
+``handle(frame) -> frame`` is called by the transport's worker threads, many at
+once. Pushes are validated completely before anything is proposed (see
+``validate``), then handed to the group committer, which puts many pushes in one
+Raft entry; the request thread waits on its own future and acknowledges only
+after the entry is committed and applied. Pulls and heartbeats are served from
+this replica's applied state, leader or follower. A follower answers pushes
+with ``not_leader`` and the leader's device-facing address.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from omega import __version__
+from omega.errors import ProtocolError, StoreError
+from omega.protocol import (
+    ErrorReply,
+    GlobalUpdate,
+    Health,
+    HealthReply,
+    Heartbeat,
+    HeartbeatAck,
+    Message,
+    NotLeaderError,
+    Pull,
+    Push,
+    PushAck,
+    RateLimited,
+    Replay,
+    Unavailable,
+    classify_sequence,
+    decode,
+    derive_device_key,
+    encode,
+    verify,
+)
+from omega.raft import KvReader, LeaderChanged, NotLeader
+from omega.shard import state
+from omega.shard.commands import (
+    Advertise,
+    Command,
+    PushBatch,
+    PushEntry,
+    Registry,
+    ReleaseBatch,
+    SealOpen,
+    SetGlobal,
+    encode_command,
+)
+from omega.shard.groupcommit import GroupCommitter, Inflight
+from omega.shard.pulls import build_pull, records_of
+from omega.shard.ratelimit import KeyedLimiter, push_retry_after
+from omega.shard.settings import ShardSettings
+from omega.shard.state import PushOutcome, ReportBatch
+from omega.shard.validate import check_push_shape, check_registry, device_hash, report_digest
+
+log = logging.getLogger("omega.shard")
+
+_DEVICE_TYPES = (Push, Pull, Heartbeat, Health)
+#: How long a device should wait after a transient refusal (leader change, timeout).
+_RETRY_SOON_S = 0.05
+
+
+class ShardStore(Protocol):
+    """What the service needs from ``omega.raft.ReplicatedLmdb``."""
+
+    def submit(self, command: bytes, timeout_s: float) -> Any: ...
+
+    def read(self) -> AbstractContextManager[KvReader]: ...
+
+    def is_leader(self) -> bool: ...
+
+    def leader(self) -> str | None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def state_hash(self) -> str: ...
+
+
+class ShardService:
+    """Push / Pull / Heartbeat / Health for one replica. Thread-safe.
+
+    ``fleet_key`` derives device keys (``HMAC(fleet_key, device_id)``);
+    ``dedup_secret`` keys the hashes that stand for devices in replicated state.
+    ``advertise`` is this node's device-facing address (``settings.advertise`` wins
+    when set); the leader replicates it so that followers can name it.
+    """
+
+    def __init__(self, settings: ShardSettings, store: ShardStore, fleet_key: bytes,
+                 dedup_secret: bytes, wall_clock: Callable[[], float] = time.time,
+                 clock: Callable[[], float] = time.monotonic, *, advertise: str = "",
+                 name: str = "shard") -> None:
+        if len(fleet_key) < 16 or len(dedup_secret) < 16:
+            raise ValueError("fleet_key and dedup_secret must be at least 16 bytes")
+        self.settings = settings
+        self._store = store
+        self._fleet_key = fleet_key
+        self._dedup_secret = dedup_secret
+        self._wall = wall_clock
+        self._clock = clock
+        self._name = name
+        self._advertise = settings.advertise or advertise
+        self._self_raft = settings.raft.self_address
+        self._peers = settings.peer_map()
+        self._adverts: dict[str, str] = {}
+        self._started_at = clock()
+        self._window_ms = int(settings.timestamp_window_s * 1000)
+        self._interval_ms = int(settings.rate_limit_interval_s * 1000)
+        self._committer: GroupCommitter[PushEntry] = GroupCommitter(
+            self._commit, max_batch=settings.group_commit_max_batch,
+            max_delay_s=settings.group_commit_max_delay_ms / 1000.0,
+            pipeline=settings.group_commit_pipeline, clock=clock)
+        self._inflight = Inflight()
+        self._reads = KeyedLimiter(settings.pull_interval_s, settings.pull_burst, clock=clock)
+        self._counts: Counter[str] = Counter()
+        self._counts_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._maint: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> ShardService:
+        """Start the group-commit threads and the leader's advertisement check."""
+        self._committer.start()
+        if self._maint is None:
+            self._maint = threading.Thread(target=self._maintain, name="omega-shard-maint",
+                                           daemon=True)
+            self._maint.start()
+        return self
+
+    def close(self) -> None:
+        """Stop; pushes still queued are answered ``unavailable``. Idempotent."""
+        self._stop.set()
+        self._committer.close()
+        if self._maint is not None:
+            self._maint.join(5.0)
+
+    def __enter__(self) -> ShardService:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the handler -----------------------------------------------------------------
+
+    def handle(self, frame: bytes) -> bytes:
+        """One device request → one reply frame. Never raises for bad input."""
+        try:
+            msg = decode(frame, allowed=_DEVICE_TYPES)
+            if isinstance(msg, Push):
+                reply: Message = self._push(msg)
+            elif isinstance(msg, Pull):
+                reply = self._pull(msg)
+            elif isinstance(msg, Heartbeat):
+                reply = self._heartbeat(msg)
+            else:
+                reply = self._health()
+        except ProtocolError as exc:
+            self._count(f"error.{exc.code}")
+            return encode(ErrorReply.from_error(exc))
+        self._count(f"ok.{type(reply).__name__}")
+        return encode(reply)
+
+    def on_error(self, exc: BaseException) -> bytes:
+        """For ``RpcServer``: the reply to a handler that failed unexpectedly."""
+        self._count("error.internal")
+        return encode(ErrorReply.from_error(exc))
+
+    # -- push ------------------------------------------------------------------------
+
+    def _push(self, msg: Push) -> Message:
+        s = self.settings
+        check_push_shape(msg, s)
+        now_ms = int(self._wall() * 1000)
+        verify(msg, derive_device_key(self._fleet_key, msg.device_id), now_ms, self._window_ms)
+        if not self._store.is_leader():
+            raise self._not_leader()
+        dhash = device_hash(self._dedup_secret, msg.device_id)
+        digest = report_digest(msg.reports)
+        with self._store.read() as kv:
+            check_registry(state.registry_status(kv, dhash), s.registration)
+            rec = state.device_record(kv, dhash)
+            stored = state.stored_reports(kv) if msg.reports else 0
+        verdict = classify_sequence(msg.seq, rec.last_seq if rec else None)
+        if verdict == "retry":
+            assert rec is not None
+            if rec.digest != digest:
+                raise Replay("sequence number already used by a different push")
+            self._count("push.retry_acked")
+            return PushAck(msg.seq, rec.ack_version, s.rate_limit_interval_s)
+        if verdict == "replay":
+            raise Replay(f"sequence number {msg.seq} is below the last acknowledged one")
+        wait = push_retry_after(rec.last_ms if rec else None, now_ms, self._interval_ms)
+        if wait is not None:
+            raise RateLimited("one push per device per interval", retry_after_s=wait)
+        if stored + len(msg.reports) > s.max_stored_reports:
+            raise Unavailable("report storage is full; forwarding is behind",
+                              retry_after_s=s.rate_limit_interval_s or 1.0)
+        deadline = self._clock() + s.push_timeout_s
+        entry = PushEntry(dhash, msg.seq, digest, msg.reports)
+        try:
+            kind, fut = self._inflight.claim(
+                dhash, msg.seq, lambda: self._committer.submit(entry, deadline))
+        except StoreError as exc:
+            raise Unavailable(f"cannot queue the push: {exc}",
+                              retry_after_s=_RETRY_SOON_S) from None
+        if kind == "busy" or fut is None:
+            raise RateLimited("another push of this device is being committed",
+                              retry_after_s=max(s.rate_limit_interval_s, _RETRY_SOON_S))
+        outcome = self._wait(fut, deadline)
+        if outcome.status in ("applied", "duplicate"):
+            self._count(f"push.{outcome.status}")
+            return PushAck(msg.seq, outcome.version, s.rate_limit_interval_s)
+        raise Replay(f"sequence number {msg.seq} was already used ({outcome.status})")
+
+    def _wait(self, fut: Future[Any], deadline: float) -> PushOutcome:
+        try:
+            result = fut.result(timeout=max(0.0, deadline - self._clock()))
+        except FutureTimeout:
+            raise Unavailable("the push was not committed in time; retry it unchanged",
+                              retry_after_s=_RETRY_SOON_S) from None
+        except NotLeader:
+            raise self._not_leader() from None
+        except LeaderChanged:
+            # Outcome unknown (or discarded): the device retries with the same sequence
+            # number and the state machine applies it at most once.
+            if not self._store.is_leader():
+                raise self._not_leader() from None
+            raise Unavailable("leader changed; retry unchanged",
+                              retry_after_s=_RETRY_SOON_S) from None
+        except StoreError as exc:
+            raise Unavailable(f"not committed: {type(exc).__name__}",
+                              retry_after_s=_RETRY_SOON_S) from None
+        if not isinstance(result, PushOutcome):
+            raise Unavailable("unexpected commit result", retry_after_s=_RETRY_SOON_S)
+        return result
+
+    def _commit(self, entries: Sequence[PushEntry]) -> list[PushOutcome]:
+        """Group committer → one Raft entry; runs on a committer thread."""
+        cmd = PushBatch(int(self._wall() * 1000), self.settings.k_anonymity, tuple(entries))
+        result = self._store.submit(encode_command(cmd), self.settings.push_timeout_s)
+        if not isinstance(result, list) or len(result) != len(entries):
+            raise StoreError(f"push batch answered {result!r}")
+        return result
+
+    def _not_leader(self) -> NotLeaderError:
+        leader = self._store.leader()
+        address = self.device_address(leader) if leader else None
+        self._count("push.not_leader")
+        return NotLeaderError("this replica is not the leader", leader=address)
+
+    def device_address(self, raft_address: str) -> str | None:
+        """The device-facing address of the node at ``raft_address``, if known."""
+        if raft_address in self._peers:
+            return self._peers[raft_address]
+        if raft_address == self._self_raft and self._advertise:
+            return self._advertise
+        found = self._adverts.get(raft_address)
+        if found is None:
+            with self._store.read() as kv:
+                self._adverts = state.advertised(kv)
+            found = self._adverts.get(raft_address)
+        return found
+
+    # -- pull, heartbeat, health -----------------------------------------------------
+
+    def _pull(self, msg: Pull) -> Message:
+        verify(msg, derive_device_key(self._fleet_key, msg.device_id),
+               int(self._wall() * 1000), self._window_ms)
+        dhash = device_hash(self._dedup_secret, msg.device_id)
+        self._limit_reads(dhash)
+        with self._store.read() as kv:
+            check_registry(state.registry_status(kv, dhash), self.settings.registration)
+            current = state.global_version(kv)
+            # A cursor from the future (the shard was rebuilt): start over.
+            since = msg.since_version if msg.since_version <= current else 0
+            wanted = [r for r in (state.global_record(kv, state.KIND_CONTENT, w.encode())
+                                  for w in msg.want) if r is not None]
+            plan = build_pull(state.changes_since(kv, since), current=current,
+                              region=msg.region, wanted=wanted,
+                              max_records=self.settings.pull_max_records,
+                              max_bytes=self.settings.pull_max_bytes)
+        self._count("pull.records", plan.records)
+        return plan.response
+
+    def _heartbeat(self, msg: Heartbeat) -> Message:
+        verify(msg, derive_device_key(self._fleet_key, msg.device_id),
+               int(self._wall() * 1000), self._window_ms)
+        self._limit_reads(device_hash(self._dedup_secret, msg.device_id))
+        with self._store.read() as kv:
+            return HeartbeatAck(state.global_version(kv))
+
+    def _limit_reads(self, dhash: bytes) -> None:
+        wait = self._reads.acquire(dhash)
+        if wait is not None:
+            raise RateLimited("too many pulls or heartbeats", retry_after_s=wait)
+
+    def _health(self) -> Message:
+        status = "ok" if self._store.leader() else "degraded"
+        return HealthReply("shard", self._name, status, max(0.0, self._clock() - self._started_at),
+                           __version__)
+
+    # -- operator and federation API -------------------------------------------------
+
+    def submit(self, cmd: Command, timeout_s: float | None = None) -> Any:
+        """Propose one command on the leader (raises ``omega.raft.NotLeader`` elsewhere)."""
+        return self._store.submit(encode_command(cmd), timeout_s or self.settings.push_timeout_s)
+
+    def set_global_update(self, update: GlobalUpdate, timeout_s: float | None = None
+                          ) -> tuple[str, int]:
+        """Replicate one part of a global release; returns ("applied"|"stale", cursor)."""
+        cmd = SetGlobal(update.version, update.part, update.parts, records_of(update))
+        result: tuple[str, int] = self.submit(cmd, timeout_s)
+        return result
+
+    def register_devices(self, device_ids: Iterable[str], *, revoke: bool = False,
+                         timeout_s: float | None = None) -> None:
+        """Provision (or revoke) devices by id; only their keyed hashes are stored."""
+        hashes = tuple(device_hash(self._dedup_secret, d) for d in device_ids)
+        self.submit(Registry(() if revoke else hashes, hashes if revoke else ()), timeout_s)
+
+    def take_batch(self, min_devices: int | None = None) -> ReportBatch | None:
+        """The oldest sealed bucket of reports from at least ``min_devices`` devices.
+
+        ``min_devices`` cannot go below ``k_anonymity``. Reports come shuffled (on top
+        of the storage order, which is already unrelated to arrival). Call
+        ``release_batch(batch.bucket)`` once it is forwarded. Stub for federation.
+        """
+        k = max(min_devices or 0, self.settings.k_anonymity)
+        with self._store.read() as kv:
+            batch = state.take_batch(kv, k)
+        if batch is None:
+            return None
+        reports = list(batch.reports)
+        secrets.SystemRandom().shuffle(reports)
+        return ReportBatch(batch.bucket, batch.devices, tuple(reports))
+
+    def seal_open_bucket(self, min_devices: int | None = None) -> Any:
+        """Seal the open bucket early if at least ``max(min_devices, k)`` devices fed it."""
+        k = max(min_devices or 0, self.settings.k_anonymity)
+        return self.submit(SealOpen(k))
+
+    def release_batch(self, bucket: int) -> Any:
+        """The bucket was forwarded upstream: delete it (replicated)."""
+        return self.submit(ReleaseBatch(bucket))
+
+    def iter_reports(self) -> Iterator[bytes]:
+        """Every report stored on this replica (audits and tests)."""
+        with self._store.read() as kv:
+            yield from list(state.all_reports(kv))
+
+    # -- views -----------------------------------------------------------------------
+
+    def raft_status(self) -> dict[str, Any]:
+        """For ``omega-node ctl raft``: role, term, leader, commit/applied index, log, snapshot."""
+        st = dict(self._store.status())
+        leader = st.get("leader")
+        st["leader_device_address"] = self.device_address(leader) if leader else None
+        st["advertise"] = self._advertise
+        return st
+
+    def stats(self) -> dict[str, Any]:
+        with self._counts_lock:
+            counts = dict(self._counts)
+        with self._store.read() as kv:
+            st = state.counters(kv)
+        return {"requests": counts, "group_commit": self._committer.stats(),
+                "inflight": len(self._inflight), "state": st,
+                "leader": self._store.is_leader()}
+
+    def state_hash(self) -> str:
+        return self._store.state_hash()
+
+    # -- internals -------------------------------------------------------------------
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._counts_lock:
+            self._counts[key] += n
+
+    def _maintain(self) -> None:
+        # The leader makes sure its device-facing address is replicated, so that
+        # followers can send devices to it.
+        while not self._stop.wait(self.settings.advertise_check_s):
+            if not self._advertise or not self._store.is_leader():
+                continue
+            try:
+                with self._store.read() as kv:
+                    known = state.advertised(kv)
+                self._adverts = known
+                if known.get(self._self_raft) != self._advertise:
+                    self.submit(Advertise(self._self_raft, self._advertise), timeout_s=2.0)
+            except StoreError as exc:
+                log.info("advertisement not replicated yet", extra={"fields": {
+                    "error": type(exc).__name__}})

@@ -1,0 +1,240 @@
+"""ReplicatedLmdb in this process: the password rule, binding, submit's errors,
+restart from disk, and that a wrong password keeps a node out of the group.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from omega.raft import (
+    ApplyError,
+    CommandTooLarge,
+    KvWriter,
+    NotLeader,
+    PasswordRequired,
+    RaftError,
+    RaftSettings,
+    ReplicatedLmdb,
+    StoreClosed,
+)
+from omega.schema import SettingError, load
+
+# PySyncObj reads its journal's meta file without closing it (one fd per start).
+pytestmark = pytest.mark.filterwarnings(
+    r"ignore:Exception ignored in.*raft\.journal\.meta:pytest.PytestUnraisableExceptionWarning")
+
+T = TypeVar("T")
+U64 = struct.Struct(">Q")
+PASSWORD = b"unit-test-cluster-password"
+
+
+def wait_for(cond: Callable[[], T], timeout: float, what: str) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        threading.Event().wait(0.01)  # pause between polls of the condition
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def apply(kv: KvWriter, command: bytes, index: int) -> int:
+    if command == b"boom":
+        kv.put("main", b"partial", b"x")
+        raise ValueError("boom requested")
+    raw = kv.get("main", b"applies")
+    n = (0 if raw is None else U64.unpack(raw)[0]) + 1
+    kv.put("main", b"applies", U64.pack(n))
+    kv.put("main", b"cmd:" + command, U64.pack(index))
+    return n
+
+
+@pytest.fixture
+def port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def single(tmp_path: Path, port: int) -> Iterator[ReplicatedLmdb]:
+    settings = RaftSettings(self_address=f"127.0.0.1:{port}", max_command_bytes=4096)
+    node = ReplicatedLmdb(settings, tmp_path, PASSWORD, apply)
+    wait_for(node.is_leader, 10, "a one-node group to elect itself")
+    yield node
+    node.close()
+
+
+# -- the password rule and the bind address ------------------------------------------
+
+
+def test_no_password_without_dev_mode_is_refused(tmp_path: Path, port: int) -> None:
+    settings = RaftSettings(self_address=f"127.0.0.1:{port}")
+    with pytest.raises(PasswordRequired, match="dev_mode = true") as info:
+        ReplicatedLmdb(settings, tmp_path, None, apply)
+    assert "pickle" in str(info.value)
+    with socket.socket() as s:  # nothing was bound
+        assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_dev_mode_allows_no_password_on_loopback_only(tmp_path: Path) -> None:
+    with pytest.raises(PasswordRequired, match="loopback"):
+        ReplicatedLmdb(RaftSettings(self_address="10.1.2.3:7100", dev_mode=True),
+                       tmp_path, None, apply)
+    with pytest.raises(PasswordRequired, match="at least 16 bytes"):
+        ReplicatedLmdb(RaftSettings(self_address=f"127.0.0.1:{free_port()}"),
+                       tmp_path, b"short", apply)
+    node = ReplicatedLmdb(RaftSettings(self_address=f"127.0.0.1:{free_port()}", dev_mode=True),
+                          tmp_path, None, apply)
+    try:
+        wait_for(node.is_leader, 10, "leadership")
+        assert node.submit(b"a", 5) == 1
+    finally:
+        node.close()
+
+
+def test_settings_refuse_wildcards_and_bad_timing() -> None:
+    with pytest.raises(SettingError) as info:
+        load(RaftSettings, {"self_address": "0.0.0.0:7100"}, "raft")
+    assert info.value.key == "raft.self_address"
+    with pytest.raises(SettingError, match=r"partners\[1\]"):
+        load(RaftSettings, {"partners": ["127.0.0.1:1", "nonsense"]}, "raft")
+    with pytest.raises(SettingError, match="heartbeat_s"):
+        load(RaftSettings, {"heartbeat_s": 0.05}, "raft")
+    settings = load(RaftSettings, {"self_address": "10.0.0.5:7100",
+                                   "partners": ["10.0.0.6:7100", "10.0.0.7:7100"]}, "raft")
+    assert settings.partners == ("10.0.0.6:7100", "10.0.0.7:7100")
+
+
+def test_port_binds_to_the_cluster_address_only(single: ReplicatedLmdb, port: int) -> None:
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) == 0
+    with socket.socket() as s:  # another loopback address of this host: not bound there
+        assert s.connect_ex(("127.0.0.2", port)) != 0
+
+
+def test_port_in_use_is_a_typed_error(single: ReplicatedLmdb, port: int, tmp_path: Path) -> None:
+    settings = RaftSettings(self_address=f"127.0.0.1:{port}")
+    with pytest.raises(RaftError, match="cannot bind"):
+        ReplicatedLmdb(settings, tmp_path / "other", PASSWORD, apply)
+
+
+# -- submit ---------------------------------------------------------------------------
+
+
+def test_submit_returns_the_apply_result_and_errors_are_typed(single: ReplicatedLmdb) -> None:
+    assert [single.submit(b"c%d" % i, 5) for i in range(3)] == [1, 2, 3]
+    with pytest.raises(ApplyError, match="boom requested") as info:
+        single.submit(b"boom", 5)
+    assert info.value.kind == "ValueError"
+    with single.read() as view:
+        assert view.get("main", b"partial") is None  # rolled back
+        assert U64.unpack(view.get("main", b"applies") or b"")[0] == 3
+        assert [k for k, _ in view.iterate("main", b"cmd:")] == [b"cmd:c0", b"cmd:c1", b"cmd:c2"]
+    with pytest.raises(CommandTooLarge):
+        single.submit(b"x" * 4097, 5)
+    with pytest.raises(TypeError):
+        single.submit("text", 5)  # type: ignore[arg-type]
+    status = single.status()
+    assert status["role"] == "leader" and status["leader"] == status["self"]
+    assert status["applied_index"] == status["commit_index"] >= 5
+    assert status["state_index"] >= 5
+
+
+def test_submit_from_apply_is_refused(tmp_path: Path, port: int) -> None:
+    holder: dict[str, ReplicatedLmdb] = {}
+    errors: list[BaseException] = []
+
+    def reentrant(kv: KvWriter, command: bytes, index: int) -> None:
+        try:
+            holder["node"].submit(b"inner", 1)
+        except RaftError as exc:
+            errors.append(exc)
+
+    node = ReplicatedLmdb(RaftSettings(self_address=f"127.0.0.1:{port}"), tmp_path,
+                          PASSWORD, reentrant)
+    holder["node"] = node
+    try:
+        wait_for(node.is_leader, 10, "leadership")
+        node.submit(b"first", 5)  # apply learns the Raft thread's identity
+        node.submit(b"second", 5)
+        assert any("from apply()" in str(e) for e in errors)
+    finally:
+        node.close()
+
+
+def test_closed_store_refuses(single: ReplicatedLmdb) -> None:
+    single.close()
+    with pytest.raises(StoreClosed):
+        single.submit(b"x", 1)
+    with pytest.raises(StoreClosed), single.read():
+        pass
+    single.close()  # idempotent
+
+
+def test_restart_from_disk_skips_what_was_applied(tmp_path: Path) -> None:
+    settings = RaftSettings(self_address=f"127.0.0.1:{free_port()}",
+                            log_compaction_min_entries=20)
+    node = ReplicatedLmdb(settings, tmp_path, PASSWORD, apply)
+    wait_for(node.is_leader, 10, "leadership")
+    for i in range(50):
+        node.submit(b"c%d" % i, 5)
+    wait_for(lambda: node.status()["snapshots_made"] >= 1, 10, "a log compaction")
+    before = node.state_digest()
+    node.close()
+
+    node = ReplicatedLmdb(settings, tmp_path, PASSWORD, apply)
+    try:
+        wait_for(node.is_leader, 10, "leadership after restart")
+        # The journal after the last snapshot was replayed and skipped, not re-applied.
+        assert node.state_digest()[1] == before[1]
+        assert node.status()["replays_skipped"] >= 1
+        assert node.submit(b"after", 5) == 51
+        with node.read() as view:
+            assert U64.unpack(view.get("main", b"applies") or b"")[0] == 51
+    finally:
+        node.close()
+
+
+# -- the password keeps strangers out --------------------------------------------------
+
+
+def test_wrong_password_keeps_a_node_out(tmp_path: Path) -> None:
+    a, b = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    sa = RaftSettings(self_address=a, partners=(b,))
+    sb = RaftSettings(self_address=b, partners=(a,))
+    # A two-node group needs both votes: with different passwords there is no leader.
+    na = ReplicatedLmdb(sa, tmp_path / "a", PASSWORD, apply)
+    nb = ReplicatedLmdb(sb, tmp_path / "b", b"another-password-entirely", apply)
+    try:
+        deadline = time.monotonic() + 1.5  # 5x the largest election timeout
+        while time.monotonic() < deadline:
+            assert na.leader() is None and nb.leader() is None
+            assert not any(na.status()["partners"].values())
+            threading.Event().wait(0.05)
+        with pytest.raises(NotLeader):
+            na.submit(b"x", 1)
+    finally:
+        nb.close()
+    # The same pair with the right password elects a leader and commits.
+    nb = ReplicatedLmdb(sb, tmp_path / "b", PASSWORD, apply)
+    try:
+        leader = wait_for(lambda: next((n for n in (na, nb) if n.is_leader()), None), 10,
+                          "a leader with matching passwords")
+        assert leader.submit(b"x", 5) == 1
+    finally:
+        na.close()
+        nb.close()
