@@ -9,6 +9,7 @@ typical incremental pull: neighbour lists, popularity, trends, two new titles).
 from __future__ import annotations
 
 import argparse
+import hmac
 import os
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ import msgpack
 import numpy as np
 
 from omega.protocol import (
+    Heartbeat,
     NewContent,
     PullResp,
     Push,
@@ -42,10 +44,10 @@ def sample_pull_resp() -> PullResp:
     titles = [f"title-{i:05d}" for i in range(400)]
     neighbours = tuple(
         (titles[i], tuple((titles[(i + j + 1) % 400], float(rng.random())) for j in range(20)))
-        for i in range(10)
+        for i in range(6)
     )
-    popularity = tuple((titles[i], float(rng.random() * 100)) for i in range(40))
-    trends = tuple((titles[i], float(rng.normal())) for i in range(20))
+    popularity = tuple((titles[i], float(rng.random() * 100)) for i in range(24))
+    trends = tuple((titles[i], float(rng.normal())) for i in range(12))
     new = tuple(
         NewContent(f"new-{i}", f"A new title {i}", embedding_to_wire(rng.normal(size=384) / 20))
         for i in range(2)
@@ -70,6 +72,9 @@ def main() -> None:
     args = parser.parse_args()
     key = derive_device_key(os.urandom(32), "tv-00000000000000000001")
 
+    def mac(data: bytes) -> bytes:
+        return hmac.digest(key, data, "sha256")
+
     push = sign(sample_push(), key)
     resp = sample_pull_resp()
     push_frame = encode(push)
@@ -81,6 +86,13 @@ def main() -> None:
         assert isinstance(msg, Push)
         verify(msg, key, NOW_MS, 300_000)
 
+    hb = Heartbeat("tv-00000000000000000001", NOW_MS, 0)
+
+    def hb_round_trip() -> None:
+        msg = decode(encode(sign(hb, key)), (Heartbeat,))
+        assert isinstance(msg, Heartbeat)
+        verify(msg, key, NOW_MS, 300_000)
+
     rows = [
         ("(reference) msgpack.unpackb Push", lambda: msgpack.unpackb(push_frame), args.n),
         ("(reference) msgpack.unpackb PullResp", lambda: msgpack.unpackb(resp_frame), args.n // 4),
@@ -89,10 +101,13 @@ def main() -> None:
         ("Push sign", lambda: sign(push, key), args.n),
         ("Push verify", lambda: verify(push, key, NOW_MS, 300_000), args.n),
         ("Push sign+encode+decode+verify", push_round_trip, args.n),
+        ("Heartbeat sign+encode+decode+verify", hb_round_trip, args.n),
         ("PullResp encode", lambda: encode(resp), args.n // 4),
         ("PullResp decode", lambda: decode(resp_frame), args.n // 4),
         ("PullResp construct (validate)", lambda: PullResp(*resp.__dict__.values()), args.n // 4),
         ("PullResp encode+decode", lambda: decode(encode(resp)), args.n // 4),
+        # PullResp is not signed (shard -> TV; TLS in production). What a MAC would add:
+        ("PullResp 2x HMAC of frame", lambda: (mac(resp_frame), mac(resp_frame)), args.n // 4),
     ]
     for name, fn, n in rows:
         print(f"{name:34s} {per_op_us(fn, n):8.2f} µs/op")

@@ -5,7 +5,7 @@
   omega-node health ADDRESS                                             health request over nng
   omega-node tv observe|recommend|import-catalog|status                 talk to a running TV
   omega-node bench quality --data DIR                                   MovieLens quality benchmark
-  omega-node local-cluster                                              the main job: a local constellation
+  omega-node local-cluster                                              the main job
 
 Exit codes: 0 ok, 1 runtime failure (including a root supervisor giving up),
 2 bad usage or bad config (the message names the file and the key).
@@ -40,8 +40,11 @@ def _add_node_flags(p: argparse.ArgumentParser, *, with_role: bool) -> None:
     p.add_argument("--config", type=Path, help="TOML config file for the role (default: built-in)")
     p.add_argument("--data-dir", type=Path, help="override [node] data_dir")
     p.add_argument("--listen", help="override [node] listen, e.g. tcp://127.0.0.1:7410")
-    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
-                   help="override [node] log_level")
+    p.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        help="override [node] log_level",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,9 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     ctl.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the node")
     ctl_sub = ctl.add_subparsers(dest="ctl_command", metavar="CTL", required=True)
     ctl_sub.add_parser("tree", help="supervision tree: names, state, restart counts")
-    kill = ctl_sub.add_parser("kill", help="kill an actor abnormally (chaos); its supervisor restarts it")
+    kill = ctl_sub.add_parser(
+        "kill", help="kill an actor abnormally (chaos); its supervisor restarts it"
+    )
     kill.add_argument("name", help="actor name or dotted path, as shown by `ctl tree`")
-    ctl_sub.add_parser("raft", help="shard only: Raft role, term, leader, commit/applied index, log, snapshot")
+    ctl_sub.add_parser(
+        "raft", help="shard only: Raft role, term, leader, commit/applied index, log, snapshot"
+    )
     ctl_sub.add_parser("health", help="the node's health")
     ctl_sub.add_parser("stop", help="orderly shutdown, as SIGTERM")
 
@@ -85,21 +92,31 @@ def build_parser() -> argparse.ArgumentParser:
     rec = tv_sub.add_parser("recommend", help="top-k recommendations with reasons")
     rec.add_argument("-k", type=int, default=10)
     rec.add_argument("--timestamp", type=int, default=None)
-    imp = tv_sub.add_parser("import-catalog", help="import a catalog (MovieLens movies.csv or JSON lines)")
+    imp = tv_sub.add_parser(
+        "import-catalog", help="import a catalog (MovieLens movies.csv or JSON lines)"
+    )
     imp.add_argument("path", type=Path)
     tv_sub.add_parser("status", help="brain status")
 
     bench = sub.add_parser("bench", help="benchmarks that print figures")
     bench_sub = bench.add_subparsers(dest="bench_command", metavar="BENCH", required=True)
-    quality = bench_sub.add_parser("quality", help="MovieLens HR@10/NDCG@10 of the brain vs baselines")
+    quality = bench_sub.add_parser(
+        "quality", help="MovieLens HR@10/NDCG@10 of the brain vs baselines"
+    )
     from omega.sim.cli import add_quality_arguments
 
     add_quality_arguments(quality)
 
     cluster = sub.add_parser("local-cluster", help="run a local constellation with simulated TVs")
-    cluster.add_argument("--config", type=Path, default=None,
-                         help="cluster description (default: config/local-cluster.toml)")
-    cluster.add_argument("--data-dir", type=Path, default=None, help="where the nodes keep their data")
+    cluster.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="cluster description (default: config/local-cluster.toml)",
+    )
+    cluster.add_argument(
+        "--data-dir", type=Path, default=None, help="where the nodes keep their data"
+    )
     cluster.add_argument("--keep", action="store_true", help="keep running until Ctrl-C")
     return parser
 

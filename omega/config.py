@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from omega.errors import ConfigError
 from omega.schema import SettingError, load, require
-
 from omega.transport.settings import TransportSettings
 
 if TYPE_CHECKING:
@@ -38,8 +37,11 @@ def check_address(value: str, key: str, *, allow_empty: bool = False) -> None:
     """Reject an nng address with no scheme we serve."""
     if allow_empty and value == "":
         return
-    require(value.startswith(_ADDRESS_SCHEMES), key,
-            f"must start with one of {', '.join(_ADDRESS_SCHEMES)}, got {value!r}")
+    require(
+        value.startswith(_ADDRESS_SCHEMES),
+        key,
+        f"must start with one of {', '.join(_ADDRESS_SCHEMES)}, got {value!r}",
+    )
 
 
 @dataclass(frozen=True)
@@ -60,8 +62,11 @@ class NodeSettings:
         require(0 < len(self.name) <= 64, "name", "must be 1-64 characters")
         check_address(self.listen, "listen", allow_empty=True)
         check_address(self.control, "control", allow_empty=True)
-        require(0.1 <= self.shutdown_timeout_s <= 120, "shutdown_timeout_s",
-                "must be between 0.1 and 120 seconds")
+        require(
+            0.1 <= self.shutdown_timeout_s <= 120,
+            "shutdown_timeout_s",
+            "must be between 0.1 and 120 seconds",
+        )
 
     @property
     def control_address(self) -> str:
@@ -133,7 +138,7 @@ class BaseConfig:
     node: NodeSettings = NodeSettings()
     supervision: SupervisionSettings = SupervisionSettings()
     secrets: SecretsSettings = SecretsSettings()
-    transport: TransportSettings = TransportSettings()
+    transport: TransportSettings = field(default_factory=TransportSettings)
     #: Set by the loader, not by the file.
     role: Role = field(default="tv", init=False)
     source: str = field(default="<defaults>", init=False)
@@ -178,8 +183,9 @@ NodeConfig = TvConfig | ShardConfig | AggregatorConfig | HubConfig
 def config_class(role: Role) -> type[NodeConfig]:
     # Each role's settings modules are imported lazily (through the default
     # factories), so that a shard never loads onnxruntime.
-    return {"tv": TvConfig, "shard": ShardConfig, "aggregator": AggregatorConfig,
-            "hub": HubConfig}[role]
+    return {"tv": TvConfig, "shard": ShardConfig, "aggregator": AggregatorConfig, "hub": HubConfig}[
+        role
+    ]
 
 
 @dataclass(frozen=True)
@@ -218,8 +224,12 @@ def load_config(role: Role, path: Path | None, overrides: Overrides = Overrides(
         raise ConfigError(source, "role", f"file is for role {declared!r}, started as {role!r}")
     node_table = dict(table.get("node", {})) if isinstance(table.get("node"), dict) else None
     if node_table is not None:
-        for key, value in (("data_dir", overrides.data_dir), ("listen", overrides.listen),
-                           ("log_level", overrides.log_level), ("name", overrides.name)):
+        for key, value in (
+            ("data_dir", overrides.data_dir),
+            ("listen", overrides.listen),
+            ("log_level", overrides.log_level),
+            ("name", overrides.name),
+        ):
             if value is not None:
                 node_table[key] = str(value)
         table["node"] = node_table
@@ -255,11 +265,21 @@ def read_secret(ref: SecretRef, *, source: str, key: str, required: bool = True)
         try:
             data = Path(ref.file).read_bytes().strip()
         except OSError as exc:
-            raise ConfigError(source, key, f"cannot read secret file {ref.file!r}: {exc.strerror}") from None
+            raise ConfigError(
+                source, key, f"cannot read secret file {ref.file!r}: {exc.strerror}"
+            ) from None
         if data:
             return data
     if required:
-        where = " or ".join(x for x in (f"environment variable {ref.env}" if ref.env else "",
-                                        f"file {ref.file}" if ref.file else "") if x)
-        raise ConfigError(source, key, f"secret not set: provide {where or 'an env or file source'}")
+        where = " or ".join(
+            x
+            for x in (
+                f"environment variable {ref.env}" if ref.env else "",
+                f"file {ref.file}" if ref.file else "",
+            )
+            if x
+        )
+        raise ConfigError(
+            source, key, f"secret not set: provide {where or 'an env or file source'}"
+        )
     return None

@@ -32,6 +32,7 @@ log = logging.getLogger("omega.node")
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
+MIN_RAFT_PASSWORD_BYTES = 16
 
 
 @dataclass
@@ -78,9 +79,20 @@ def read_role_secrets(cfg: NodeConfig) -> dict[str, bytes]:
         out["fleet_key"] = _secret(cfg, "fleet_key")
         out["dedup_secret"] = _secret(cfg, "dedup_secret")
         raft = cfg.shard.raft
-        pw = read_secret(cfg.secrets.raft_password, source=cfg.source,
-                         key="secrets.raft_password", required=not raft.dev_mode)
+        pw = read_secret(
+            cfg.secrets.raft_password,
+            source=cfg.source,
+            key="secrets.raft_password",
+            required=not raft.dev_mode,
+        )
         if pw is not None:
+            if len(pw) < MIN_RAFT_PASSWORD_BYTES:
+                raise ConfigError(
+                    cfg.source,
+                    "secrets.raft_password",
+                    f"the Raft password must be at least {MIN_RAFT_PASSWORD_BYTES} "
+                    "bytes (its port speaks pickle: never weaken it)",
+                )
             out["raft_password"] = pw
     return out
 
@@ -109,23 +121,42 @@ def run_node(cfg: NodeConfig) -> int:
         ctx.stop_requested.set()
 
     def on_signal(signum: int, _frame: Any) -> None:
-        log.info("signal received; stopping", extra={"fields": {"signal": signal.Signals(signum).name}})
+        log.info(
+            "signal received; stopping", extra={"fields": {"signal": signal.Signals(signum).name}}
+        )
         ctx.stop_requested.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    log.info("starting", extra={"fields": {"role": cfg.role, "config": cfg.source,
-                                           "data_dir": str(cfg.node.data_dir),
-                                           "pid": os.getpid(), "version": __version__}})
+    log.info(
+        "starting",
+        extra={
+            "fields": {
+                "role": cfg.role,
+                "config": cfg.source,
+                "data_dir": str(cfg.node.data_dir),
+                "pid": os.getpid(),
+                "version": __version__,
+            }
+        },
+    )
     try:
         handle = start_tree(tree_for(cfg, ctx), on_give_up=on_give_up)
     except ChildStartError as exc:
         log.error("a child failed to start; exiting", extra={"fields": {"error": str(exc)}})
         return EXIT_FAILURE
     ctx.handle = handle
-    log.info("started", extra={"fields": {"role": cfg.role, "control": cfg.node.control_address,
-                                          "listen": cfg.node.listen}})
+    log.info(
+        "started",
+        extra={
+            "fields": {
+                "role": cfg.role,
+                "control": cfg.node.control_address,
+                "listen": cfg.node.listen,
+            }
+        },
+    )
 
     # Wake up regularly so Python runs the signal handlers promptly.
     while not ctx.stop_requested.wait(0.2):
@@ -140,12 +171,16 @@ def run_node(cfg: NodeConfig) -> int:
     if not stopped:
         log.error("shutdown timed out; exiting anyway", extra={"fields": {"timeout_s": timeout}})
         return EXIT_FAILURE
-    log.info("stopped", extra={"fields": {"exit_code": exit_code[0],
-                                          "uptime_s": round(ctx.uptime_s(), 3)}})
+    log.info(
+        "stopped",
+        extra={"fields": {"exit_code": exit_code[0], "uptime_s": round(ctx.uptime_s(), 3)}},
+    )
     return exit_code[0]
 
 
 def _force_exit(timeout: float) -> None:
-    log.error("shutdown exceeded its timeout; forcing exit", extra={"fields": {"timeout_s": timeout}})
+    log.error(
+        "shutdown exceeded its timeout; forcing exit", extra={"fields": {"timeout_s": timeout}}
+    )
     logging.shutdown()
     os._exit(EXIT_FAILURE)

@@ -96,12 +96,13 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
     if origin is Literal:
         allowed = get_args(tp)
         if value not in allowed or type(value) is not type(allowed[0]):
-            raise SettingError(key, f"must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+            raise SettingError(
+                key, f"must be one of {', '.join(map(repr, allowed))}, got {value!r}"
+            )
         return value
     if origin in (Union, types.UnionType):
-        args = [a for a in get_args(tp) if a is not type(None)]
         errors = []
-        for arg in args:
+        for arg in (a for a in get_args(tp) if a is not type(None)):
             try:
                 return _convert(arg, value, key)
             except SettingError as exc:
@@ -115,7 +116,9 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
             return tuple(_convert(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
         if len(args) != len(value):
             raise SettingError(key, f"expected an array of {len(args)} items, got {len(value)}")
-        return tuple(_convert(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
+        return tuple(
+            _convert(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))
+        )
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         return load(tp, value, key)
     if tp is bool:

@@ -55,21 +55,38 @@ def node_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def start_node(args: Sequence[str], *, env: dict[str, str] | None = None,
-               log: Path | None = None) -> subprocess.Popen[bytes]:
+def start_node(
+    args: Sequence[str], *, env: dict[str, str] | None = None, log: Path | None = None
+) -> subprocess.Popen[bytes]:
     if log is None:
-        return subprocess.Popen([sys.executable, "-m", "omega.cli", *args], cwd=REPO,
-                                env=env or node_env(), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        return subprocess.Popen(
+            [sys.executable, "-m", "omega.cli", *args],
+            cwd=REPO,
+            env=env or node_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     with log.open("wb") as out:  # the child keeps its own descriptor
-        return subprocess.Popen([sys.executable, "-m", "omega.cli", *args], cwd=REPO,
-                                env=env or node_env(), stdout=out, stderr=out)
+        return subprocess.Popen(
+            [sys.executable, "-m", "omega.cli", *args],
+            cwd=REPO,
+            env=env or node_env(),
+            stdout=out,
+            stderr=out,
+        )
 
 
-def run_cli(args: Sequence[str], *, env: dict[str, str] | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "omega.cli", *args], cwd=REPO,
-                          env=env or node_env(), capture_output=True, text=True, timeout=timeout)
+def run_cli(
+    args: Sequence[str], *, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "omega.cli", *args],
+        cwd=REPO,
+        env=env or node_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def ask(address: str, msg: Message, timeout: float = 2.0) -> Message:

@@ -41,11 +41,17 @@ class ShardStoreActor(OmegaActor):
         cfg = self._ctx.cfg
         assert isinstance(cfg, ShardConfig)
         secrets = self._ctx.secrets
-        self._store = open_store(cfg.shard, cfg.node.data_dir / "raft",
-                                 secrets.get("raft_password"))
-        self._service = ShardService(cfg.shard, self._store, secrets["fleet_key"],
-                                     secrets["dedup_secret"], advertise=cfg.node.listen,
-                                     name=cfg.node.name).start()
+        self._store = open_store(
+            cfg.shard, cfg.node.data_dir / "raft", secrets.get("raft_password")
+        )
+        self._service = ShardService(
+            cfg.shard,
+            self._store,
+            secrets["fleet_key"],
+            secrets["dedup_secret"],
+            advertise=cfg.node.listen,
+            name=cfg.node.name,
+        ).start()
         self._ctx.publish("store", self._store)
         self._ctx.publish("shard", self._service)
 

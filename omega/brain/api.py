@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -46,6 +46,7 @@ from omega.brain.content import (
     content_text,
 )
 from omega.brain.crowd import CrowdView, check_crowd_update, merge
+from omega.brain.embedder import Embedder
 from omega.brain.errors import (
     BadInput,
     BrainClosed,
@@ -67,6 +68,7 @@ from omega.brain.profile import (
     view_weight,
 )
 from omega.brain.settings import BrainSettings
+from omega.index import VectorIndex, create_index
 
 __all__ = ["Brain", "CatalogUpdate", "Content", "Embedder", "Recommendation", "ViewingEvent"]
 
@@ -75,19 +77,8 @@ log = logging.getLogger("omega.brain")
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 PROBE_TEXT = "omega embedder probe: Heat (1995). Genres: Action, Crime, Thriller."
-#: Catalogs up to this size are scored in full (exact); larger ones through the index.
-FULL_SCAN_ITEMS = 2000
 #: History items searched for the title named in a "similar to" reason.
 ANCHOR_HISTORY = 20
-
-
-class Embedder(Protocol):
-    """docs/CONTRACTS.md: float32 (n, dim), rows L2-normalized."""
-
-    @property
-    def dim(self) -> int: ...
-
-    def embed(self, texts: Sequence[str]) -> F32: ...
 
 
 @dataclass(frozen=True)
@@ -111,16 +102,14 @@ def _default_embedder(settings: BrainSettings, cache_dir: Path) -> Embedder:
     return emb
 
 
-def _new_index(settings: BrainSettings, dim: int, capacity: int) -> Any:
-    from omega.index import HnswIndex
-
-    return HnswIndex(dim=dim, capacity=capacity, settings=settings.index)
+def _new_index(settings: BrainSettings, dim: int, capacity: int) -> VectorIndex:
+    return create_index("hnsw", dim, capacity, settings.index)
 
 
-def _load_index(path: Path) -> Any:
-    from omega.index import HnswIndex
+def _load_index(path: Path, settings: BrainSettings) -> VectorIndex:
+    from omega.index.hnsw import HnswIndex
 
-    return HnswIndex.load(path)
+    return HnswIndex.load(path, settings.index)
 
 
 class Brain:
@@ -136,7 +125,7 @@ class Brain:
         self._wall = wall
         self._mutex = threading.RLock()
         self._catalog = Catalog(embedder.dim)
-        self._catalog_index: Any = None
+        self._catalog_index: VectorIndex | None = None
         self._library: SkillLibrary | None = None
         self._profile = np.zeros(embedder.dim, dtype=np.float32)
         self._profile_stats: dict[str, float] = {"views": 0.0, "successes": 0.0}
@@ -254,7 +243,7 @@ class Brain:
             pos = self._catalog.position.get(ep.content_id)
             if pos is not None:
                 w = view_weight(ep.watch_fraction, s.success_threshold, s.abandoned_weight)
-                profile = update_profile(profile, self._catalog.embeddings[pos], w, s.recency_decay)
+                profile = update_profile(profile, self._catalog.embeddings[pos], w, s.content_decay)
         self._memory.reset_profile(profile)
 
     @staticmethod
@@ -263,55 +252,66 @@ class Brain:
                        description=rec.description, year=rec.year,
                        duration_min=rec.duration_min, metadata=dict(rec.metadata))
 
-    def _stamp(self) -> dict[str, Any]:
+    def _stamps(self) -> dict[str, dict[str, int]]:
+        """What each saved index must match to be reused (else it is rebuilt)."""
         m = self._meta
-        return {"dim": self._embedder.dim, "catalog_gen": int(m.get("catalog_gen", 0)),
-                "catalog": len(self._catalog), "next_episode": int(m.get("next_episode", 1)),
-                "next_pattern": int(m.get("next_pattern", 1))}
+        return {
+            "catalog": {"dim": self._embedder.dim, "catalog_gen": int(m.get("catalog_gen", 0)),
+                        "items": len(self._catalog)},
+            "patterns": {"dim": self._embedder.dim, "next_episode": int(m.get("next_episode", 1)),
+                         "next_pattern": int(m.get("next_pattern", 1)),
+                         "catalog_gen": int(m.get("catalog_gen", 0))},
+        }
 
     def _open_indexes(self) -> None:
-        """Load the indexes saved at the last clean close, or rebuild them from LMDB."""
+        """Load the indexes saved at the last clean close, or rebuild them from LMDB.
+
+        The saved files are a cache: a stamp written after them names the LMDB
+        state they match, and it is deleted at open (the files fall behind at
+        the first write). After a crash the pattern index is rebuilt (~1 s for
+        10,000 patterns); the catalog index is built on first need.
+        """
         s = self._settings
         folder = self._path / "index"
         stamp_file = folder / "stamp.json"
         saved: dict[str, Any] = {}
         with contextlib.suppress(OSError, ValueError):
             saved = json.loads(stamp_file.read_text())
-        # From here on the files may fall behind LMDB: forget the stamp first.
         with contextlib.suppress(OSError):
             stamp_file.unlink()
-        stamp = self._stamp()
-        cat_index = pat_index = None
-        if saved.get("catalog_gen") == stamp["catalog_gen"] and saved.get("dim") == stamp["dim"] \
-                and saved.get("catalog") == stamp["catalog"]:
-            cat_index = self._try_load(folder / "catalog.index")
-        if saved == stamp:
+        stamps = self._stamps()
+        if isinstance(saved, dict) and saved.get("catalog") == stamps["catalog"]:
+            self._catalog_index = self._try_load(folder / "catalog.index")
+        pat_index = None
+        if isinstance(saved, dict) and saved.get("patterns") == stamps["patterns"]:
             pat_index = self._try_load(folder / "patterns.index")
-        if cat_index is None:
-            cat_index = _new_index(s, self._embedder.dim, s.max_catalog_items)
-            n = len(self._catalog)
-            if n:
-                cat_index.add(np.arange(n, dtype=np.int64), self._catalog.embeddings, None)
-        self._catalog_index = cat_index
         next_pid = int(self._meta.get("next_pattern", 1))
-        if pat_index is not None:
+        records = list(self._memory.load_patterns())
+        if pat_index is not None and set(pat_index.ids().tolist()) == {r.pid for r in records}:
             lib = SkillLibrary(pat_index, s.pattern_merge_threshold, next_pid)
-            for rec in self._memory.load_patterns():
-                lib.entries[rec.pid] = rec
-            if len(lib.entries) != len(pat_index):
-                pat_index = None
-        if pat_index is None:
+            lib.entries = {r.pid: r for r in records}
+        else:
             lib = SkillLibrary(_new_index(s, self._embedder.dim, s.pattern_capacity),
                                s.pattern_merge_threshold, next_pid)
-            lib.load(self._memory.load_patterns())
+            lib.load(records)
         self._library = lib
 
-    @staticmethod
-    def _try_load(path: Path) -> Any:
+    def _catalog_ann(self) -> VectorIndex:
+        """The catalog's HNSW index, built on first need."""
+        if self._catalog_index is None:
+            s = self._settings
+            index = _new_index(s, self._embedder.dim, s.max_catalog_items)
+            n = len(self._catalog)
+            if n:
+                index.add(np.arange(n, dtype=np.int64), self._catalog.embeddings)
+            self._catalog_index = index
+        return self._catalog_index
+
+    def _try_load(self, path: Path) -> VectorIndex | None:
         if not path.exists():
             return None
         try:
-            return _load_index(path)
+            return _load_index(path, self._settings)
         except Exception as exc:  # a derived cache: any failure means "rebuild"
             log.warning("saved index unusable, rebuilding",
                         extra={"fields": {"path": str(path), "error": repr(exc)}})
@@ -321,12 +321,14 @@ class Brain:
         folder = self._path / "index"
         try:
             folder.mkdir(exist_ok=True)
-            for name, index in (("catalog", self._catalog_index), ("patterns", self._lib.index)):
-                tmp = folder / f"{name}.index.tmp"
-                index.save(tmp)
-                os.replace(tmp, folder / f"{name}.index")
+            stamps = self._stamps()
+            if self._catalog_index is not None:
+                self._catalog_index.save(folder / "catalog.index")  # atomic (tmp + rename)
+            else:
+                del stamps["catalog"]
+            self._lib.index.save(folder / "patterns.index")
             tmp = folder / "stamp.json.tmp"
-            tmp.write_text(json.dumps(self._stamp()))
+            tmp.write_text(json.dumps(stamps))
             os.replace(tmp, folder / "stamp.json")
         except Exception as exc:  # the indexes are rebuilt at the next open
             log.warning("could not save the indexes",
@@ -337,7 +339,7 @@ class Brain:
         with self._mutex:
             if self._mem is None:
                 return
-            if self._library is not None and self._catalog_index is not None:
+            if self._library is not None:
                 self._save_indexes()
             self._mem.close()
             self._mem = None
@@ -420,13 +422,10 @@ class Brain:
             self._meta.update({"catalog_gen": gen, "next_idx": next_idx})
             old_n = len(cat)
             cat.upsert(writes)
-            moved = np.asarray([writes[i][0].idx for i in to_embed if writes[i][0].idx < old_n],
-                               dtype=np.int64)
-            if moved.size:
-                self._catalog_index.remove(moved)
             fresh = np.asarray(sorted({writes[i][0].idx for i in to_embed}), dtype=np.int64)
-            if fresh.size:
-                self._catalog_index.add(fresh, cat.embeddings[fresh], None)
+            if fresh.size and self._catalog_index is not None:
+                # ``add`` replaces the vector of a title already present.
+                self._catalog_index.add(fresh, cat.embeddings[fresh])
             self._refresh_watched()
             self._crowd = CrowdView(self._crowd_state, cat)
             added = next_idx - old_n
@@ -481,7 +480,7 @@ class Brain:
             weight = view_weight(fraction, s.success_threshold, s.abandoned_weight)
             emb = self._catalog.embeddings[pos]
             key = _normalized(self._profile) if np.any(self._profile) else emb.copy()
-            profile = update_profile(self._profile, emb, weight, s.recency_decay)
+            profile = update_profile(self._profile, emb, weight, s.content_decay)
             stats = {"views": self._profile_stats.get("views", 0.0) + 1,
                      "successes": self._profile_stats.get("successes", 0.0) + float(success)}
             part = event_daypart(ts, event.context, s.utc_offset_s)
@@ -591,11 +590,11 @@ class Brain:
     def _candidates(self, query: F32, cf: F32) -> I64:
         n = len(self._catalog)
         w = self._settings.recommender
-        if n <= FULL_SCAN_ITEMS:
+        if n <= w.full_scan_items:
             return np.arange(n, dtype=np.int64)
         parts = [np.flatnonzero(cf).astype(np.int64), self._crowd.top_items[: w.popular_candidates]]
         if np.any(query):
-            _, ids = self._catalog_index.search(query[None, :], min(w.content_candidates, n))
+            _, ids = self._catalog_ann().search(query[None, :], min(w.content_candidates, n))
             parts.append(ids[0][ids[0] >= 0].astype(np.int64))
         if w.context > 0:
             # The viewer's favourite genres reach the list even without a content match.

@@ -12,32 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from omega.brain.memory import PatternRecord
 from omega.brain.profile import pattern_value
+from omega.index.base import VectorIndex
 
-__all__ = ["PatternChange", "SkillLibrary", "VectorIndexLike", "consolidate"]
+__all__ = ["PatternChange", "SkillLibrary", "consolidate"]
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
-
-
-class VectorIndexLike(Protocol):
-    """The part of ``omega.index.VectorIndex`` (docs/CONTRACTS.md) used here."""
-
-    def __len__(self) -> int: ...
-
-    def add(self, ids: I64, vectors: F32, values: Any = None) -> I64: ...
-
-    def remove(self, ids: I64) -> int: ...
-
-    def set_values(self, ids: I64, values: Any) -> None: ...
-
-    def search(self, queries: F32, k: int) -> tuple[F32, I64]: ...
 
 
 @dataclass(frozen=True)
@@ -52,7 +39,7 @@ class PatternChange:
 class SkillLibrary:
     """Patterns by id, with their vector index."""
 
-    def __init__(self, index: VectorIndexLike, merge_threshold: float, next_pid: int = 1) -> None:
+    def __init__(self, index: VectorIndex, merge_threshold: float, next_pid: int = 1) -> None:
         self.index = index
         self.merge_threshold = merge_threshold
         self.entries: dict[int, PatternRecord] = {}

@@ -64,9 +64,9 @@ def profile_vector(embeddings: F32, weights: F32) -> F32:
     """The recency-weighted mean of the history's embeddings, L2-normalized (zeros if empty)."""
     if embeddings.shape[0] == 0 or float(weights.sum()) <= 0.0:
         return np.zeros(embeddings.shape[1], dtype=np.float32)
-    v = (weights[:, None] * embeddings).sum(axis=0)
+    v: F32 = (weights[:, None] * embeddings).sum(axis=0).astype(np.float32)
     norm = float(np.linalg.norm(v))
-    return (v / norm).astype(np.float32) if norm > 0 else v.astype(np.float32)
+    return (v / np.float32(norm)).astype(np.float32) if norm > 0 else v
 
 
 def pattern_query(profile: F32, sims: F32, rates: F32, contents: F32, weight: float) -> F32:
@@ -117,7 +117,8 @@ def scale_popularity(counts: npt.ArrayLike) -> F32:
     top = float(c.max()) if c.size else 0.0
     if top <= 0.0:
         return np.zeros(c.shape, dtype=np.float32)
-    return (np.log1p(c) / np.log1p(top)).astype(np.float32)
+    out: F32 = (np.log1p(c) / np.log1p(top)).astype(np.float32)
+    return out
 
 
 def item_context_scores(affinity: F32, genre_ptr: I64, genre_ids: I64) -> F32:
@@ -274,7 +275,8 @@ def content_anchors(items: F32, history: F32, weights: F32) -> npt.NDArray[np.in
     if history.shape[0] == 0 or items.shape[0] == 0:
         return np.full(items.shape[0], -1, dtype=np.int64)
     sims = (items @ history.T) * weights[None, :]
-    return np.argmax(sims, axis=1).astype(np.int64)
+    best: npt.NDArray[np.int64] = np.argmax(sims, axis=1).astype(np.int64)
+    return best
 
 
 def reason_text(

@@ -167,15 +167,15 @@ def check_vectors(vectors: npt.ArrayLike, dim: int, n: int | None = None,
         raise DimensionMismatch(dim, int(arr.shape[1]))
     if n is not None and arr.shape[0] != n:
         raise InvalidArgument(f"{what}: {arr.shape[0]} rows for {n} ids")
-    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.floating)
-                                     or np.issubdtype(arr.dtype, np.integer)):
-        raise InvalidArgument(f"{what} must be real numbers, got {arr.dtype}")
     if arr.dtype == np.float32:
         # Fast path (every query): NaN or inf anywhere makes the norm non-finite.
         norms32 = np.sqrt(np.einsum("ij,ij->i", arr, arr))
         if np.isfinite(norms32).all() and (norms32.size == 0 or norms32.min() >= MIN_NORM):
-            fast: F32 = (arr / norms32[:, None]).astype(np.float32, copy=False)
+            fast: F32 = arr / norms32[:, None]
             return fast
+    elif arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.floating)
+                                       or np.issubdtype(arr.dtype, np.integer)):
+        raise InvalidArgument(f"{what} must be real numbers, got {arr.dtype}")
     # float64 for the norm so float16 wire vectors and large values do not overflow.
     wide = arr.astype(np.float64)
     if not np.isfinite(wide).all():

@@ -55,6 +55,7 @@ class HnswIndex(IndexCore):
         self._dead = 0
         self._params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
         self._selector: Any = None
+        self._filtering = False  # whether _params.sel is set
         self._rebuilds = 0
 
     # -- graph --------------------------------------------------------------------------
@@ -76,8 +77,10 @@ class HnswIndex(IndexCore):
         return view
 
     def _grow_labels(self, total: int) -> None:
-        if total > self._label_id.size:
-            size = max(total, 2 * self._label_id.size, 64)
+        # One spare slot at the end, always -1: faiss's "not found" label -1 then
+        # maps to id -1 with a plain lookup.
+        if total + 1 > self._label_id.size:
+            size = max(total + 1, 2 * self._label_id.size, 64)
             label_id = np.full(size, -1, dtype=np.int64)
             label_id[: self._label_id.size] = self._label_id
             self._label_id = label_id
@@ -86,7 +89,13 @@ class HnswIndex(IndexCore):
             bitmap = np.zeros(max(need, 2 * self._bitmap.size, 8), dtype=np.uint8)
             bitmap[: self._bitmap.size] = self._bitmap
             self._bitmap = bitmap
-            self._selector = None  # it points at the old buffer
+            self._drop_selector()  # it points at the old buffer
+
+    def _drop_selector(self) -> None:
+        # Unset it in the search parameters first: they hold a bare C++ pointer.
+        self._params.sel = None
+        self._filtering = False
+        self._selector = None
 
     def _set_live(self, labels: I64, live: bool) -> None:
         bytes_, bits = labels >> 3, (labels & 7).astype(np.uint8)
@@ -148,7 +157,7 @@ class HnswIndex(IndexCore):
         self._index = self._new_graph()
         self._label_id = np.zeros(0, dtype=np.int64)
         self._bitmap = np.zeros(0, dtype=np.uint8)
-        self._selector = None
+        self._drop_selector()
         self._label_of.clear()
         self._tomb_of.clear()
         self._dead = 0
@@ -166,12 +175,22 @@ class HnswIndex(IndexCore):
             if self._selector is None:
                 self._selector = faiss.IDSelectorBitmap(
                     int(self._bitmap.size) * 8, faiss.swig_ptr(self._bitmap))
-            params.sel = self._selector
-        else:
+            if not self._filtering:
+                params.sel = self._selector
+                self._filtering = True
+        elif self._filtering:
             params.sel = None
-        scores, labels = self._index.search(queries, k, params=params)
-        ids = np.where(labels >= 0, self._label_id[np.maximum(labels, 0)], -1)
-        return scores.astype(np.float32, copy=False), ids.astype(np.int64, copy=False)
+            self._filtering = False
+        # Named, so the array outlives the bare pointer handed to faiss.
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        n = q.shape[0]
+        scores = np.empty((n, k), dtype=np.float32)
+        labels = np.empty((n, k), dtype=np.int64)
+        # search_c skips the Python wrapper's copies and checks (done in base).
+        self._index.search_c(n, faiss.swig_ptr(q), k, faiss.swig_ptr(scores),
+                             faiss.swig_ptr(labels), params)
+        ids: I64 = self._label_id[labels]
+        return scores, ids
 
     def _vectors_of(self, ids: I64) -> F32:
         labels = np.asarray([self._label_of[i] for i in ids.tolist()], dtype=np.int64)

@@ -26,7 +26,7 @@ class IndexSettings:
     #: Candidate list while inserting; higher builds a better graph, more slowly.
     ef_construction: int = 40
     #: Candidate list while searching (raised to k when k is larger).
-    ef_search: int = 64
+    ef_search: int = 32
     #: Rebuild the graph once removed-but-still-linked nodes exceed this
     #: fraction of the live entries (faiss HNSW cannot delete a node).
     rebuild_fraction: float = 0.25

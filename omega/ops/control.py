@@ -40,7 +40,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("omega.ops.control")
 
 CONTROL_TYPES: tuple[type[Message], ...] = (
-    CtlRequest, Health, TvObserve, TvRecommend, TvImportCatalog, TvStatus,
+    CtlRequest,
+    Health,
+    TvObserve,
+    TvRecommend,
+    TvImportCatalog,
+    TvStatus,
 )
 #: How long a control request may wait for the brain (a catalog import embeds text).
 BRAIN_ASK_TIMEOUT_S = 600.0
@@ -57,8 +62,13 @@ class Unavailable(ProtocolError):
 
 def health_reply(ctx: NodeContext) -> HealthReply:
     status = "stopping" if ctx.stop_requested.is_set() else "ok"
-    return HealthReply(role=ctx.cfg.role, name=ctx.cfg.node.name, status=status,
-                       uptime_s=round(ctx.uptime_s(), 3), version=ctx.version)
+    return HealthReply(
+        role=ctx.cfg.role,
+        name=ctx.cfg.node.name,
+        status=status,
+        uptime_s=round(ctx.uptime_s(), 3),
+        version=ctx.version,
+    )
 
 
 def health_only_handler(ctx: NodeContext) -> Callable[[bytes], bytes]:
@@ -102,8 +112,13 @@ class ControlHandler:
         handle = ctx.handle
         if command == "health":
             h = health_reply(ctx)
-            return {"role": h.role, "name": h.name, "status": h.status, "uptime_s": h.uptime_s,
-                    "version": h.version}
+            return {
+                "role": h.role,
+                "name": h.name,
+                "status": h.status,
+                "uptime_s": h.uptime_s,
+                "version": h.version,
+            }
         if handle is None:
             raise Unavailable("node is still starting")
         if command == "tree":
@@ -127,8 +142,11 @@ class ControlHandler:
         brain_ref = self._brain()
         proxy = brain_ref.proxy()
         if isinstance(msg, TvObserve):
-            return TvOk(payload=proxy.observe(msg.content_id, msg.watch_fraction,
-                                              msg.timestamp).get(timeout=BRAIN_ASK_TIMEOUT_S))
+            return TvOk(
+                payload=proxy.observe(msg.content_id, msg.watch_fraction, msg.timestamp).get(
+                    timeout=BRAIN_ASK_TIMEOUT_S
+                )
+            )
         if isinstance(msg, TvRecommend):
             items = proxy.recommend(msg.k, msg.timestamp).get(timeout=BRAIN_ASK_TIMEOUT_S)
             return TvRecommendReply(items=tuple(items))

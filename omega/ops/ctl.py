@@ -14,7 +14,16 @@ from typing import Any
 
 from omega.config import ROLES, Overrides, load_config, read_toml
 from omega.errors import ConfigError, OmegaError
-from omega.protocol import CtlReply, CtlRequest, ErrorReply, Health, HealthReply, Message, decode, encode
+from omega.protocol import (
+    CtlReply,
+    CtlRequest,
+    ErrorReply,
+    Health,
+    HealthReply,
+    Message,
+    decode,
+    encode,
+)
 from omega.transport import RpcClient, TransportSettings
 
 
@@ -38,8 +47,11 @@ def resolve_control(args: argparse.Namespace) -> str:
             raise ConfigError(str(config), "role", "set `role = ...` in the file or pass --role")
         role = declared
     if config is None and getattr(args, "data_dir", None) is None:
-        raise ConfigError("<command line>", "--config",
-                          "say which node: --config FILE, --data-dir DIR or --control ADDRESS")
+        raise ConfigError(
+            "<command line>",
+            "--config",
+            "say which node: --config FILE, --data-dir DIR or --control ADDRESS",
+        )
     cfg = load_config(role or "hub", config, Overrides(data_dir=getattr(args, "data_dir", None)))
     return cfg.node.control_address
 
@@ -77,8 +89,10 @@ def print_tree(node: Any, depth: int = 0) -> None:
     pad = "  " * depth
     extra = f" strategy={node['strategy']}" if "strategy" in node else ""
     last = f" last_exit={node['last_exit']!r}" if node.get("last_exit") else ""
-    print(f"{pad}{node['name']:<12} {node['kind']:<10} {node['state']:<10} "
-          f"restarts={node['restarts']} ask_failures={node.get('ask_failures', 0)}{extra}{last}")
+    print(
+        f"{pad}{node['name']:<12} {node['kind']:<10} {node['state']:<10} "
+        f"restarts={node['restarts']} ask_failures={node.get('ask_failures', 0)}{extra}{last}"
+    )
     for child in node.get("children", []):
         print_tree(child, depth + 1)
 
@@ -90,6 +104,15 @@ def run_health(args: argparse.Namespace) -> int:
         print(f"omega-node health: {exc}", file=sys.stderr)
         return 1
     assert isinstance(reply, HealthReply)
-    print(json.dumps({"role": reply.role, "name": reply.name, "status": reply.status,
-                      "uptime_s": reply.uptime_s, "version": reply.version}))
+    print(
+        json.dumps(
+            {
+                "role": reply.role,
+                "name": reply.name,
+                "status": reply.status,
+                "uptime_s": reply.uptime_s,
+                "version": reply.version,
+            }
+        )
+    )
     return 0 if reply.status == "ok" else 1

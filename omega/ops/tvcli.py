@@ -1,4 +1,4 @@
-"""``omega-node tv observe|recommend|import-catalog|status``: a running TV, over its local socket."""
+"""``omega-node tv observe|recommend|import-catalog|status``: a running TV, locally."""
 
 from __future__ import annotations
 
@@ -44,10 +44,16 @@ def read_catalog(path: Path) -> Iterator[CatalogEntry]:
             for line, row in enumerate(rows, start=2):
                 if len(row) != 3:
                     raise CatalogFileError(path, line, f"expected 3 fields, got {len(row)}")
-                title, year = split_title(row[1])
+                _, year = split_title(row[1])
                 genres = tuple(g for g in row[2].split("|") if g and g != "(no genres listed)")
-                yield CatalogEntry(id=row[0], title=row[1][:256], genres=genres,
-                                   description="", year=year or 0, duration_min=0)
+                yield CatalogEntry(
+                    id=row[0],
+                    title=row[1][:256],
+                    genres=genres,
+                    description="",
+                    year=year or 0,
+                    duration_min=0,
+                )
         return
     with path.open(encoding="utf-8") as f:
         for line, text in enumerate(f, start=1):
@@ -55,24 +61,32 @@ def read_catalog(path: Path) -> Iterator[CatalogEntry]:
                 continue
             try:
                 obj = json.loads(text)
-                yield CatalogEntry(id=str(obj["id"]), title=obj["title"],
-                                   genres=tuple(obj.get("genres", ())),
-                                   description=obj.get("description", ""),
-                                   year=int(obj.get("year") or 0),
-                                   duration_min=int(obj.get("duration_min") or 0))
+                yield CatalogEntry(
+                    id=str(obj["id"]),
+                    title=obj["title"],
+                    genres=tuple(obj.get("genres", ())),
+                    description=obj.get("description", ""),
+                    year=int(obj.get("year") or 0),
+                    duration_min=int(obj.get("duration_min") or 0),
+                )
             except (ValueError, KeyError, TypeError) as exc:
                 raise CatalogFileError(path, line, f"bad catalog entry: {exc}") from None
 
 
 def run_tv(args: argparse.Namespace) -> int:
-    address = resolve_control(argparse.Namespace(role="tv", config=args.config,
-                                                 data_dir=args.data_dir, control=args.control))
+    address = resolve_control(
+        argparse.Namespace(
+            role="tv", config=args.config, data_dir=args.data_dir, control=args.control
+        )
+    )
     cmd = args.tv_command
     if cmd == "observe":
         ts = float(args.timestamp if args.timestamp is not None else time.time())
-        reply = request(address, TvObserve(content_id=args.content_id,
-                                           watch_fraction=args.watch_fraction, timestamp=ts),
-                        args.timeout)
+        reply = request(
+            address,
+            TvObserve(content_id=args.content_id, watch_fraction=args.watch_fraction, timestamp=ts),
+            args.timeout,
+        )
         assert isinstance(reply, TvOk)
         print(json.dumps(reply.payload))
     elif cmd == "recommend":
@@ -99,7 +113,9 @@ def run_tv(args: argparse.Namespace) -> int:
     return 0
 
 
-def _import(address: str, chunk: list[CatalogEntry], totals: dict[str, int], timeout: float) -> None:
+def _import(
+    address: str, chunk: list[CatalogEntry], totals: dict[str, int], timeout: float
+) -> None:
     reply = request(address, TvImportCatalog(items=tuple(chunk)), timeout)
     assert isinstance(reply, TvOk)
     if isinstance(reply.payload, dict):

@@ -281,7 +281,7 @@ class ContentProfile:
             profiles[row] = w @ e[items]
         norms = np.linalg.norm(profiles, axis=1, keepdims=True)
         profiles = np.divide(profiles, norms, out=np.zeros_like(profiles), where=norms > 0)
-        out = profiles @ e.T.astype(np.float64)
+        out: FloatArray = profiles @ e.T.astype(np.float64)
         if self.popularity > 0.0:
             if self.counts is None:
                 raise ValueError("a popularity weight needs item counts")
@@ -434,6 +434,6 @@ def cold_start_lists(
         keep = np.ones(x.shape[0], dtype=bool)
         keep[row_arr[mine]] = False
         scorer = baseline.build(TrainData(x[keep], embeddings), params)
-        picked = [histories[i] for i in np.flatnonzero(mine)]
+        picked = [histories[int(i)] for i in np.flatnonzero(mine)]
         out[mine] = rank(scorer, picked, k)
     return out

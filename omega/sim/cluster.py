@@ -57,12 +57,18 @@ class ClusterSettings:
     deadline_s: float = 300.0
 
     def __post_init__(self) -> None:
-        require(self.host in ("127.0.0.1", "localhost", "::1"), "host",
-                "the local cluster runs on loopback only")
+        require(
+            self.host in ("127.0.0.1", "localhost", "::1"),
+            "host",
+            "the local cluster runs on loopback only",
+        )
         require(1024 <= self.base_port <= 65000, "base_port", "must be between 1024 and 65000")
         require(self.shard_replicas in (1, 3, 5), "shard_replicas", "must be 1, 3 or 5")
-        require(0 <= self.simulated_devices <= 100_000, "simulated_devices",
-                "must be between 0 and 100000")
+        require(
+            0 <= self.simulated_devices <= 100_000,
+            "simulated_devices",
+            "must be between 0 and 100000",
+        )
         require(1 <= self.concurrency <= 256, "concurrency", "must be between 1 and 256")
         require(0 <= self.views <= 1000, "views", "must be between 0 and 1000")
         require(10 <= self.deadline_s <= 3600, "deadline_s", "must be between 10 and 3600 s")
@@ -97,12 +103,14 @@ class Cluster:
         self.s = settings
         self.root = root
         self.env = dict(os.environ)
-        self.env.update({
-            "OMEGA_FLEET_KEY": secrets.token_hex(32),
-            "OMEGA_DEDUP_SECRET": secrets.token_hex(32),
-            "OMEGA_RAFT_PASSWORD": secrets.token_hex(32),
-            "PYTHONUNBUFFERED": "1",
-        })
+        self.env.update(
+            {
+                "OMEGA_FLEET_KEY": secrets.token_hex(32),
+                "OMEGA_DEDUP_SECRET": secrets.token_hex(32),
+                "OMEGA_RAFT_PASSWORD": secrets.token_hex(32),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         h, b = settings.host, settings.base_port
         n = settings.shard_replicas
@@ -126,7 +134,9 @@ class Cluster:
         for i, (listen, raft) in enumerate(zip(self.shard_listen, self.raft, strict=True)):
             partners = ", ".join(f'"{p}"' for p in self.raft if p != raft)
             name = f"shard-{chr(ord('a') + i)}"
-            files[name] = self._write(cfgdir / f"{name}.toml", f"""role = "shard"
+            files[name] = self._write(
+                cfgdir / f"{name}.toml",
+                f"""role = "shard"
 [node]
 name = "{name}"
 data_dir = "{self.root / name}"
@@ -140,30 +150,40 @@ rate_limit_interval_s = 60.0
 [shard.raft]
 self_address = "{raft}"
 partners = [{partners}]
-""")
-        files["aggregator"] = self._write(cfgdir / "aggregator.toml", f"""role = "aggregator"
+""",
+            )
+        files["aggregator"] = self._write(
+            cfgdir / "aggregator.toml",
+            f"""role = "aggregator"
 [node]
 name = "aggregator-1"
-data_dir = "{self.root / 'aggregator-1'}"
+data_dir = "{self.root / "aggregator-1"}"
 listen = "{self.aggregator}"
 [aggregator]
 upstream = "{self.hub}"
-""")
-        files["hub"] = self._write(cfgdir / "hub.toml", f"""role = "hub"
+""",
+        )
+        files["hub"] = self._write(
+            cfgdir / "hub.toml",
+            f"""role = "hub"
 [node]
 name = "hub"
-data_dir = "{self.root / 'hub'}"
+data_dir = "{self.root / "hub"}"
 listen = "{self.hub}"
-""")
+""",
+        )
         endpoints = ", ".join(f'"{ep}"' for ep in self.shard_listen)
-        files["tv-1"] = self._write(cfgdir / "tv-1.toml", f"""role = "tv"
+        files["tv-1"] = self._write(
+            cfgdir / "tv-1.toml",
+            f"""role = "tv"
 [node]
 name = "tv-1"
 data_dir = "{self.tv_dir}"
 [sync]
 device_id = "tv-1"
 endpoints = [{endpoints}]
-""")
+""",
+        )
         return files
 
     @staticmethod
@@ -179,15 +199,21 @@ endpoints = [{endpoints}]
         with (logs / f"{name}.log").open("wb") as out:  # the child keeps its own descriptor
             self.procs[name] = subprocess.Popen(
                 [sys.executable, "-m", "omega.cli", "--role", role, "--config", str(config)],
-                env=self.env, stdout=out, stderr=out, start_new_session=True)
+                env=self.env,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+            )
 
     def check_alive(self) -> None:
         for name, p in self.procs.items():
             if p.poll() is not None:
                 log = self.root / "logs" / f"{name}.log"
                 tail = log.read_text(errors="replace").splitlines()[-5:] if log.exists() else []
-                raise ClusterError(f"{name} exited with code {p.returncode}; last log lines:\n  "
-                                   + "\n  ".join(tail))
+                raise ClusterError(
+                    f"{name} exited with code {p.returncode}; last log lines:\n  "
+                    + "\n  ".join(tail)
+                )
 
     def stop_all(self, timeout: float = 10.0) -> dict[str, int | None]:
         for p in self.procs.values():
@@ -204,8 +230,9 @@ endpoints = [{endpoints}]
         return codes
 
 
-def wait_until(cond: Callable[[], T | None], timeout: float, what: str,
-               alive: Callable[[], None]) -> T:
+def wait_until(
+    cond: Callable[[], T | None], timeout: float, what: str, alive: Callable[[], None]
+) -> T:
     deadline = time.monotonic() + timeout
     pause = threading.Event()
     while True:
@@ -283,12 +310,16 @@ def _bring_up(c: Cluster, files: dict[str, Path]) -> None:
     c.start("aggregator", "aggregator", files["aggregator"])
     c.start("hub", "hub", files["hub"])
     c.start("tv-1", "tv", files["tv-1"])
-    for name, addr in [*((f"shard-{chr(ord('a') + i)}", ep) for i, ep in enumerate(c.shard_listen)),
-                       ("aggregator", c.aggregator), ("hub", c.hub)]:
+    for name, addr in [
+        *((f"shard-{chr(ord('a') + i)}", ep) for i, ep in enumerate(c.shard_listen)),
+        ("aggregator", c.aggregator),
+        ("hub", c.hub),
+    ]:
         reply = wait_until(lambda a=addr: _healthy(a), 60, f"{name} health ok", c.check_alive)  # type: ignore[misc]
         say(f"  {name:<11} {addr:<24} health: {reply.status} (role {reply.role})")
-    controls = [f"ipc://{c.root / f'shard-{chr(97 + i)}' / 'control.sock'}"
-                for i in range(s.shard_replicas)]
+    controls = [
+        f"ipc://{c.root / f'shard-{chr(97 + i)}' / 'control.sock'}" for i in range(s.shard_replicas)
+    ]
 
     def leader() -> str | None:
         statuses = [_raft_status(ctl) for ctl in controls]
@@ -298,14 +329,19 @@ def _bring_up(c: Cluster, files: dict[str, Path]) -> None:
 
     t = time.monotonic()
     lead = wait_until(leader, 30, "a Raft leader", c.check_alive)
-    say(f"  raft group of {s.shard_replicas}: leader {lead} (elected within "
-        f"{time.monotonic() - t:.2f} s of the first status query)")
+    say(
+        f"  raft group of {s.shard_replicas}: leader {lead} (elected within "
+        f"{time.monotonic() - t:.2f} s of the first status query)"
+    )
     tv_control = f"ipc://{c.tv_dir / 'control.sock'}"
     t = time.monotonic()
-    reply = wait_until(lambda: _health(tv_control), 180, "tv-1 health (loads the ONNX model)",
-                       c.check_alive)
-    say(f"  tv-1        {'(local ipc socket)':<24} health: {reply.status} (brain ready in "
-        f"{time.monotonic() - t:.1f} s)")
+    reply = wait_until(
+        lambda: _health(tv_control), 180, "tv-1 health (loads the ONNX model)", c.check_alive
+    )
+    say(
+        f"  tv-1        {'(local ipc socket)':<24} health: {reply.status} (brain ready in "
+        f"{time.monotonic() - t:.1f} s)"
+    )
 
 
 def _demo_tv(c: Cluster) -> None:
@@ -318,14 +354,21 @@ def _demo_tv(c: Cluster) -> None:
     entries = list(read_catalog(path))
     t = time.monotonic()
     for i in range(0, len(entries), 100):
-        reply = request(control, TvImportCatalog(items=tuple(entries[i:i + 100])), 600)
+        reply = request(control, TvImportCatalog(items=tuple(entries[i : i + 100])), 600)
         assert isinstance(reply, TvOk)
     say(f"tv-1: imported {len(entries)} titles from {path.name} in {time.monotonic() - t:.1f} s")
     now = time.time()
     watched = entries[: c.s.views]
     for j, e in enumerate(watched):
-        request(control, TvObserve(content_id=e.id, watch_fraction=0.95 if j % 3 else 0.3,
-                                   timestamp=now - 3600 * (len(watched) - j)), 30)
+        request(
+            control,
+            TvObserve(
+                content_id=e.id,
+                watch_fraction=0.95 if j % 3 else 0.3,
+                timestamp=now - 3600 * (len(watched) - j),
+            ),
+            30,
+        )
     say(f"tv-1: observed {len(watched)} views: " + ", ".join(e.title for e in watched[-3:]) + ", …")
     lat = []
     rec: Any = None
@@ -378,15 +421,19 @@ def _simulate_fleet(c: Cluster) -> None:
         raise ClusterError(f"{len(errors)} of {n} simulated TVs failed; first: {errors[0]}")
     lat.sort()
     p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))]
-    say(f"fleet: {n} simulated TVs pushed (acknowledged after Raft commit) and pulled in "
+    say(
+        f"fleet: {n} simulated TVs pushed (acknowledged after Raft commit) and pulled in "
         f"{took:.1f} s: {n / took:.0f} syncs/s, push ack p50 {statistics.median(lat):.1f} ms, "
-        f"p99 {p99:.1f} ms")
+        f"p99 {p99:.1f} ms"
+    )
     _check_replicas(c, n)
 
 
 def _check_replicas(c: Cluster, expected_devices: int) -> None:
-    controls = [f"ipc://{c.root / f'shard-{chr(97 + i)}' / 'control.sock'}"
-                for i in range(c.s.shard_replicas)]
+    controls = [
+        f"ipc://{c.root / f'shard-{chr(97 + i)}' / 'control.sock'}"
+        for i in range(c.s.shard_replicas)
+    ]
 
     def converged() -> list[Any] | None:
         st = [_raft_status(ctl) for ctl in controls]
@@ -396,8 +443,10 @@ def _check_replicas(c: Cluster, expected_devices: int) -> None:
         return st if len(applied) == 1 else None
 
     st = wait_until(converged, 30, "replicas to apply the same index", c.check_alive)
-    say(f"  every replica applied index {st[0]['applied_index']}; roles: "
-        + ", ".join(f"{s['self']}={s['role']}" for s in st))
+    say(
+        f"  every replica applied index {st[0]['applied_index']}; roles: "
+        + ", ".join(f"{s['self']}={s['role']}" for s in st)
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - via omega-node

@@ -253,53 +253,60 @@ def tls_config(tls: TlsSettings, mode: Literal["server", "client"], url: str) ->
 
 
 class Channel:
-    """One nng context (or the raw socket) plus one reusable aio, owned by one thread.
+    """One nng context (or the raw socket), used by one thread at a time.
 
-    Only the owning thread touches the aio. Another thread stops a channel with
-    ``abort()``, which closes the *context* (nng looks contexts up by id and
-    reference-counts them, so this is safe at any moment): the pending operation
-    ends with ECLOSED and later ones fail the same way. Cancelling the aio itself
-    from another thread is not safe: an ``nng_aio_cancel`` that lands between two
-    operations was seen (nng 1.11) to corrupt the next one (an early, empty
-    completion, then "appending node already on a list" panics).
+    Each operation is a single synchronous nng call (``nng_ctx_recvmsg`` /
+    ``nng_ctx_sendmsg``) with the context's own timeout options: every cffi call
+    releases and re-takes the GIL, so fewer calls per request means less GIL
+    ping-pong between worker threads (measured in docs/transport.md).
+
+    Another thread stops a channel with ``abort()``, which closes the *context*
+    (nng looks contexts up by id and reference-counts them, so this is safe at
+    any moment): the pending operation ends with ECLOSED and later ones fail the
+    same way. Cancelling an aio from another thread is not safe: an
+    ``nng_aio_cancel`` that lands between two operations was seen (nng 1.11) to
+    corrupt the next one (an early, empty completion, then an nng panic).
     """
 
-    __slots__ = ("_aio", "_ctx", "_msg", "_msgp", "_use_ctx", "closed", "sock")
+    __slots__ = ("_ctx", "_msg", "_msgp", "_recv_ms", "_send_ms", "_use_ctx", "closed",
+                 "sock")
 
     def __init__(self, sock: Socket, *, use_ctx: bool = True) -> None:
         self.sock = sock
         self._use_ctx = use_ctx
         self._msgp = ffi.new("nng_msg **")
         self._msg: Any = None  # last received message, reused for the reply
-        aiop = ffi.new("nng_aio **")
-        rv = lib.nng_aio_alloc(aiop, ffi.NULL, ffi.NULL)
-        if rv != OK:
-            raise error_for(rv, "allocate aio")
-        self._aio = aiop[0]
+        self._recv_ms = -2  # NNG_DURATION_DEFAULT: not set by us yet
+        self._send_ms = -2
         self._ctx: Any = None
         if use_ctx:
             ctxp = ffi.new("nng_ctx *")
             rv = lib.nng_ctx_open(ctxp, sock.socket)
             if rv != OK:
-                lib.nng_aio_free(self._aio)
                 raise error_for(rv, "open context")
             self._ctx = ctxp[0]
         self.closed = False
 
+    def _set_timeout(self, name: bytes, ms: int) -> int:
+        if self._use_ctx:
+            return int(lib.nng_ctx_set_ms(self._ctx, name, ms))
+        return int(lib.nng_socket_set_ms(self.sock.socket, name, ms))
+
     def recv(self, timeout_ms: int) -> tuple[int, bytes]:
         """Wait for one frame: ``(0, data)`` or ``(nng error, b"")``."""
-        aio = self._aio
-        lib.nng_aio_set_timeout(aio, timeout_ms)
+        if timeout_ms != self._recv_ms:
+            rv = self._set_timeout(b"recv-timeout", timeout_ms)
+            if rv != OK:
+                return rv, b""
+            self._recv_ms = timeout_ms
+        msgp = self._msgp
         if self._use_ctx:
-            lib.nng_ctx_recv(self._ctx, aio)
+            rv = lib.nng_ctx_recvmsg(self._ctx, msgp, 0)
         else:
-            lib.nng_recv_aio(self.sock.socket, aio)
-        lib.nng_aio_wait(aio)
-        rv = int(lib.nng_aio_result(aio))
+            rv = lib.nng_recvmsg(self.sock.socket, msgp, 0)
         if rv != OK:
-            return rv, b""
-        msg = lib.nng_aio_get_msg(aio)
-        lib.nng_aio_set_msg(aio, ffi.NULL)
+            return int(rv), b""
+        msg = msgp[0]
         data = ffi.buffer(lib.nng_msg_body(msg), lib.nng_msg_len(msg))[:]
         if self._msg is not None:
             lib.nng_msg_free(self._msg)
@@ -307,7 +314,12 @@ class Channel:
         return OK, data
 
     def send(self, data: bytes, timeout_ms: int) -> int:
-        """Send one frame; 0 or the nng error. The message buffer is ours again on error."""
+        """Send one frame: 0 or the nng error (the message is freed either way)."""
+        if timeout_ms != self._send_ms:
+            rv = self._set_timeout(b"send-timeout", timeout_ms)
+            if rv != OK:
+                return rv
+            self._send_ms = timeout_ms
         msg = self._msg
         self._msg = None
         if msg is None:
@@ -318,25 +330,15 @@ class Channel:
         else:
             lib.nng_msg_clear(msg)
         rv = lib.nng_msg_append(msg, data, len(data))
-        if rv != OK:
-            lib.nng_msg_free(msg)
-            return int(rv)
-        aio = self._aio
-        lib.nng_aio_set_msg(aio, msg)
-        lib.nng_aio_set_timeout(aio, timeout_ms)
-        if self._use_ctx:
-            lib.nng_ctx_send(self._ctx, aio)
-        else:
-            lib.nng_send_aio(self.sock.socket, aio)
-        lib.nng_aio_wait(aio)
-        rv = int(lib.nng_aio_result(aio))
-        if rv != OK:
-            # On failure nng hands the message back through the aio.
-            back = lib.nng_aio_get_msg(aio)
-            lib.nng_aio_set_msg(aio, ffi.NULL)
-            if back != ffi.NULL:
-                lib.nng_msg_free(back)
-        return rv
+        if rv == OK:
+            if self._use_ctx:
+                rv = lib.nng_ctx_sendmsg(self._ctx, msg, 0)
+            else:
+                rv = lib.nng_sendmsg(self.sock.socket, msg, 0)
+            if rv == OK:
+                return OK  # nng owns the message now
+        lib.nng_msg_free(msg)  # on failure the message is still ours
+        return int(rv)
 
     def drop_message(self) -> None:
         """Free the retained request message (when no reply will be sent)."""
@@ -350,16 +352,10 @@ class Channel:
             lib.nng_ctx_close(self._ctx)  # ECLOSED if already closed: fine
 
     def close(self) -> None:
-        """Free the aio and close the context. Owning thread only, not in flight."""
+        """Free what the channel holds and close the context. Owning thread only."""
         if self.closed:
             return
         self.closed = True
-        lib.nng_aio_stop(self._aio)
-        back = lib.nng_aio_get_msg(self._aio)
-        if back != ffi.NULL:
-            lib.nng_aio_set_msg(self._aio, ffi.NULL)
-            lib.nng_msg_free(back)
-        lib.nng_aio_free(self._aio)
         self.drop_message()
         if self._ctx is not None:
             lib.nng_ctx_close(self._ctx)

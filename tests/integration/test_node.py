@@ -33,7 +33,9 @@ def shard_args(tmp: Path, port: int) -> list[str]:
     raft = free_port()
     text = (REPO / "config" / "shard.toml").read_text()
     text = text.replace('self_address = "127.0.0.1:7420"', f'self_address = "127.0.0.1:{raft}"')
-    text = text.replace('advertise = "tcp://127.0.0.1:7410"', f'advertise = "tcp://127.0.0.1:{port}"')
+    text = text.replace(
+        'advertise = "tcp://127.0.0.1:7410"', f'advertise = "tcp://127.0.0.1:{port}"'
+    )
     cfg.write_text(text)
     return ["--role", "shard", "--config", str(cfg)]
 
@@ -46,12 +48,16 @@ def procs() -> Iterator[list]:  # type: ignore[type-arg]
 
 
 @pytest.mark.parametrize("role", ["shard", "aggregator", "hub"])
-def test_role_starts_answers_health_and_stops_on_sigterm(role: str, tmp_path: Path,
-                                                         procs: list) -> None:  # type: ignore[type-arg]
+def test_role_starts_answers_health_and_stops_on_sigterm(
+    role: str, tmp_path: Path, procs: list
+) -> None:  # type: ignore[type-arg]
     port = free_port()
     listen = f"tcp://127.0.0.1:{port}"
-    base = (shard_args(tmp_path, port) if role == "shard"
-            else ["--role", role, "--config", str(REPO / "config" / f"{role}.toml")])
+    base = (
+        shard_args(tmp_path, port)
+        if role == "shard"
+        else ["--role", role, "--config", str(REPO / "config" / f"{role}.toml")]
+    )
     log = tmp_path / "node.log"
     proc = start_node([*base, "--data-dir", str(tmp_path / "data"), "--listen", listen], log=log)
     procs.append(proc)
@@ -74,8 +80,10 @@ def test_role_starts_answers_health_and_stops_on_sigterm(role: str, tmp_path: Pa
 def test_tv_starts_answers_health_on_its_local_socket(tmp_path: Path, procs: list) -> None:  # type: ignore[type-arg]
     data = tmp_path / "tv"
     control = f"ipc://{data.resolve()}/control.sock"
-    proc = start_node(["--role", "tv", "--config", str(REPO / "config" / "tv.toml"),
-                       "--data-dir", str(data)], log=tmp_path / "tv.log")
+    proc = start_node(
+        ["--role", "tv", "--config", str(REPO / "config" / "tv.toml"), "--data-dir", str(data)],
+        log=tmp_path / "tv.log",
+    )
     procs.append(proc)
     reply = wait_for(lambda: proc.poll() is None and health(control), 180, "tv health")
     assert reply.role == "tv"
@@ -88,8 +96,18 @@ def test_ctl_tree_and_kill_restart_a_child(tmp_path: Path, procs: list) -> None:
     port = free_port()
     listen = f"tcp://127.0.0.1:{port}"
     data = tmp_path / "hub"
-    proc = start_node(["--role", "hub", "--config", str(REPO / "config" / "hub.toml"),
-                       "--data-dir", str(data), "--listen", listen])
+    proc = start_node(
+        [
+            "--role",
+            "hub",
+            "--config",
+            str(REPO / "config" / "hub.toml"),
+            "--data-dir",
+            str(data),
+            "--listen",
+            listen,
+        ]
+    )
     procs.append(proc)
     wait_for(lambda: health(listen), 30, "hub health")
     control = f"ipc://{data.resolve()}/control.sock"
@@ -113,8 +131,10 @@ def test_ctl_tree_and_kill_restart_a_child(tmp_path: Path, procs: list) -> None:
 def test_root_supervisor_giving_up_exits_nonzero(tmp_path: Path, procs: list) -> None:  # type: ignore[type-arg]
     cfg = tmp_path / "hub.toml"
     port = free_port()
-    cfg.write_text(f'role = "hub"\n[node]\nlisten = "tcp://127.0.0.1:{port}"\n'
-                   f'data_dir = "{tmp_path / "d"}"\n[supervision]\nmax_restarts = 0\n')
+    cfg.write_text(
+        f'role = "hub"\n[node]\nlisten = "tcp://127.0.0.1:{port}"\n'
+        f'data_dir = "{tmp_path / "d"}"\n[supervision]\nmax_restarts = 0\n'
+    )
     proc = start_node(["--role", "hub", "--config", str(cfg)])
     procs.append(proc)
     wait_for(lambda: health(f"tcp://127.0.0.1:{port}"), 30, "hub health")
@@ -123,11 +143,14 @@ def test_root_supervisor_giving_up_exits_nonzero(tmp_path: Path, procs: list) ->
     assert proc.wait(15) == 1
 
 
-@pytest.mark.parametrize(("body", "key"), [
-    ('[node]\nnmae = "x"\n', "node.nmae"),
-    ("[node]\nshutdown_timeout_s = \"soon\"\n", "node.shutdown_timeout_s"),
-    ("[supervision]\nmax_restarts = -1\n", "supervision.max_restarts"),
-])
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        ('[node]\nnmae = "x"\n', "node.nmae"),
+        ('[node]\nshutdown_timeout_s = "soon"\n', "node.shutdown_timeout_s"),
+        ("[supervision]\nmax_restarts = -1\n", "supervision.max_restarts"),
+    ],
+)
 def test_bad_config_exits_2_naming_file_and_key(tmp_path: Path, body: str, key: str) -> None:
     cfg = tmp_path / "bad.toml"
     cfg.write_text(body)
@@ -148,8 +171,17 @@ def test_missing_config_file_exits_2(tmp_path: Path) -> None:
 def test_missing_secret_exits_2_before_starting(tmp_path: Path) -> None:
     env = node_env()
     del env["OMEGA_FLEET_KEY"]
-    out = run_cli(["--role", "shard", "--config", str(REPO / "config" / "shard.toml"),
-                   "--data-dir", str(tmp_path)], env=env)
+    out = run_cli(
+        [
+            "--role",
+            "shard",
+            "--config",
+            str(REPO / "config" / "shard.toml"),
+            "--data-dir",
+            str(tmp_path),
+        ],
+        env=env,
+    )
     assert out.returncode == 2
     assert "secrets.fleet_key" in out.stderr
     assert "OMEGA_FLEET_KEY" in out.stderr

@@ -128,9 +128,11 @@ def test_role_mismatch(tmp_path: Path) -> None:
 
 def test_overrides_win(tmp_path: Path) -> None:
     p = write(tmp_path, '[node]\nname = "agg"\nlisten = "tcp://127.0.0.1:1000"\n')
-    cfg = load_config("aggregator", p, Overrides(data_dir=tmp_path / "d",
-                                                 listen="tcp://127.0.0.1:2000",
-                                                 log_level="debug"))
+    cfg = load_config(
+        "aggregator",
+        p,
+        Overrides(data_dir=tmp_path / "d", listen="tcp://127.0.0.1:2000", log_level="debug"),
+    )
     assert isinstance(cfg, AggregatorConfig)
     assert cfg.node.listen == "tcp://127.0.0.1:2000"
     assert cfg.node.data_dir == tmp_path / "d"
@@ -165,5 +167,6 @@ def test_missing_secret_names_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
         read_secret(SecretRef(env="OMEGA_TEST_SECRET"), source="x.toml", key="secrets.fleet_key")
     assert err.value.key == "secrets.fleet_key"
     assert "OMEGA_TEST_SECRET" in err.value.message
-    assert read_secret(SecretRef(env="OMEGA_TEST_SECRET"), source="x", key="k",
-                       required=False) is None
+    assert (
+        read_secret(SecretRef(env="OMEGA_TEST_SECRET"), source="x", key="k", required=False) is None
+    )

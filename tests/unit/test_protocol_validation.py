@@ -457,3 +457,16 @@ def test_embedding_quantization() -> None:
         embedding_to_wire(nan)
     with pytest.raises(BadRequest):
         embedding_from_wire(data[:-2])
+
+
+def test_unencodable_text_is_a_bad_request() -> None:
+    msg = TvObserve("m1", 0.5, 1.0)
+    entry = CatalogEntry("m1", "lone \ud800 surrogate", (), "", 0, 0)  # valid str, not UTF-8
+    with pytest.raises(BadRequest):
+        encode(TvImportCatalog((entry,)))
+    assert decode(encode(msg)) == msg  # the thread's packer recovered
+
+
+def test_bytearray_reports_are_normalized_on_the_slow_path() -> None:
+    msg = Push("tv-1", 1, NOW_MS, (b"a", bytearray(b"b")))  # type: ignore[arg-type]
+    assert msg.reports == (b"a", b"b") and all(type(r) is bytes for r in msg.reports)
