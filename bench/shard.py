@@ -142,14 +142,16 @@ def worker_push(endpoints: list[str], devices: int, threads: int, seconds: float
     print(json.dumps({"rate": len(window) / (t1 - t0), "acked": len(r.acked),
                       "p50_ms": pct(window, 50) * 1e3, "p99_ms": pct(window, 99) * 1e3,
                       "errors": dict(r.errors), "cpu_s": cpu, "seconds": t1 - t0}), flush=True)
+    os._exit(0)  # skip interpreter teardown of nng objects (the figures are out)
 
 
 def worker_pull(endpoints: list[str], devices: int, threads: int, seconds: float,
                 warmup: float) -> None:
+    from shard_harness import FLEET_KEY
+
     from omega.client import ClientSettings, DeviceClient
     from omega.protocol import derive_device_key, encode
     from omega.transport import RpcClient, TransportSettings
-    from shard_harness import FLEET_KEY
 
     rpcs = [RpcClient(ep, TransportSettings(request_timeout_s=2.0, retries=0)) for ep in endpoints]
     settings = ClientSettings(request_timeout_s=2.0, attempts=3)
@@ -191,6 +193,7 @@ def worker_pull(endpoints: list[str], devices: int, threads: int, seconds: float
                       "cpu_s": cpu, "seconds": t1 - t0}), flush=True)
     for r in rpcs:
         r.close()
+    os._exit(0)
 
 
 # -- the orchestrating process ---------------------------------------------------------
@@ -249,9 +252,10 @@ def bare(label: str, request_bytes: int, reply_bytes: int, threads: int, workers
 
 
 def failover(c: Any, kills: int) -> dict[str, Any]:
+    from shard_harness import FLEET_KEY, wait_for
+
     from omega.client import ClientSettings, DeviceClient
     from omega.protocol import derive_device_key
-    from shard_harness import FLEET_KEY, wait_for
 
     elect: list[float] = []
     write: list[float] = []
@@ -267,7 +271,8 @@ def failover(c: Any, kills: int) -> dict[str, Any]:
         t0 = time.monotonic()
         got: dict[str, float] = {}
 
-        def probe_write(dev: DeviceClient = dev) -> None:
+        def probe_write(dev: DeviceClient = dev, got: dict[str, float] = got,
+                        t0: float = t0) -> None:
             dev.push([b"failover"])
             got["write"] = time.monotonic() - t0
 
@@ -296,6 +301,10 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=128, help="server worker threads")
     p.add_argument("--seconds", type=float, default=None)
     p.add_argument("--kills", type=int, default=5)
+    p.add_argument("--delay-ms", type=float, default=None,
+                   help="group_commit_max_delay_ms of the group (default: the shard's)")
+    p.add_argument("--pipeline", type=int, default=None,
+                   help="group_commit_pipeline of the group (default: the shard's)")
     p.add_argument("--launcher", choices=("runner", "omega-node"), default="runner")
     # worker modes (internal)
     p.add_argument("--worker", choices=("bare", "push", "pull"), help=argparse.SUPPRESS)
@@ -336,9 +345,14 @@ def orchestrate(a: argparse.Namespace, seconds: float) -> int:
                             warm)
     say(f"  push sizes ({push_req} B → {push_rep} B): {out['bare_push']['rate']:,.0f} req/s")
     with tempfile.TemporaryDirectory(prefix="omega-bench-shard-") as tmp:
-        c = ShardCluster(Path(tmp), workers=a.workers, launcher=a.launcher,
-                         shard={"rate_limit_interval_s": 0.0, "pull_interval_s": 0.0,
-                                "k_anonymity": 50})
+        shard: dict[str, Any] = {"rate_limit_interval_s": 0.0, "pull_interval_s": 0.0,
+                                 "k_anonymity": 50}
+        if a.delay_ms is not None:
+            shard["group_commit_max_delay_ms"] = a.delay_ms
+        if a.pipeline is not None:
+            shard["group_commit_pipeline"] = a.pipeline
+        out["shard_settings"] = shard
+        c = ShardCluster(Path(tmp), workers=a.workers, launcher=a.launcher, shard=shard)
         try:
             leader = c.start(120)
             seeded = _seed_global(leader)
@@ -356,7 +370,9 @@ def orchestrate(a: argparse.Namespace, seconds: float) -> int:
             push["cpu_s_replicas"] = {(k + ("*" if k == leader.name else "")): round(v, 2)
                                       for k, v in cpu.items()}
             out["push"] = push
-            stats = leader.ctl("shard") or {}
+            now_leading = c.wait_leader(60)  # may have changed on a starved machine
+            out["leader_changed_during_push"] = now_leading is not leader
+            stats = now_leading.ctl("shard") or {}
             out["group_commit"] = stats.get("group_commit")
             say(f"  acked pushes/s {push['rate']:,.0f}, p50 {push['p50_ms']:.1f} ms, "
                 f"p99 {push['p99_ms']:.1f} ms, errors {push.get('errors')}")
@@ -417,9 +433,10 @@ def push_sizes() -> tuple[int, int]:
 def _seed_global(leader: Any) -> int:
     """Publish a synthetic release on the leader; return a typical full pull's size."""
     leader.ctl("global", timeout=30.0)
+    from shard_harness import FLEET_KEY
+
     from omega.client import DeviceClient
     from omega.protocol import derive_device_key, encode
-    from shard_harness import FLEET_KEY
 
     with DeviceClient(leader.listen, "sizer", derive_device_key(FLEET_KEY, "sizer")) as dev:
         return len(encode(dev.pull(0, "eu")))

@@ -18,7 +18,11 @@ threads with one nng context each; one client context per client thread):
 - ``omega-bytes``: ``RpcServer``/``RpcClient`` with the fixed bytes of ``bare``
   (transport only), to separate the transport's cost from the protocol's.
 
-Each level is bounded by time (``--seconds``) and count (``--max-requests``).
+Each run is bounded by time (``--seconds``) and count (``--max-requests``); each path
+runs ``--rounds`` times per level, interleaved with the others, and the medians are
+reported (this 2-core machine is shared, single runs swing by tens of percent). The
+ratio is given two ways: throughput, and CPU per request (server process + client
+process), the steadier of the two when the run is CPU-bound.
 ``--profile`` adds where the time goes: per-stage CPU cost of the protocol work
 (single thread, µs/op) and a cProfile of the server's worker threads and the
 client threads for the ``omega`` path, grouped by component.
@@ -314,17 +318,22 @@ def run_level(path: str, clients: int, args: argparse.Namespace,
 # --- where the time goes -------------------------------------------------------------------
 
 
+_BLOCKING = ("nng_ctx_recvmsg", "nng_ctx_sendmsg", "nng_recvmsg", "nng_sendmsg",
+             "nng_aio_wait")
+
+
 def _component(filename: str, func: str) -> str:
-    if "nng_aio_wait" in func:
-        return "nng: waiting (idle, network, GIL)"
+    if any(name in func for name in _BLOCKING):
+        return "blocking"
     if "pynng._nng." in func or "_cffi_backend" in func:
-        return "nng: other C calls (incl. GIL re-take)"
+        return "nng: short C calls (msg alloc/copy/free; GIL re-take)"
     if "omega/transport" in filename:
         return "omega.transport (Python)"
     if "omega/protocol/signing" in filename or "hmac" in filename or "_hashlib" in func \
             or "openssl" in func:
         return "signing (HMAC)"
-    if "omega/protocol" in filename or "msgpack" in func or "msgpack" in filename:
+    if "omega/protocol" in filename or "msgpack" in func or "msgpack" in filename \
+            or "re.Pattern" in func or "numpy" in filename:
         return "protocol codec + validation"
     if "threading" in filename or "lock" in func:
         return "threads/locks"
@@ -334,7 +343,9 @@ def _component(filename: str, func: str) -> str:
 
 
 def group_profile(profiles: list[cProfile.Profile]) -> dict[str, float]:
-    """Share of profiled time per component (tottime), in percent."""
+    """Share per component of the profiled time spent *outside* blocking nng calls
+    (tottime, %), plus ``blocking``: the share of all time spent inside them
+    (waiting for the peer or the network, and re-taking the GIL)."""
     if not profiles:
         return {}
     stats = pstats.Stats(profiles[0])
@@ -344,8 +355,11 @@ def group_profile(profiles: list[cProfile.Profile]) -> dict[str, float]:
     for (filename, _line, func), (_cc, _nc, tt, _ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
         name = _component(filename, func)
         totals[name] = totals.get(name, 0.0) + tt
-    grand = sum(totals.values()) or 1.0
-    return {k: round(100 * v / grand, 1) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
+    blocking = totals.pop("blocking", 0.0)
+    busy = sum(totals.values()) or 1.0
+    out = {k: round(100 * v / busy, 1) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
+    out["(blocking nng calls, % of all time)"] = round(100 * blocking / (busy + blocking), 1)
+    return out
 
 
 def stage_costs(n: int) -> dict[str, float]:
@@ -392,11 +406,13 @@ def stage_costs(n: int) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="1 s per level (smoke run)")
+    ap.add_argument("--quick", action="store_true", help="one 1 s round per path (smoke run)")
     ap.add_argument("--json", action="store_true", help="print one JSON document")
     ap.add_argument("--profile", action="store_true", help="add where the time goes")
     ap.add_argument("--levels", default="1,8,64", help="client threads per level")
-    ap.add_argument("--seconds", type=float, default=3.0, help="measured time per level")
+    ap.add_argument("--seconds", type=float, default=1.0, help="measured time per run")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="runs per path and level, interleaved; medians are reported")
     ap.add_argument("--max-requests", type=int, default=200_000, help="cap per level")
     ap.add_argument("--workers", type=int, default=8, help="server threads")
     ap.add_argument("--client-decode", action="store_true",
@@ -404,17 +420,24 @@ def main() -> None:
                          "the clients share this machine's CPUs with the server)")
     args = ap.parse_args()
     if args.quick:
-        args.seconds = min(args.seconds, 1.0)
+        args.seconds, args.rounds = min(args.seconds, 1.0), 1
     levels = [int(x) for x in args.levels.split(",")]
     handler = OmegaHandler()
     load_before = os.getloadavg()
     rows = []
     for clients in levels:
         row: dict[str, Any] = {"clients": clients}
+        runs: dict[str, list[dict[str, Any]]] = {p: [] for p in PATHS}
+        for r in range(args.rounds):
+            # Interleave, rotating the order: this shared machine drifts.
+            for path in PATHS[r % len(PATHS):] + PATHS[:r % len(PATHS)]:
+                runs[path].append(run_level(path, clients, args, handler))
         for path in PATHS:
-            row[path] = run_level(path, clients, args, handler)
+            row[path] = merge_runs(runs[path])
         row["ratio_omega_bare"] = round(row["omega"]["rps"] / row["bare"]["rps"], 3)
         row["ratio_transport_bare"] = round(row["omega-bytes"]["rps"] / row["bare"]["rps"], 3)
+        row["cpu_ratio_omega_bare"] = round(cpu_per_request(row["bare"])
+                                            / cpu_per_request(row["omega"]), 3)
         rows.append(row)
         if not args.json:
             print_row(row, first=len(rows) == 1, args=args)
@@ -426,7 +449,8 @@ def main() -> None:
                     "nng": pynng.ffi.string(pynng.lib.nng_version()).decode(),
                     "loadavg_before": [round(x, 2) for x in load_before],
                     "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
-        "seconds_per_level": args.seconds, "server_workers": args.workers, "levels": rows,
+        "seconds_per_run": args.seconds, "rounds": args.rounds,
+        "server_workers": args.workers, "client_decode": args.client_decode, "levels": rows,
     }
     if args.profile:
         report["stage_cpu_us"] = stage_costs(300 if args.quick else 2000)
@@ -445,18 +469,40 @@ def main() -> None:
         print("\nCPU µs per operation, one thread (best of 3):")
         for k, v in report["stage_cpu_us"].items():
             print(f"  {k:<34} {v}")
+        print("\nCPU per request by part (medians above; server process):")
+        for row in report["levels"]:
+            t, o = row["omega-bytes"]["server_cpu_us"], row["omega"]["server_cpu_us"]
+            print(f"  {row['clients']:>3} clients: transport (omega-bytes) {t:.0f} µs, "
+                  f"protocol work (omega - omega-bytes) {o - t:.0f} µs")
         p = report["profile"]
-        print(f"\ncProfile of the omega path at {p['clients']} clients (share of time, %):")
+        print(f"\ncProfile of the omega path at {p['clients']} clients "
+              "(share of non-blocking time, %):")
         for side in ("server_threads_pct", "client_threads_pct"):
             print(f"  {side.replace('_pct', '').replace('_', ' ')}:")
             for k, v in p[side].items():
                 print(f"    {k:<34} {v:5.1f}")
 
 
+def merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over interleaved runs (sums for counts)."""
+    out: dict[str, Any] = {"runs": len(runs),
+                           "requests": sum(r["requests"] for r in runs),
+                           "failures": sum(r["failures"] for r in runs)}
+    for key in ("rps", "p50_ms", "p99_ms", "server_cpu_us", "client_cpu_us"):
+        out[key] = round(float(np.median([r[key] for r in runs])), 3)
+    out["rps_all"] = [round(r["rps"]) for r in runs]
+    return out
+
+
+def cpu_per_request(r: dict[str, Any]) -> float:
+    return float(r["server_cpu_us"] + r["client_cpu_us"])
+
+
 def print_row(row: dict[str, Any], *, first: bool, args: argparse.Namespace) -> None:
     if first:
         print(f"request/reply, 1 KB request / 5 KB reply, {args.workers} server threads, "
-              f"{args.seconds:g} s per level, clients in a second process; "
+              f"clients in a second process, {args.rounds} x {args.seconds:g} s per path "
+              f"and level (medians); "
               f"CPU per request: server process / client process"
               f"{'; clients decode replies' if args.client_decode else ''}\n")
         print(f"{'clients':>7} | {'path':<11} | {'req/s':>8} | {'p50 ms':>7} | "
@@ -467,7 +513,8 @@ def print_row(row: dict[str, Any], *, first: bool, args: argparse.Namespace) -> 
         print(f"{row['clients']:>7} | {path:<11} | {r['rps']:>8.0f} | {r['p50_ms']:>7.2f} | "
               f"{r['p99_ms']:>7.2f} | {r['server_cpu_us']:>10.0f} | {r['client_cpu_us']:>10.0f}"
               f" | {r['failures']:>6}")
-    print(f"{'':>7} | ratio omega/bare = {row['ratio_omega_bare']:.2f}   "
+    print(f"{'':>7} | ratio omega/bare: throughput {row['ratio_omega_bare']:.2f}, "
+          f"CPU per request {row['cpu_ratio_omega_bare']:.2f}   "
           f"(transport only, omega-bytes/bare: {row['ratio_transport_bare']:.2f})")
     print("-" * 88, flush=True)
 

@@ -76,6 +76,9 @@ class ClientSettings:
 
     #: Deadline of one request attempt.
     request_timeout_s: float = 2.0
+    #: How long an attempt waits for a connection to its endpoint (a replica that is
+    #: down costs this much before the next one is tried).
+    connect_timeout_s: float = 0.5
     #: Attempts per call, counting redirects to the leader.
     attempts: int = 6
     #: Deadline of a whole call, all attempts included.
@@ -90,6 +93,8 @@ class ClientSettings:
     def __post_init__(self) -> None:
         require(0.01 <= self.request_timeout_s <= 600, "request_timeout_s",
                 "must be between 0.01 and 600 s")
+        require(0.01 <= self.connect_timeout_s <= self.request_timeout_s, "connect_timeout_s",
+                "must be between 0.01 s and request_timeout_s")
         require(1 <= self.attempts <= 100, "attempts", "must be between 1 and 100")
         require(self.request_timeout_s <= self.call_timeout_s <= 3600, "call_timeout_s",
                 "must be at least request_timeout_s and at most 3600 s")
@@ -161,7 +166,7 @@ class DeviceClient:
             requester = RpcClient(self.endpoints, TransportSettings(
                 workers=base.workers, recv_max_size=base.recv_max_size,
                 request_timeout_s=self.settings.request_timeout_s, retries=0,
-                send_timeout_s=min(base.send_timeout_s, self.settings.request_timeout_s),
+                send_timeout_s=self.settings.connect_timeout_s,
                 reconnect_min_ms=base.reconnect_min_ms, reconnect_max_ms=base.reconnect_max_ms,
                 close_timeout_s=base.close_timeout_s, tls=base.tls), name=f"device-{device_id}")
         self._rpc = requester

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import logging
+import math
 import os
 import secrets
 import zipfile
@@ -168,11 +169,18 @@ def check_vectors(vectors: npt.ArrayLike, dim: int, n: int | None = None,
     if n is not None and arr.shape[0] != n:
         raise InvalidArgument(f"{what}: {arr.shape[0]} rows for {n} ids")
     if arr.dtype == np.float32:
-        # Fast path (every query): NaN or inf anywhere makes the norm non-finite.
-        norms32 = np.sqrt(np.einsum("ij,ij->i", arr, arr))
-        if np.isfinite(norms32).all() and (norms32.size == 0 or norms32.min() >= MIN_NORM):
-            fast: F32 = arr / norms32[:, None]
-            return fast
+        # Fast paths (every query): NaN or inf anywhere makes the norm non-finite.
+        # A float32 overflow only sends the input down the float64 path below.
+        with np.errstate(over="ignore", invalid="ignore"):
+            if arr.shape[0] == 1:
+                sq = float(arr[0] @ arr[0])
+                if MIN_NORM * MIN_NORM <= sq < math.inf:
+                    one: F32 = (arr / np.float32(math.sqrt(sq))).astype(np.float32, copy=False)
+                    return one
+            norms32 = np.sqrt(np.einsum("ij,ij->i", arr, arr))
+            if np.isfinite(norms32).all() and (norms32.size == 0 or norms32.min() >= MIN_NORM):
+                fast: F32 = arr / norms32[:, None]
+                return fast
     elif arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.floating)
                                        or np.issubdtype(arr.dtype, np.integer)):
         raise InvalidArgument(f"{what} must be real numbers, got {arr.dtype}")

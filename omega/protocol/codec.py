@@ -193,7 +193,8 @@ def message(*, tag: int, max_bytes: int, maps: bool = False) -> Callable[[type[_
     """Declare a message class: a frozen dataclass with a unique tag and a frame limit.
 
     ``tag`` is 1-127 (one byte on the wire); ``maps`` allows msgpack maps in the frame
-    (JSON-like payloads), which also lowers nothing else: keep such types small.
+    (JSON-like payloads). An empty map costs ~80 bytes of memory per frame byte, so
+    keep such types' ``max_bytes`` small (docs/protocol.md).
     """
 
     def decorate(cls: type[_M]) -> type[_M]:

@@ -53,7 +53,7 @@ class ShardSettings:
 
     # -- group commit ------------------------------------------------------------
     #: The committer waits at most this long after the oldest queued push for more.
-    group_commit_max_delay_ms: float = 2.0
+    group_commit_max_delay_ms: float = 5.0
     #: Pushes per Raft entry at most.
     group_commit_max_batch: int = 256
     #: Batches replicating at once (the next is collected while one commits).

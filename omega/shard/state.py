@@ -285,9 +285,14 @@ def apply(kv: KvWriter, command: bytes, index: int) -> Any:
 
 
 def _apply_pushes(kv: KvWriter, cmd: PushBatch, index: int) -> list[PushOutcome]:
+    # Counters and the open bucket's header are read once and written once per batch:
+    # per push, only its device record, its bucket membership and its reports.
     version = global_version(kv)
+    bucket = _get_u64(kv, M_OPEN)
+    header = _bucket_header(kv, bucket)
+    dirty = False
     out: list[PushOutcome] = []
-    applied = dups = 0
+    applied = dups = stored = 0
     for pos, e in enumerate(cmd.entries):
         rec = device_record(kv, e.dhash)
         if rec is not None and e.seq <= rec.last_seq:
@@ -302,42 +307,40 @@ def _apply_pushes(kv: KvWriter, cmd: PushBatch, index: int) -> list[PushOutcome]
             continue
         pushes = (rec.pushes if rec else 0) + 1
         kv.put(DB, P_DEVICE + e.dhash, _pack([e.seq, e.digest, version, cmd.now_ms, pushes]))
-        if e.reports:
-            _store_reports(kv, e.dhash, e.reports, index, pos, cmd.bucket_devices)
         out.append(PushOutcome("applied", e.seq, version))
         applied += 1
+        if not e.reports:
+            continue
+        b = u64(bucket)
+        member = P_MEMBER + b + hashlib.sha256(b + e.dhash).digest()[:16]
+        if kv.get(DB, member) is None:
+            kv.put(DB, member, b"\x01")
+            header[0] += 1
+        for i, r in enumerate(e.reports):
+            h = hashlib.sha256(u64(index) + pos.to_bytes(4, "big") + i.to_bytes(2, "big") + r)
+            kv.put(DB, P_REPORT + b + h.digest()[:16], r)
+        header[1] += len(e.reports)
+        header[3] += sum(len(r) for r in e.reports)
+        stored += len(e.reports)
+        dirty = True
+        if header[0] >= cmd.bucket_devices:
+            _seal(kv, bucket, header)
+            bucket, header, dirty = bucket + 1, [0, 0, 0, 0], False
+    if dirty:
+        kv.put(DB, P_BUCKET + u64(bucket), _pack(header))
     if applied:
         _add_u64(kv, M_PUSHES, applied)
     if dups:
         _add_u64(kv, M_DUPLICATES, dups)
+    if stored:
+        _add_u64(kv, M_REPORTS, stored)
+        _add_u64(kv, M_REPORTS_TOTAL, stored)
     return out
 
 
 def _bucket_header(kv: KvReader, bucket: int) -> list[Any]:
     raw = kv.get(DB, P_BUCKET + u64(bucket))
     return list(_unpack(raw)) if raw is not None else [0, 0, 0, 0]
-
-
-def _store_reports(kv: KvWriter, dhash: bytes, reports: tuple[bytes, ...], index: int,
-                   pos: int, bucket_devices: int) -> None:
-    bucket = _get_u64(kv, M_OPEN)
-    b = u64(bucket)
-    header = _bucket_header(kv, bucket)
-    member = P_MEMBER + b + hashlib.sha256(b + dhash).digest()[:16]
-    if kv.get(DB, member) is None:
-        kv.put(DB, member, b"\x01")
-        header[0] += 1
-    for i, r in enumerate(reports):
-        h = hashlib.sha256(u64(index) + pos.to_bytes(4, "big") + i.to_bytes(2, "big") + r)
-        kv.put(DB, P_REPORT + b + h.digest()[:16], r)
-    header[1] += len(reports)
-    header[3] += sum(len(r) for r in reports)
-    _add_u64(kv, M_REPORTS, len(reports))
-    _add_u64(kv, M_REPORTS_TOTAL, len(reports))
-    if header[0] >= bucket_devices:
-        _seal(kv, bucket, header)
-    else:
-        kv.put(DB, P_BUCKET + b, _pack(header))
 
 
 def _seal(kv: KvWriter, bucket: int, header: list[Any]) -> None:

@@ -38,7 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from omega.errors import OmegaError
-from omega.schema import require
+from omega.schema import SettingError, require
 from omega.sim.baselines import Baseline, TrainData, cold_start_lists, default_baselines, rank, tune
 from omega.sim.metrics import PairedDiff, coverage, hit_ndcg, mean_se, pad_lists, paired_diff
 from omega.sim.movielens import (
@@ -335,12 +335,16 @@ def replay_brain(
 
     index = {item.id: pos for pos, item in enumerate(items)}
     run = BrainRun()
+    if work_dir is not None:
+        work_dir.mkdir(parents=True, exist_ok=True)
     bar = tqdm(users, desc="brain", unit="user", disable=not progress, file=sys.stderr)
     for user in bar:
         started = time.perf_counter()
-        asks: dict[int, list[tuple[str, int]]] = {len(user.train): [("test", user.test_item)]}
+        # views seen -> (slice, position of the target in the user's views)
+        last = len(user.items) - 1
+        asks: dict[int, list[tuple[str, int]]] = {len(user.train): [("test", last)]}
         if cold_start and user.has_cold:
-            asks.setdefault(COLD_HISTORY, []).append(("cold", user.cold_item))
+            asks.setdefault(COLD_HISTORY, []).append(("cold", COLD_HISTORY))
         lists = _replay_one(factory, user, items, index, embedder, k, work_dir, run, asks)
         run.test.append(lists["test"])
         if cold_start and user.has_cold:
@@ -369,8 +373,8 @@ def _replay_one(
             brain.add_content(items)
             for seen in range(last + 1):
                 for slice_name, target in asks.get(seen, []):
-                    stamp = float(user.timestamps[_position(user, target)])
-                    raw = brain.recommend(k, stamp)
+                    # Asked at the time of the view to predict (only its time is known).
+                    raw = brain.recommend(k, float(user.timestamps[target]))
                     out[slice_name] = _clean(raw, index, set(user.items[:seen].tolist()), k, run)
                 if seen < last:
                     brain.observe(
@@ -385,10 +389,6 @@ def _replay_one(
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return out
-
-
-def _position(user: UserHistory, item: int) -> int:
-    return int(np.flatnonzero(user.items == item)[0])
 
 
 def _clean(
@@ -840,7 +840,7 @@ def run_from_args(args: argparse.Namespace) -> int:
             cache_dir=cache_dir,
             work_dir=args.work_dir,
         )
-    except (OmegaError, ValueError) as exc:
+    except (OmegaError, SettingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:

@@ -101,15 +101,13 @@ class RpcClient:
         per_attempt = self._settings.request_timeout_s if timeout_s is None else timeout_s
         if not per_attempt > 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
-        with self._lock:
-            self._counts["requests"] += 1
         attempts = self._settings.retries + 1
         last: TransportError | None = None
         for attempt in range(attempts):
             index = self._current
             ep = self._eps[index]
             try:
-                reply = self._attempt(ep, data, per_attempt)
+                reply = self._attempt(ep, data, per_attempt, attempt == 0)
             except TransportClosed:
                 raise
             except TransportError as exc:
@@ -118,8 +116,6 @@ class RpcClient:
                 if attempt + 1 < attempts and self._closed_evt.wait(self._backoff(attempt)):
                     raise TransportClosed(f"client {self._name} closed during retry") from exc
                 continue
-            with self._lock:
-                self._counts["replies"] += 1
             return reply
         assert last is not None
         raise type(last)(f"{last} (gave up after {attempts} attempts)") from last
@@ -169,10 +165,14 @@ class RpcClient:
 
     # --- internals -----------------------------------------------------------------
 
-    def _acquire(self, ep: _Endpoint) -> _nng.Channel:
+    def _acquire(self, ep: _Endpoint, first: bool) -> _nng.Channel:
+        # Counters ride on the lock taken here and in _release: one lock round trip
+        # each way per attempt.
         with self._lock:
             if self._closed:
                 raise TransportClosed(f"client {self._name} is closed")
+            if first:
+                self._counts["requests"] += 1
             if ep.idle:
                 ch = ep.idle.pop()
                 self._busy.add(ch)
@@ -190,8 +190,10 @@ class RpcClient:
             self._busy.add(ch)
             return ch
 
-    def _release(self, ep: _Endpoint, ch: _nng.Channel) -> None:
+    def _release(self, ep: _Endpoint, ch: _nng.Channel, ok: bool) -> None:
         with self._lock:
+            if ok:
+                self._counts["replies"] += 1
             self._busy.discard(ch)
             if not self._closed:
                 ep.idle.append(ch)
@@ -199,8 +201,9 @@ class RpcClient:
             self._idle_cv.notify_all()
         ch.close()
 
-    def _attempt(self, ep: _Endpoint, data: bytes, timeout_s: float) -> bytes:
-        ch = self._acquire(ep)
+    def _attempt(self, ep: _Endpoint, data: bytes, timeout_s: float, first: bool) -> bytes:
+        ch = self._acquire(ep, first)
+        ok = False
         try:
             deadline = time.monotonic() + timeout_s
             rv = ch.send(data, _nng.to_ms(min(self._settings.send_timeout_s, timeout_s)))
@@ -218,9 +221,10 @@ class RpcClient:
                 raise RequestTimeout(f"no reply from {ep.url} within {timeout_s:g} s")
             if rv != _nng.OK:
                 raise _nng.error_for(rv, f"reply from {ep.url}")
+            ok = True
             return reply
         finally:
-            self._release(ep, ch)
+            self._release(ep, ch, ok)
 
     def _attempt_failed(self, index: int, exc: TransportError) -> None:
         with self._lock:

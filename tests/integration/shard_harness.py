@@ -1,8 +1,10 @@
 """Drive a 3-replica shard group of real processes on 127.0.0.1 (tests and bench/shard.py).
 
-Each replica is ``tests/integration/shard_node.py`` (store + service + transport, no
-actors) or, with ``launcher="omega-node"``, the real ``omega-node --role shard``;
-both read the same generated TOML. Waits poll a condition against a deadline.
+Each replica is the real ``omega-node --role shard`` (the default) or, with
+``launcher="runner"``, ``tests/integration/shard_node.py`` (store + service +
+transport composed directly, no actors, plus a ``ctl shard`` command with the
+service's stats); both read the same generated TOML. The environment variable
+``OMEGA_SHARD_LAUNCHER`` overrides the default. Waits poll a condition against a deadline.
 ``Load`` pushes from many simulated devices through ``DeviceClient`` and records
 every acknowledged push, so a test can check afterwards — offline, on each
 replica's LMDB file — that each acknowledged push is stored exactly once.
@@ -220,7 +222,10 @@ class ShardCluster:
 
     def __init__(self, root: Path, n: int = 3, *, shard: dict[str, Any] | None = None,
                  raft: dict[str, Any] | None = None, workers: int = 64,
-                 launcher: Launcher = "runner") -> None:
+                 launcher: Launcher | None = None) -> None:
+        if launcher is None:
+            env = os.environ.get("OMEGA_SHARD_LAUNCHER", "omega-node")
+            launcher = "runner" if env == "runner" else "omega-node"
         ports = free_ports(2 * n)
         rafts = [f"127.0.0.1:{p}" for p in ports[n:]]
         shard_opts = {"rate_limit_interval_s": 0.0, "k_anonymity": 10, **(shard or {})}

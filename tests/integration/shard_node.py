@@ -24,11 +24,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from omega.config import ShardConfig, load_config  # noqa: E402
-from omega.errors import OmegaError, ProtocolError  # noqa: E402
-from omega.log import setup_logging  # noqa: E402
-from omega.node import read_role_secrets  # noqa: E402
-from omega.protocol import (  # noqa: E402
+from omega.config import ShardConfig, load_config
+from omega.errors import OmegaError, ProtocolError
+from omega.log import setup_logging
+from omega.node import read_role_secrets
+from omega.protocol import (
     CtlReply,
     CtlRequest,
     ErrorReply,
@@ -36,8 +36,8 @@ from omega.protocol import (  # noqa: E402
     decode,
     encode,
 )
-from omega.shard import ShardService, open_store  # noqa: E402
-from omega.transport import RpcServer  # noqa: E402
+from omega.shard import ShardService, open_store
+from omega.transport import RpcServer
 
 log = logging.getLogger("omega.shard.node")
 
@@ -45,7 +45,9 @@ log = logging.getLogger("omega.shard.node")
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--config", type=Path, required=True)
+    p.add_argument("--profile", type=Path, help="write per-thread CPU profiles (pstats) here")
     args = p.parse_args()
+    profiles = _profile_threads() if args.profile else None
     cfg = load_config("shard", args.config)
     assert isinstance(cfg, ShardConfig)
     setup_logging(cfg.node.log_level, node=cfg.node.name)
@@ -95,6 +97,8 @@ def main() -> int:
     sync.close()
     service.close()
     store.close()
+    if profiles is not None:
+        _dump_profiles(profiles, args.profile)
     log.info("shard node stopped")
     return 0
 
@@ -108,6 +112,39 @@ def synthetic_update(titles: int, version: int = 1) -> GlobalUpdate:
     popularity = tuple((n, float(titles - i)) for i, n in enumerate(names))
     trends = (("eu", tuple((n, 1.0) for n in names[:20])),)
     return GlobalUpdate(version, neighbours[:2000], popularity[:2000], trends)
+
+
+def _profile_threads() -> list[Any]:
+    """CPU-time profile of every thread started from now on (benchmark diagnostics)."""
+    import cProfile
+    import time
+
+    profiles: list[Any] = []
+
+    def start(*_: Any) -> None:
+        prof = cProfile.Profile(time.thread_time)
+        profiles.append(prof)
+        prof.enable()  # replaces this hook for the thread
+
+    threading.setprofile(start)
+    main = cProfile.Profile(time.thread_time)
+    profiles.append(main)
+    main.enable()
+    return profiles
+
+
+def _dump_profiles(profiles: list[Any], path: Path) -> None:
+    import pstats
+
+    for prof in profiles:
+        prof.disable()
+    stats = pstats.Stats(profiles[0])
+    for prof in profiles[1:]:
+        try:
+            stats.add(prof)
+        except TypeError:  # a thread that never ran Python code
+            continue
+    stats.dump_stats(str(path))
 
 
 def _jsonable(obj: Any) -> Any:
