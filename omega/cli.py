@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     ctl_sub.add_parser(
         "raft", help="shard only: Raft role, term, leader, commit/applied index, log, snapshot"
     )
+    ctl_sub.add_parser("shard", help="shard only: sync service counters (pushes, group commit)")
     ctl_sub.add_parser("health", help="the node's health")
     ctl_sub.add_parser("stop", help="orderly shutdown, as SIGTERM")
 

@@ -18,6 +18,7 @@ Calls are serialized by a lock, so one brain may be shared by threads.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import json
 import logging
@@ -77,6 +78,10 @@ log = logging.getLogger("omega.brain")
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 PROBE_TEXT = "omega embedder probe: Heat (1995). Genres: Action, Crime, Thriller."
+#: Views between two ``Memory.remap`` calls (~2 ms each).
+REMAP_EVERY = 250
+#: Writes this large are followed by ``_release_memory``.
+BULK_ITEMS = 1000
 #: History items searched for the title named in a "similar to" reason.
 ANCHOR_HISTORY = 20
 
@@ -100,6 +105,14 @@ def _default_embedder(settings: BrainSettings, cache_dir: Path) -> Embedder:
 
     emb: Embedder = OnnxEmbedder.from_settings(settings.embedder, cache_dir)
     return emb
+
+
+def _malloc_trim() -> None:
+    # Loading 10,000 titles frees many small buffers that glibc keeps otherwise (~15 MB).
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 def _new_index(settings: BrainSettings, dim: int, capacity: int) -> VectorIndex:
@@ -172,7 +185,7 @@ class Brain:
             memory = Memory.open(path / "memory", map_size=settings.map_size,
                                  durability=settings.durability)
             if embedder is None:
-                embedder = _default_embedder(settings, path / "cache")
+                embedder = _default_embedder(settings, settings.model_cache_dir or path / "cache")
             brain = cls(path=path, settings=settings, embedder=embedder, memory=memory,
                         lock_fd=fd, wall=wall)
             brain._load()
@@ -190,7 +203,7 @@ class Brain:
         self._meta = mem.meta()
         dim = self._embedder.dim
         stored_dim = self._meta.get("dim")
-        records = list(mem.load_catalog())
+        records, matrix = mem.load_catalog_arrays(dim)
         probe = self._embedder.embed([PROBE_TEXT])[0].astype(np.float32)
         stored_probe = self._meta.get("embedder_probe")
         same_model = (
@@ -201,9 +214,10 @@ class Brain:
         if records and not same_model:
             log.warning("embedder changed: re-embedding the catalog",
                         extra={"fields": {"items": len(records), "dim": dim}})
+            del matrix
             self._reembed(records, probe)
         else:
-            self._catalog.upsert(records)
+            self._catalog.load(records, matrix)
             if not records:
                 mem.put_meta({"dim": dim, "embedder_probe": probe.tobytes()})
                 self._meta.update({"dim": dim, "embedder_probe": probe.tobytes()})
@@ -220,16 +234,22 @@ class Brain:
         self._refresh_watched()
         self._crowd = CrowdView(self._crowd_state, self._catalog)
         self._open_indexes()
+        self._release_memory()
         log.info("brain open", extra={"fields": {
             "path": str(self._path), "catalog": len(self._catalog),
             "patterns": len(self._lib), "episodes": self._meta.get("next_episode", 1) - 1,
             "seconds": round(time.monotonic() - started, 3)}})
 
-    def _reembed(self, records: list[tuple[CatalogRecord, F32]], probe: F32) -> None:
+    def _release_memory(self) -> None:
+        """After a bulk read or write: unmap LMDB pages, hand freed heap back to the OS."""
+        self._memory.remap()
+        _malloc_trim()
+
+    def _reembed(self, records: list[CatalogRecord], probe: F32) -> None:
         """The model changed: new vectors for the catalog, the profile and no old patterns."""
-        texts = [content_text(self._as_content(rec)) for rec, _ in records]
+        texts = [content_text(self._as_content(rec)) for rec in records]
         vecs = self._embed(texts)
-        fresh = [(rec, vecs[i]) for i, (rec, _) in enumerate(records)]
+        fresh = [(rec, vecs[i]) for i, rec in enumerate(records)]
         gen = int(self._meta.get("catalog_gen", 0)) + 1
         meta = {"dim": self._embedder.dim, "embedder_probe": probe.tobytes(), "catalog_gen": gen}
         self._memory.write_catalog(fresh, meta)
@@ -286,14 +306,15 @@ class Brain:
         if isinstance(saved, dict) and saved.get("patterns") == stamps["patterns"]:
             pat_index = self._try_load(folder / "patterns.index")
         next_pid = int(self._meta.get("next_pattern", 1))
-        records = list(self._memory.load_patterns())
-        if pat_index is not None and set(pat_index.ids().tolist()) == {r.pid for r in records}:
+        stats = {r.pid: r for r in self._memory.load_patterns(keys=False)}
+        if pat_index is not None and set(pat_index.ids().tolist()) == set(stats):
             lib = SkillLibrary(pat_index, s.pattern_merge_threshold, next_pid)
-            lib.entries = {r.pid: r for r in records}
+            lib.entries = stats
         else:
+            del stats
             lib = SkillLibrary(_new_index(s, self._embedder.dim, s.pattern_capacity),
                                s.pattern_merge_threshold, next_pid)
-            lib.load(records)
+            lib.load(self._memory.load_patterns())  # streamed, in batches
         self._library = lib
 
     def _catalog_ann(self) -> VectorIndex:
@@ -368,6 +389,29 @@ class Brain:
     def settings(self) -> BrainSettings:
         return self._settings
 
+    @property
+    def embedder(self) -> Embedder:
+        """The embedder this brain embeds its catalog with."""
+        return self._embedder
+
+    def vectors(self, content_ids: Sequence[str]) -> F32:
+        """The stored embeddings of catalog titles, ``(n, dim)`` float32 (a copy)."""
+        with self._mutex:
+            self._memory  # noqa: B018 — raises BrainClosed
+            pos = []
+            for cid in content_ids:
+                p = self._catalog.position.get(cid)
+                if p is None:
+                    raise UnknownContent(cid)
+                pos.append(p)
+            out: F32 = self._catalog.embeddings[np.asarray(pos, dtype=np.int64)].copy()
+            return out
+
+    def content_ids(self) -> list[str]:
+        """Every catalog id, in the order titles were first added."""
+        with self._mutex:
+            return list(self._catalog.ids)
+
     # -- catalog -------------------------------------------------------------------------
 
     def add_content(self, items: Iterable[Content], *, progress: bool | None = None
@@ -429,6 +473,8 @@ class Brain:
             self._refresh_watched()
             self._crowd = CrowdView(self._crowd_state, cat)
             added = next_idx - old_n
+            if len(plan) >= BULK_ITEMS:
+                self._release_memory()
             log.info("catalog updated", extra={"fields": {
                 "added": added, "updated": len(plan) - added, "embedded": len(to_embed)}})
             return CatalogUpdate(added, len(plan) - added, unchanged)
@@ -518,6 +564,10 @@ class Brain:
             self._recent.appendleft((pos, fraction, ts))
             self._meta.update({"next_episode": seq + 1, "next_pattern": change.next_pid,
                                "last_ts": max(ts, float(last_ts) if last_ts is not None else ts)})
+            if seq % REMAP_EVERY == 0:
+                # Each commit maps a few more pages of the file (~35 KB a view with the
+                # kernel's fault-around); unmapping now and then keeps RSS flat.
+                mem.remap()
             return seq
 
     def _refresh_watched(self) -> None:
@@ -576,15 +626,20 @@ class Brain:
             else:
                 cf, cf_anchor = np.zeros(n, np.float32), np.full(n, -1, np.int32)
             cand = self._candidates(query, cf)
+            full = cand.size == n  # every title: views, not copies (15 MB at 10,000)
+            pick: Any = slice(None) if full else cand
+            cand_emb = emb if full else emb[cand]
             part = event_daypart(float(timestamp), context, s.utc_offset_s)
-            ctx_all = self._context_scores(part)
+            ctx_all = self._context_scores(part) if w.context > 0 else np.zeros(n, np.float32)
             signals = rk.Signals(
-                crowd=cf[cand],
-                content=emb[cand] @ query if np.any(query) else np.zeros(cand.size, np.float32),
-                popularity=crowd.popularity[cand], trend=crowd.trend[cand],
-                context=ctx_all[cand])
-            ranked = rk.rank(cand, signals, w, k, exclude=self._watched[cand],
-                             first_genre=cat.first_genre[cand], embeddings=emb[cand])
+                crowd=cf[pick],
+                # einsum, not BLAS: OpenBLAS threads have a 100+ ms tail on a busy box.
+                content=np.einsum("ij,j->i", cand_emb, query) if np.any(query)
+                else np.zeros(cand.size, np.float32),
+                popularity=crowd.popularity[pick], trend=crowd.trend[pick],
+                context=ctx_all[pick])
+            ranked = rk.rank(cand, signals, w, k, exclude=self._watched[pick],
+                             first_genre=cat.first_genre[pick], embeddings=cand_emb)
             return self._explain(ranked, hist, fracs, weights, cf_anchor, part)
 
     def _candidates(self, query: F32, cf: F32) -> I64:
@@ -707,7 +762,7 @@ class Brain:
     def consolidate(self, threshold: float = 0.8) -> int:
         """Cluster the patterns into the reasoning bank; returns the number of clusters."""
         with self._mutex:
-            clusters = consolidate(self._lib.entries.values(), threshold)
+            clusters = consolidate(self._lib.records(), threshold)
             self._memory.replace_consolidated(clusters)
             return len(clusters)
 
@@ -761,4 +816,6 @@ class Brain:
             mem.write_patterns(kept, pid, sorted(evicted))
             lib.next_pid = pid
             self._meta["next_pattern"] = pid
+            if len(recs) >= BULK_ITEMS:
+                self._release_memory()
             return len(lib)

@@ -55,6 +55,14 @@ class Catalog:
     def title(self, pos: int) -> str:
         return self.records[pos].title
 
+    def load(self, records: list[CatalogRecord], matrix: F32) -> None:
+        """Take a whole stored catalog (positions 0..n-1, ``matrix`` row = position)."""
+        self.ids = [r.content_id for r in records]
+        self.position = {cid: i for i, cid in enumerate(self.ids)}
+        self.records = list(records)
+        self._emb = matrix
+        self._reindex()
+
     def upsert(self, records: list[tuple[CatalogRecord, F32]]) -> None:
         """Apply stored records (new positions are appended in order) and re-index genres."""
         n_new = sum(1 for rec, _ in records if rec.idx >= len(self.ids))

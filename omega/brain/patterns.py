@@ -11,7 +11,7 @@ clustering patterns into the "reasoning bank".
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -37,7 +37,7 @@ class PatternChange:
 
 
 class SkillLibrary:
-    """Patterns by id, with their vector index."""
+    """Patterns by id (stats in ``entries``, keys only in the index), with their index."""
 
     def __init__(self, index: VectorIndex, merge_threshold: float, next_pid: int = 1) -> None:
         self.index = index
@@ -61,7 +61,7 @@ class SkillLibrary:
 
     def _bulk(self, recs: list[PatternRecord]) -> None:
         for rec in recs:
-            self.entries[rec.pid] = rec
+            self.entries[rec.pid] = _keyless(rec)
             self.next_pid = max(self.next_pid, rec.pid + 1)
         evicted = self.index.add(
             np.asarray([r.pid for r in recs], dtype=np.int64),
@@ -80,8 +80,8 @@ class SkillLibrary:
         if match is not None:
             old = self.entries[match]
             rec = PatternRecord(match, content_id, old.successes + (1.0 if success else 0.0),
-                                old.samples + 1, ts, old.key)
-            self.entries[match] = rec
+                                old.samples + 1, ts, self.key(match))
+            self.entries[match] = _keyless(rec)
             # The index's eviction order must see the new value.
             self.index.set_values(np.asarray([match], dtype=np.int64),
                                   np.asarray([pattern_value(rec.successes, rec.samples)]))
@@ -96,8 +96,19 @@ class SkillLibrary:
         # The index may evict the very pattern just added when it is worth least.
         return (rec,) if rec.pid in self.entries else ()
 
+    def key(self, pid: int) -> F32:
+        """A pattern's key, read from the index (RAM holds each key once, there)."""
+        out: F32 = self.index.get_vectors(np.asarray([pid], dtype=np.int64))[0]
+        return out
+
+    def records(self) -> list[PatternRecord]:
+        """Every pattern with its key (for consolidation)."""
+        pids = np.asarray(sorted(self.entries), dtype=np.int64)
+        keys = self.index.get_vectors(pids) if pids.size else np.zeros((0, 0), np.float32)
+        return [replace(self.entries[p], key=keys[i]) for i, p in enumerate(pids.tolist())]
+
     def _add(self, rec: PatternRecord) -> tuple[int, ...]:
-        self.entries[rec.pid] = rec
+        self.entries[rec.pid] = _keyless(rec)
         evicted = self.index.add(np.asarray([rec.pid], dtype=np.int64), rec.key[None, :],
                                  np.asarray([pattern_value(rec.successes, rec.samples)],
                                             dtype=np.float32))
@@ -130,6 +141,13 @@ class SkillLibrary:
             if rec is not None:
                 out.append((float(s), rec))
         return out
+
+
+_NO_KEY = np.zeros(0, dtype=np.float32)
+
+
+def _keyless(rec: PatternRecord) -> PatternRecord:
+    return replace(rec, key=_NO_KEY)
 
 
 def consolidate(

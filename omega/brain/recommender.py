@@ -182,7 +182,9 @@ def diversify(
     the best skipped ones fill the list.
     """
     if mmr_lambda < 1.0 and embeddings is not None and scores is not None and order.size > 1:
-        order = _mmr(order, min(order.size, 4 * k), embeddings, scores, mmr_lambda)
+        # Without a genre cap only the first k picks matter.
+        picks = k if genre_cap <= 0 else min(order.size, 4 * k)
+        order = _mmr(order, min(order.size, 4 * k), picks, embeddings, scores, mmr_lambda)
     if genre_cap <= 0:
         return order[:k]
     picked: list[int] = []
@@ -202,22 +204,26 @@ def diversify(
     return np.asarray(picked, dtype=np.int64)
 
 
-def _mmr(order: I64, n: int, embeddings: F32, scores: F32, lam: float) -> I64:
+def _mmr(order: I64, n: int, picks: int, embeddings: F32, scores: F32, lam: float) -> I64:
+    """Reorder the first ``n`` of ``order`` by MMR; the first ``picks`` are chosen greedily."""
     pool = order[: max(n, 1)]
     emb = embeddings[pool]
-    rel = scores[pool]
+    rel = lam * scores[pool].astype(np.float32)
     chosen: list[int] = []
-    max_sim = np.full(pool.size, -np.inf, dtype=np.float32)
-    available = np.ones(pool.size, dtype=bool)
-    for _ in range(pool.size):
-        penalty = np.where(np.isfinite(max_sim), max_sim, 0.0)
-        value = np.where(available, lam * rel - (1.0 - lam) * penalty, -np.inf)
+    penalty = np.zeros(pool.size, dtype=np.float32)
+    value = rel.copy()
+    for _ in range(min(picks, pool.size)):
         best = int(np.argmax(value))
         chosen.append(best)
-        available[best] = False
-        max_sim = np.maximum(max_sim, emb @ emb[best])
-    rest = order[pool.size :]
-    return np.concatenate([pool[np.asarray(chosen, dtype=np.int64)], rest]).astype(np.int64)
+        sims = np.einsum("ij,j->i", emb, emb[best])
+        penalty = sims if len(chosen) == 1 else np.maximum(penalty, sims)
+        value = rel - (1.0 - lam) * penalty
+        value[chosen] = -np.inf
+    taken = np.zeros(pool.size, dtype=bool)
+    taken[chosen] = True
+    rest_of_pool = np.flatnonzero(~taken)  # keep their relevance order
+    return np.concatenate([pool[np.asarray(chosen, dtype=np.int64)], pool[rest_of_pool],
+                           order[pool.size:]]).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -259,8 +265,10 @@ def rank(
     pool = pool[np.argsort(-key[pool], kind="stable")]
     pool = pool[np.isfinite(key[pool])]
     genres = first_genre if first_genre is not None else np.full(candidates.size, -1, np.int64)
+    # With no signal at all the order is only "newest first": nothing to trade off.
+    lam = weights.mmr_lambda if bool((total[pool] > 0).any()) else 1.0
     chosen = diversify(pool, k, genres, weights.genre_cap, embeddings,
-                       key.astype(np.float32), weights.mmr_lambda)
+                       key.astype(np.float32), lam)
     out: list[Ranked] = []
     for pos in chosen.tolist():
         row = parts[pos]

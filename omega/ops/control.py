@@ -5,9 +5,9 @@ threads. It decodes with the protocol's hard limits, dispatches by message type,
 and answers every failure with a typed ``ErrorReply`` — it never raises.
 
 Commands (``CtlRequest.command``): ``tree``, ``kill <name>``, ``raft``,
-``health``, ``stop``. TV messages (``TvObserve``, ``TvRecommend``,
-``TvImportCatalog``, ``TvStatus``) are asked of the brain actor, which owns the
-brain and serialises access to it.
+``shard`` (sync service counters), ``health``, ``stop``. TV messages
+(``TvObserve``, ``TvRecommend``, ``TvImportCatalog``, ``TvStatus``) are asked
+of the brain actor, which owns the brain and serialises access to it.
 """
 
 from __future__ import annotations
@@ -131,12 +131,14 @@ class ControlHandler:
         if command == "stop":
             ctx.stop_requested.set()
             return {"stopping": True}
-        if command == "raft":
-            store = ctx.resource("store")
-            if store is None:
-                raise Unavailable(f"no Raft store on this node (role {ctx.cfg.role})")
-            return store.status()
-        raise ProtocolError(f"unknown command {command!r}; one of tree, kill, raft, health, stop")
+        if command in ("raft", "shard"):
+            service = ctx.resource("shard")
+            if service is None:
+                raise Unavailable(f"no shard service on this node (role {ctx.cfg.role})")
+            return service.raft_status() if command == "raft" else service.stats()
+        raise ProtocolError(
+            f"unknown command {command!r}; one of tree, kill, raft, shard, health, stop"
+        )
 
     def tv(self, msg: Message) -> Message:
         brain_ref = self._brain()

@@ -111,14 +111,18 @@ class _Gate:
 
     def acquire_shared(self, timeout_s: float) -> None:
         with self._cond:
-            if not self._cond.wait_for(lambda: not self._exclusive, timeout_s):
+            # Fast path (every read, every push): no swap or close waiting.
+            if self._exclusive and not self._cond.wait_for(lambda: not self._exclusive,
+                                                           timeout_s):
                 raise RaftError("the store is being swapped or closed; try again")
             self._shared += 1
 
     def release_shared(self) -> None:
         with self._cond:
             self._shared -= 1
-            self._cond.notify_all()
+            # Only a swap or close waits for the readers to drain: wake it at zero.
+            if self._exclusive and self._shared == 0:
+                self._cond.notify_all()
 
     @contextlib.contextmanager
     def exclusive(self, timeout_s: float) -> Iterator[None]:
@@ -170,14 +174,24 @@ class LmdbView:
         self.storage_error = failure
         return failure
 
+    # get/put/delete run several times per push on every replica: the key, database
+    # and transaction checks are inlined (same rules and errors as _check_key, _db,
+    # _live), which halves their cost against the helper calls.
+
     def get(self, db: str, key: bytes) -> bytes | None:
-        _check_key(key)
-        handle = self._db(db)
+        if not isinstance(key, bytes) or not 0 < len(key) <= MAX_KEY_BYTES:
+            _check_key(key)
+        handle = self._dbs.get(db)
+        if handle is None:
+            self._db(db)
+        txn = self._txn
+        if txn is None:
+            raise StoreClosed("this view's transaction has ended")
         try:
-            value = self._live().get(key, db=handle)
+            value = txn.get(key, db=handle)
         except lmdb.Error as exc:
             raise self._failed(exc) from exc
-        return None if value is None else bytes(value)
+        return value if value is None or type(value) is bytes else bytes(value)
 
     def iterate(
         self, db: str, prefix: bytes = b"", start: bytes | None = None
@@ -206,22 +220,36 @@ class LmdbView:
             raise self._failed(exc) from exc
 
     def put(self, db: str, key: bytes, value: bytes) -> None:
-        self._require_write()
-        _check_key(key)
+        if not self._write:
+            self._require_write()
+        if not isinstance(key, bytes) or not 0 < len(key) <= MAX_KEY_BYTES:
+            _check_key(key)
         if not isinstance(value, bytes):
             raise BadKey(f"value must be bytes, got {type(value).__name__}")
-        handle = self._db(db)
+        handle = self._dbs.get(db)
+        if handle is None:
+            self._db(db)
+        txn = self._txn
+        if txn is None:
+            raise StoreClosed("this view's transaction has ended")
         try:
-            self._live().put(key, value, db=handle)
+            txn.put(key, value, db=handle)
         except lmdb.Error as exc:
             raise self._failed(exc) from exc
 
     def delete(self, db: str, key: bytes) -> bool:
-        self._require_write()
-        _check_key(key)
-        handle = self._db(db)
+        if not self._write:
+            self._require_write()
+        if not isinstance(key, bytes) or not 0 < len(key) <= MAX_KEY_BYTES:
+            _check_key(key)
+        handle = self._dbs.get(db)
+        if handle is None:
+            self._db(db)
+        txn = self._txn
+        if txn is None:
+            raise StoreClosed("this view's transaction has ended")
         try:
-            return bool(self._live().delete(key, db=handle))
+            return bool(txn.delete(key, db=handle))
         except lmdb.Error as exc:
             raise self._failed(exc) from exc
 
@@ -509,21 +537,9 @@ class LmdbStore:
 
     # -- any thread ------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def reader(self) -> Iterator[LmdbView]:
-        """A consistent read-only view (one LMDB read transaction)."""
-        self._gate.acquire_shared(self._gate_timeout_s)
-        try:
-            env = self._require_open()
-            txn = env.begin()
-            view = LmdbView(txn, self._dbs, write=False)
-            try:
-                yield view
-            finally:
-                view.close()
-                txn.abort()
-        finally:
-            self._gate.release_shared()
+    def reader(self) -> _Reader:
+        """A consistent read-only view (one LMDB read transaction), as a context manager."""
+        return _Reader(self)
 
     def state_hash(self) -> tuple[int, str]:
         """(applied index, hash over the application databases), from one read txn."""
@@ -533,3 +549,37 @@ class LmdbStore:
             applied = 0 if raw is None else int(_U64.unpack(raw)[0])
             digest = state_hash((name, view.iterate(name)) for name in sorted(self.databases))
         return applied, digest
+
+
+class _Reader:
+    """``LmdbStore.reader()``: a plain context manager (a generator-based one costs
+    several µs more, and every push and pull opens one)."""
+
+    __slots__ = ("_store", "_txn", "_view")
+
+    def __init__(self, store: LmdbStore) -> None:
+        self._store = store
+        self._txn: Any = None
+        self._view: LmdbView | None = None
+
+    def __enter__(self) -> LmdbView:
+        store = self._store
+        store._gate.acquire_shared(store._gate_timeout_s)
+        try:
+            env = store._require_open()
+            self._txn = env.begin()
+        except BaseException:
+            store._gate.release_shared()
+            raise
+        self._view = LmdbView(self._txn, store._dbs, write=False)
+        return self._view
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._view is not None:
+                self._view.close()
+            if self._txn is not None:
+                self._txn.abort()
+        finally:
+            self._view = self._txn = None
+            self._store._gate.release_shared()

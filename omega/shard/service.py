@@ -15,7 +15,7 @@ import logging
 import secrets
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -41,7 +41,6 @@ from omega.protocol import (
     Unavailable,
     classify_sequence,
     decode,
-    derive_device_key,
     encode,
     verify,
 )
@@ -63,11 +62,19 @@ from omega.shard.pulls import build_pull, records_of
 from omega.shard.ratelimit import KeyedLimiter, push_retry_after
 from omega.shard.settings import ShardSettings
 from omega.shard.state import PushOutcome, ReportBatch
-from omega.shard.validate import check_push_shape, check_registry, device_hash, report_digest
+from omega.shard.validate import (
+    DeviceKeys,
+    check_push_shape,
+    check_registry,
+    device_hash,
+    report_digest,
+)
 
 log = logging.getLogger("omega.shard")
 
 _DEVICE_TYPES = (Push, Pull, Heartbeat, Health)
+#: Encoded pull answers kept per replica (keyed by since, region, current cursor).
+_PULL_CACHE = 256
 #: How long a device should wait after a transient refusal (leader change, timeout).
 _RETRY_SOON_S = 0.05
 
@@ -116,6 +123,7 @@ class ShardService:
         self._adverts: dict[str, str] = {}
         self._started_at = clock()
         self._window_ms = int(settings.timestamp_window_s * 1000)
+        self._keys = DeviceKeys(fleet_key, dedup_secret)
         self._interval_ms = int(settings.rate_limit_interval_s * 1000)
         self._committer: GroupCommitter[PushEntry] = GroupCommitter(
             self._commit, max_batch=settings.group_commit_max_batch,
@@ -123,6 +131,8 @@ class ShardService:
             pipeline=settings.group_commit_pipeline, clock=clock)
         self._inflight = Inflight()
         self._reads = KeyedLimiter(settings.pull_interval_s, settings.pull_burst, clock=clock)
+        self._pull_cache: OrderedDict[tuple[int, str, int], bytes] = OrderedDict()
+        self._pull_lock = threading.Lock()
         self._counts: Counter[str] = Counter()
         self._counts_lock = threading.Lock()
         self._stop = threading.Event()
@@ -159,7 +169,7 @@ class ShardService:
         try:
             msg = decode(frame, allowed=_DEVICE_TYPES)
             if isinstance(msg, Push):
-                reply: Message = self._push(msg)
+                reply: Message | bytes = self._push(msg)
             elif isinstance(msg, Pull):
                 reply = self._pull(msg)
             elif isinstance(msg, Heartbeat):
@@ -169,6 +179,9 @@ class ShardService:
         except ProtocolError as exc:
             self._count(f"error.{exc.code}")
             return encode(ErrorReply.from_error(exc))
+        if isinstance(reply, bytes):  # a cached, already encoded PullResp
+            self._count("ok.PullResp")
+            return reply
         self._count(f"ok.{type(reply).__name__}")
         return encode(reply)
 
@@ -183,10 +196,10 @@ class ShardService:
         s = self.settings
         check_push_shape(msg, s)
         now_ms = int(self._wall() * 1000)
-        verify(msg, derive_device_key(self._fleet_key, msg.device_id), now_ms, self._window_ms)
+        device_key, dhash = self._keys.get(msg.device_id)
+        verify(msg, device_key, now_ms, self._window_ms)
         if not self._store.is_leader():
             raise self._not_leader()
-        dhash = device_hash(self._dedup_secret, msg.device_id)
         digest = report_digest(msg.reports)
         with self._store.read() as kv:
             check_registry(state.registry_status(kv, dhash), s.registration)
@@ -275,16 +288,24 @@ class ShardService:
 
     # -- pull, heartbeat, health -----------------------------------------------------
 
-    def _pull(self, msg: Pull) -> Message:
-        verify(msg, derive_device_key(self._fleet_key, msg.device_id),
-               int(self._wall() * 1000), self._window_ms)
-        dhash = device_hash(self._dedup_secret, msg.device_id)
+    def _pull(self, msg: Pull) -> bytes:
+        device_key, dhash = self._keys.get(msg.device_id)
+        verify(msg, device_key, int(self._wall() * 1000), self._window_ms)
         self._limit_reads(dhash)
         with self._store.read() as kv:
             check_registry(state.registry_status(kv, dhash), self.settings.registration)
             current = state.global_version(kv)
             # A cursor from the future (the shard was rebuilt): start over.
             since = msg.since_version if msg.since_version <= current else 0
+            # Most devices ask for the same delta (since the last release): answer it
+            # from a small cache keyed by what determines the answer.
+            key = (since, msg.region, current)
+            if not msg.want:
+                with self._pull_lock:
+                    cached = self._pull_cache.get(key)
+                if cached is not None:
+                    self._count("pull.cached")
+                    return cached
             wanted = [r for r in (state.global_record(kv, state.KIND_CONTENT, w.encode())
                                   for w in msg.want) if r is not None]
             plan = build_pull(state.changes_since(kv, since), current=current,
@@ -292,12 +313,18 @@ class ShardService:
                               max_records=self.settings.pull_max_records,
                               max_bytes=self.settings.pull_max_bytes)
         self._count("pull.records", plan.records)
-        return plan.response
+        frame = encode(plan.response)
+        if not msg.want:
+            with self._pull_lock:
+                self._pull_cache[key] = frame
+                while len(self._pull_cache) > _PULL_CACHE:
+                    self._pull_cache.popitem(last=False)
+        return frame
 
     def _heartbeat(self, msg: Heartbeat) -> Message:
-        verify(msg, derive_device_key(self._fleet_key, msg.device_id),
-               int(self._wall() * 1000), self._window_ms)
-        self._limit_reads(device_hash(self._dedup_secret, msg.device_id))
+        device_key, dhash = self._keys.get(msg.device_id)
+        verify(msg, device_key, int(self._wall() * 1000), self._window_ms)
+        self._limit_reads(dhash)
         with self._store.read() as kv:
             return HeartbeatAck(state.global_version(kv))
 
@@ -376,6 +403,7 @@ class ShardService:
         with self._store.read() as kv:
             st = state.counters(kv)
         return {"requests": counts, "group_commit": self._committer.stats(),
+                "device_keys": self._keys.info(),
                 "inflight": len(self._inflight), "state": st,
                 "leader": self._store.is_leader()}
 

@@ -142,7 +142,7 @@ name = "{name}"
 data_dir = "{self.root / name}"
 listen = "{listen}"
 [transport]
-workers = 16
+workers = 64
 [shard]
 advertise = "{listen}"
 peer_addresses = [{peers}]

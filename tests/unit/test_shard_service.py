@@ -367,6 +367,8 @@ def test_pull_serves_deltas_by_cursor(svc: ShardService, store: FakeStore) -> No
     assert resp.trends == (("t1", 2.0),)  # only the device's region
     assert [c.id for c in resp.new_content] == ["c1"]
     assert call(svc, pull("tv-2", 6)) == PullResp(6)
+    assert call(svc, pull("tv-5", 0)) == resp  # the same delta again: from the cache
+    assert svc.stats()["requests"]["pull.cached"] == 1
     svc.set_global_update(GlobalUpdate(2, popularity=(("t1", 4.0),)))
     delta = call(svc, pull("tv-3", 6))
     assert delta == PullResp(7, popularity=(("t1", 4.0),))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -12,6 +14,7 @@ from omega.sim.baselines import (
     Ease,
     EaseSolver,
     ItemKnn,
+    Params,
     Popularity,
     TrainData,
     cold_start_lists,
@@ -86,7 +89,8 @@ def test_item_knn_matches_a_full_cosine_matrix() -> None:
         for row, items_ in enumerate(hist):
             want = np.zeros(25)
             for i in items_:
-                order = sorted(range(25), key=lambda j, i=i: (-sim[i, j], j))[:k]
+                row_sim = sim[i]
+                order = sorted(range(25), key=lambda j: (-row_sim[j], j))[:k]
                 want[order] += np.maximum(sim[i, order], 0.0)
             np.testing.assert_allclose(got[row], want, rtol=1e-5, atol=1e-6)
 
@@ -124,12 +128,12 @@ def test_tune_picks_the_best_validation_ndcg_and_keeps_the_first_on_ties() -> No
         def __init__(self, best: int) -> None:
             self.best = best
 
-        def scores(self, histories: list[Hist]) -> npt.NDArray[np.float64]:
+        def scores(self, histories: Sequence[Hist]) -> npt.NDArray[np.float64]:
             s = np.zeros((len(histories), 5))
             s[:, self.best] = 1.0
             return s
 
-    grid = ({"best": 4}, {"best": 2}, {"best": 3}, {"best": 2})
+    grid: tuple[Params, ...] = ({"best": 4}, {"best": 2}, {"best": 3}, {"best": 2})
     baseline = Baseline("fixed", grid, lambda train, p: Fixed(int(p["best"])))
     tuned = tune(baseline, TrainData(x), hist, [2, 2, 2, 3], k=1)
     assert tuned.params == {"best": 2}
@@ -148,7 +152,8 @@ def test_cold_start_lists_come_from_models_without_the_scored_users() -> None:
         content_popularity=(0.5,),
     )  # fmt: skip
     by_name = {b.name: b for b in base}
-    for name, params in (("EASE", {"lambda": 5.0}), ("item-kNN", {"k": 4})):
+    cases: list[tuple[str, Params]] = [("EASE", {"lambda": 5.0}), ("item-kNN", {"k": 4})]
+    for name, params in cases:
         got = cold_start_lists(by_name[name], params, x, None, rows, hist, k=5, folds=3)
         for pos, row in enumerate(rows):
             fold = pos % 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -206,7 +207,7 @@ def test_watched_and_unknown_ids_are_dropped_and_counted(
         fresh = [i.id for i in brain.items if i.id not in {v[0] for v in brain.views}]
         return [watched, 424242, fresh[0], fresh[0], *fresh[1:k]]
 
-    settings = QualitySettings(max_users=5, cold_folds=2, **_fast_grids())
+    settings = dataclasses.replace(FAST, max_users=5, cold_folds=2)
     report = _run(folders["ml-latest"], tmp_path, factory_of(Recorder(), sloppy),
                   settings=settings)  # fmt: skip
     assert report.evaluated_users == 5
@@ -214,15 +215,6 @@ def test_watched_and_unknown_ids_are_dropped_and_counted(
     calls = 5 + report.cold_users
     assert report.brain["foreign_ids"] == calls
     assert report.brain["watched_items"] == calls
-
-
-def _fast_grids() -> dict[str, tuple[float, ...] | tuple[int, ...]]:
-    return {
-        "ease_lambdas": FAST.ease_lambdas,
-        "knn_neighbours": FAST.knn_neighbours,
-        "content_last_n": FAST.content_last_n,
-        "content_popularity": FAST.content_popularity,
-    }
 
 
 def test_both_layouts_give_the_same_figures(folders: dict[str, Path], tmp_path: Path) -> None:
@@ -285,7 +277,7 @@ def test_shared_embedder_serves_the_catalog_and_remembers_other_texts() -> None:
 
 
 def test_the_real_brain_runs_through_the_adapter(folders: dict[str, Path], tmp_path: Path) -> None:
-    settings = QualitySettings(max_users=4, cold_folds=2, **_fast_grids())
+    settings = dataclasses.replace(FAST, max_users=4, cold_folds=2)
     report = _run(folders["ml-latest"], tmp_path, local_brain_factory(), settings=settings)
     brain = report.method("brain")
     assert report.brain is not None
