@@ -1,7 +1,8 @@
 """Request/reply throughput and latency: Omega's full path against bare pynng.
 
 Run: .venv/bin/python bench/transport.py [--quick] [--json] [--profile]
-     [--levels 1,8,64] [--seconds 3] [--workers 8]
+     [--levels 1,8,64] [--seconds 1] [--rounds 3] [--workers 8]
+     [--cached-reply] [--client-decode]
 
 The server runs in this process; the clients run as threads in a SECOND process
 (multiprocessing, spawn), so both sides pay their own Python costs. For each
@@ -17,6 +18,12 @@ threads with one nng context each; one client context per client thread):
   built and encoded ~5 KB ``PullResp``, which the client decodes and validates.
 - ``omega-bytes``: ``RpcServer``/``RpcClient`` with the fixed bytes of ``bare``
   (transport only), to separate the transport's cost from the protocol's.
+
+Options: ``--cached-reply`` (the server encodes the PullResp once and reuses it, as
+a shard can per version and region; each Push is still decoded and verified),
+``--client-decode`` (clients decode every reply in full; off by default because a
+TV's decode cost would otherwise be charged to this machine's shared CPUs; replies
+are always fully decoded during warm-up and checked by tag after), ``--workers``.
 
 Each run is bounded by time (``--seconds``) and count (``--max-requests``); each path
 runs ``--rounds`` times per level, interleaved with the others, and the medians are
@@ -104,8 +111,11 @@ def pull_resp_parts() -> dict[str, Any]:
 class OmegaHandler:
     """The server's work for one request: what a shard does before touching storage."""
 
-    def __init__(self) -> None:
+    def __init__(self, cached_reply: bool = False) -> None:
         self.parts = pull_resp_parts()
+        # A shard answers every TV at the same version with the same delta, so it can
+        # encode each (version, region) delta once: --cached-reply measures that.
+        self.cached = encode(PullResp(1, **self.parts)) if cached_reply else None
         self.profiles: dict[int, cProfile.Profile] = {}
         self.profiling = False
 
@@ -116,6 +126,8 @@ class OmegaHandler:
         assert isinstance(msg, Push)
         key = derive_device_key(FLEET_KEY, msg.device_id)
         verify(msg, key, int(time.time() * 1000), WINDOW_MS)
+        if self.cached is not None:
+            return self.cached
         return encode(PullResp(msg.seq, **self.parts))
 
     def _profile_this_thread(self) -> None:
@@ -415,6 +427,10 @@ def main() -> None:
                     help="runs per path and level, interleaved; medians are reported")
     ap.add_argument("--max-requests", type=int, default=200_000, help="cap per level")
     ap.add_argument("--workers", type=int, default=8, help="server threads")
+    ap.add_argument("--cached-reply", action="store_true",
+                    help="omega path: the server encodes the PullResp once and reuses it "
+                         "(what a shard can do per version and region), still decoding "
+                         "and verifying every Push")
     ap.add_argument("--client-decode", action="store_true",
                     help="clients decode every reply in full (a TV's cost, off by default: "
                          "the clients share this machine's CPUs with the server)")
@@ -422,7 +438,7 @@ def main() -> None:
     if args.quick:
         args.seconds, args.rounds = min(args.seconds, 1.0), 1
     levels = [int(x) for x in args.levels.split(",")]
-    handler = OmegaHandler()
+    handler = OmegaHandler(cached_reply=args.cached_reply)
     load_before = os.getloadavg()
     rows = []
     for clients in levels:
@@ -450,7 +466,8 @@ def main() -> None:
                     "loadavg_before": [round(x, 2) for x in load_before],
                     "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
         "seconds_per_run": args.seconds, "rounds": args.rounds,
-        "server_workers": args.workers, "client_decode": args.client_decode, "levels": rows,
+        "server_workers": args.workers, "client_decode": args.client_decode,
+        "cached_reply": args.cached_reply, "levels": rows,
     }
     if args.profile:
         report["stage_cpu_us"] = stage_costs(300 if args.quick else 2000)
@@ -504,7 +521,8 @@ def print_row(row: dict[str, Any], *, first: bool, args: argparse.Namespace) -> 
               f"clients in a second process, {args.rounds} x {args.seconds:g} s per path "
               f"and level (medians); "
               f"CPU per request: server process / client process"
-              f"{'; clients decode replies' if args.client_decode else ''}\n")
+              f"{'; clients decode replies' if args.client_decode else ''}"
+              f"{'; server reuses one encoded PullResp' if args.cached_reply else ''}\n")
         print(f"{'clients':>7} | {'path':<11} | {'req/s':>8} | {'p50 ms':>7} | "
               f"{'p99 ms':>7} | {'srv µs/req':>10} | {'cli µs/req':>10} | {'failed':>6}")
         print("-" * 88)

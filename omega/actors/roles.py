@@ -13,6 +13,7 @@ takes down with it:
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
     from omega.node import NodeContext
 
 
+CONTROL_WORKERS = 4
+
+
 def tree_for(cfg: NodeConfig, ctx: NodeContext) -> SupervisorSpec:
     sup = cfg.supervision
     shutdown = max(0.1, min(cfg.node.shutdown_timeout_s / 2, 5.0))
@@ -37,7 +41,8 @@ def tree_for(cfg: NodeConfig, ctx: NodeContext) -> SupervisorSpec:
             cfg.node.control_address,
             ControlHandler(ctx).handle,
             error_reply,
-            cfg.transport,
+            # Operators and the TV's UI send a request at a time; idle workers cost CPU.
+            replace(cfg.transport, workers=CONTROL_WORKERS),
         ),
         shutdown_s=shutdown,
     )

@@ -28,7 +28,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -107,12 +107,16 @@ def _default_embedder(settings: BrainSettings, cache_dir: Path) -> Embedder:
     return emb
 
 
+def _sync_key(key: str) -> str:
+    if not isinstance(key, str) or not 0 < len(key) <= 200:
+        raise BadInput("a sync key is a string of 1-200 characters")
+    return key
+
+
 def _malloc_trim() -> None:
     # Loading 10,000 titles frees many small buffers that glibc keeps otherwise (~15 MB).
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
 
 
 def _new_index(settings: BrainSettings, dim: int, capacity: int) -> VectorIndex:
@@ -150,6 +154,8 @@ class Brain:
         self._crowd_state = memory.load_crowd()
         self._crowd = CrowdView(self._crowd_state, self._catalog)
         self._meta: dict[str, Any] = {}
+        r = settings.recommender
+        self._with_crowd = replace(r, popularity=r.popularity_with_crowd)
 
     # -- opening and closing -------------------------------------------------------------
 
@@ -625,6 +631,8 @@ class Brain:
                 cf, cf_anchor = rk.crowd_scores(hist, weights, crowd.neighbours, n)
             else:
                 cf, cf_anchor = np.zeros(n, np.float32), np.full(n, -1, np.int32)
+            if crowd.neighbours:
+                w = self._with_crowd
             cand = self._candidates(query, cf)
             full = cand.size == n  # every title: views, not copies (15 MB at 10,000)
             pick: Any = slice(None) if full else cand
@@ -748,6 +756,36 @@ class Brain:
         """
         titles = sorted(self.recent_titles(max_titles))
         return [(a, b) for i, a in enumerate(titles) for b in titles[i + 1:]]
+
+    # -- sync state and the outbound queue (for the SyncAgent) -----------------------------
+
+    def sync_state(self, key: str) -> bytes | None:
+        """A value the SyncAgent stored under ``key`` (last global version, sequence...)."""
+        with self._mutex:
+            return self._memory.get_sync(_sync_key(key))
+
+    def set_sync_state(self, key: str, value: bytes) -> None:
+        with self._mutex:
+            if not isinstance(value, bytes) or len(value) > 1 << 20:
+                raise BadInput("a sync value is at most 1 MiB of bytes")
+            self._memory.put_sync(_sync_key(key), value)
+
+    def enqueue_outbound(self, payload: bytes) -> int:
+        """Queue a sealed report for the next push (durable); returns its sequence."""
+        with self._mutex:
+            if not isinstance(payload, bytes) or not 0 < len(payload) <= 1 << 20:
+                raise BadInput("an outbound payload is 1 byte to 1 MiB of bytes")
+            return self._memory.enqueue(payload)
+
+    def peek_outbound(self, n: int = 16) -> list[tuple[int, bytes]]:
+        """The oldest ``n`` queued payloads with their sequence numbers."""
+        with self._mutex:
+            return self._memory.peek(max(0, int(n)))
+
+    def ack_outbound(self, up_to: int) -> int:
+        """Drop queued payloads with sequence ≤ ``up_to`` (pushed); returns how many."""
+        with self._mutex:
+            return self._memory.ack(int(up_to))
 
     # -- inspection and maintenance -------------------------------------------------------
 

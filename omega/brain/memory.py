@@ -233,9 +233,10 @@ class Memory:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise DataDirError(where, f"cannot create the data directory: {exc}") from exc
-        options: dict[str, Any] = {"map_size": map_size, "max_dbs": len(DB_NAMES) + 2, "subdir": True,
-                   "sync": durability != "nosync", "metasync": durability == "sync",
-                   "readahead": False, "meminit": False, "max_readers": 32, "lock": True}
+        options: dict[str, Any] = {
+            "map_size": map_size, "max_dbs": len(DB_NAMES) + 2, "subdir": True,
+            "sync": durability != "nosync", "metasync": durability == "sync",
+            "readahead": False, "meminit": False, "max_readers": 32, "lock": True}
         try:
             env = lmdb.open(where, **options)
         except lmdb.InvalidError as exc:

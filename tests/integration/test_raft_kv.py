@@ -9,10 +9,18 @@ from __future__ import annotations
 import contextlib
 import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from omega.raft import BadKey, MemoryKv, SnapshotError, StorageFailure, UnknownDatabase
+from omega.raft import (
+    BadKey,
+    MemoryKv,
+    SnapshotError,
+    StorageFailure,
+    StoreClosed,
+    UnknownDatabase,
+)
 from omega.raft.kv import SKIPPED, LmdbStore, read_snapshot_meta
 from omega.raft.ports import ApplyFailed, KvWriter
 
@@ -196,3 +204,54 @@ def test_damaged_snapshot_is_refused(tmp_path: Path) -> None:
         s.install(bad)
     assert s.applied_index() == 0
     s.close()
+
+
+def test_view_checks_on_every_call(tmp_path: Path) -> None:
+    """The inlined checks of get/put/delete refuse what the helpers refused."""
+    s = store(tmp_path / "state.mdb")
+    seen: list[str] = []
+
+    def probe(kv: KvWriter, command: bytes, index: int) -> None:
+        calls: list[tuple[str, Any]] = [
+            ("get-empty", lambda: kv.get("kv", b"")),
+            ("get-long", lambda: kv.get("kv", b"k" * 512)),
+            ("get-str", lambda: kv.get("kv", "k")),
+            ("get-bytearray", lambda: kv.get("kv", bytearray(b"k"))),
+            ("get-db", lambda: kv.get("nope", b"k")),
+            ("put-value", lambda: kv.put("kv", b"k", "v")),
+            ("put-db", lambda: kv.put("nope", b"k", b"v")),
+            ("delete-key", lambda: kv.delete("kv", b"")),
+            ("delete-db", lambda: kv.delete("nope", b"k")),
+        ]
+        for name, call in calls:
+            try:
+                call()
+            except (BadKey, UnknownDatabase) as exc:
+                seen.append(f"{name}:{type(exc).__name__}")
+        kv.put("kv", b"k" * 511, b"longest key")
+        assert kv.get("kv", b"k" * 511) == b"longest key"
+        assert kv.delete("kv", b"k" * 511) and not kv.delete("kv", b"k" * 511)
+
+    assert s.apply_entry(1, b"x", probe) is None
+    assert seen == ["get-empty:BadKey", "get-long:BadKey", "get-str:BadKey",
+                    "get-bytearray:BadKey", "get-db:UnknownDatabase", "put-value:BadKey",
+                    "put-db:UnknownDatabase", "delete-key:BadKey", "delete-db:UnknownDatabase"]
+    with s.reader() as view:
+        pass
+    with pytest.raises(StoreClosed):
+        view.get("kv", b"k")  # the view's transaction ended with the block
+    s.close()
+
+
+def test_readers_release_the_gate(tmp_path: Path) -> None:
+    """Many reads, one failing inside its block: close still gets the store at once."""
+    s = LmdbStore(tmp_path / "state.mdb", DBS, map_size=1 << 26, fsync=False, gate_timeout_s=2.0)
+    s.apply_entry(1, b"a", counting_apply)
+    for _ in range(100):
+        with s.reader() as view:
+            assert view.get("kv", b"a") == U64.pack(1)
+    with contextlib.suppress(KeyError), s.reader():
+        raise KeyError("inside a read")
+    s.close()  # would raise RaftError after gate_timeout_s if a reader leaked
+    with pytest.raises(StoreClosed):
+        s.reader().__enter__()

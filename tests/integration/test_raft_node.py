@@ -238,3 +238,20 @@ def test_wrong_password_keeps_a_node_out(tmp_path: Path) -> None:
     finally:
         na.close()
         nb.close()
+
+
+def test_raft_messages_travel_uncompressed_and_compressed_ones_are_read() -> None:
+    """PySyncObj's zlib step is replaced: sent as is, a zlib stream still inflates."""
+    import pickle
+    import zlib
+
+    from omega.raft import node
+
+    assert node._pysyncobj_tcp.zlib is node._WireCodec
+    message = pickle.dumps(("append_entries", [(b"\x78sealed" * 50, 7, 2)]), 2)
+    assert message[:1] == b"\x80"
+    assert node._WireCodec.compress(message, 3) is message
+    assert node._WireCodec.decompress(message) == message
+    assert node._WireCodec.decompress(zlib.compress(message, 3)) == message
+    with pytest.raises(zlib.error):
+        node._WireCodec.decompress(b"\x78 not a zlib stream")

@@ -127,6 +127,21 @@ def test_recent_titles_and_coview_pairs(brain: Brain) -> None:
         brain.recent_titles(0)
 
 
+def test_sync_state_and_outbound_queue_survive_a_reopen(tmp_path: Path) -> None:
+    with open_brain(tmp_path / "tv") as b:
+        assert b.sync_state("version") is None
+        b.set_sync_state("version", b"12")
+        assert [b.enqueue_outbound(p) for p in (b"r1", b"r2", b"r3")] == [1, 2, 3]
+        assert b.ack_outbound(1) == 1
+        with pytest.raises(BadInput):
+            b.enqueue_outbound(b"")
+        with pytest.raises(BadInput):
+            b.set_sync_state("", b"x")
+    with open_brain(tmp_path / "tv") as b:
+        assert b.sync_state("version") == b"12"
+        assert b.peek_outbound() == [(2, b"r2"), (3, b"r3")]
+
+
 def test_consolidate_fills_the_reasoning_bank(brain: Brain) -> None:
     for i, c in enumerate(CATALOG):
         brain.observe(view(c.id, T0 + i))
