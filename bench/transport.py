@@ -279,7 +279,7 @@ def client_main(path: str, address: str, clients: int, seconds: float, max_reque
     if bare is not None:
         bare.close()
     all_lat = np.sort(np.concatenate([np.asarray(x) for x in lat]))
-    result = {
+    result: dict[str, Any] = {
         "requests": int(all_lat.size), "failures": int(sum(failures)),
         "seconds": elapsed, "rps": all_lat.size / elapsed,
         "p50_ms": float(np.percentile(all_lat, 50) * 1e3),
@@ -374,7 +374,7 @@ def group_profile(profiles: list[cProfile.Profile]) -> dict[str, float]:
     return out
 
 
-def stage_costs(n: int) -> dict[str, float]:
+def stage_costs(n: int) -> dict[str, Any]:
     """CPU µs per operation of each protocol stage, one thread, best of 3."""
     parts = pull_resp_parts()
     reports = sample_reports()
@@ -402,7 +402,7 @@ def stage_costs(n: int) -> dict[str, float]:
         "client: decode PullResp": lambda: decode(reply, (PullResp,)),
         "server: whole handler": server_side,
     }
-    out = {}
+    out: dict[str, Any] = {}
     for name, fn in stages.items():
         best = float("inf")
         for _ in range(3):
@@ -411,7 +411,7 @@ def stage_costs(n: int) -> dict[str, float]:
                 fn()
             best = min(best, time.process_time() - t0)
         out[name] = round(best / n * 1e6, 1)
-    out["sizes: Push / PullResp bytes"] = f"{len(frame)} / {len(reply)}"  # type: ignore[assignment]
+    out["sizes: Push / PullResp bytes"] = f"{len(frame)} / {len(reply)}"
     return out
 
 

@@ -56,28 +56,28 @@ def test_broadcast_reaches_every_subscriber_in_order(kind: str, tmp_path: Path) 
 
 
 def test_topics_filter_by_prefix() -> None:
-    with Publisher("tcp://127.0.0.1:0", SETTINGS) as pub:
-        with Subscriber(pub.address, SETTINGS, topics=[b"eu:"]) as eu, \
-                Subscriber(pub.address, SETTINGS) as everything:
-            _connect(pub, [everything])
-            deadline = time.monotonic() + 10
-            while eu.recv(0.05) is None:  # eu ignores the plain probes: probe it by topic
-                assert time.monotonic() < deadline, "eu subscriber never connected"
-                pub.publish(b"eu:" + PROBE)
-            pub.publish(b"us:1")
-            pub.publish(b"eu:2")
-            assert _next(eu, 1) == [b"eu:2"]
-            assert _next(everything, 2) == [b"us:1", b"eu:2"]
-            assert _next(eu, 1, timeout=0.2) == []
+    with Publisher("tcp://127.0.0.1:0", SETTINGS) as pub, \
+            Subscriber(pub.address, SETTINGS, topics=[b"eu:"]) as eu, \
+            Subscriber(pub.address, SETTINGS) as everything:
+        _connect(pub, [everything])
+        deadline = time.monotonic() + 10
+        while eu.recv(0.05) is None:  # eu ignores the plain probes: probe it by topic
+            assert time.monotonic() < deadline, "eu subscriber never connected"
+            pub.publish(b"eu:" + PROBE)
+        pub.publish(b"us:1")
+        pub.publish(b"eu:2")
+        assert _next(eu, 1) == [b"eu:2"]
+        assert _next(everything, 2) == [b"us:1", b"eu:2"]
+        assert _next(eu, 1, timeout=0.2) == []
 
 
 def test_large_broadcast_needs_a_larger_subscriber_limit() -> None:
     big = b"g" * 200_000
-    with Publisher("tcp://127.0.0.1:0", SETTINGS) as pub:
-        with Subscriber(pub.address, SETTINGS, recv_max_size=1 << 20) as sub:
-            _connect(pub, [sub])
-            pub.publish(big)
-            assert _next(sub, 1) == [big]
+    with Publisher("tcp://127.0.0.1:0", SETTINGS) as pub, \
+            Subscriber(pub.address, SETTINGS, recv_max_size=1 << 20) as sub:
+        _connect(pub, [sub])
+        pub.publish(big)
+        assert _next(sub, 1) == [big]
     with pytest.raises(ValueError):
         Subscriber("tcp://127.0.0.1:1", SETTINGS, recv_max_size=10)
 

@@ -99,5 +99,5 @@ def test_tls_misconfiguration_is_a_clear_error(pki: Path) -> None:
         c.request(b"x")
     missing = replace(BASE, tls=TlsSettings(cert_file=pki / "nope.pem",
                                             key_file=pki / "server.key"))
-    with pytest.raises(TransportError, match="nope.pem"):
+    with pytest.raises(TransportError, match=r"nope\.pem"):
         RpcServer("tls+tcp://127.0.0.1:0", lambda b: b, missing, lambda e: b"E").start()
