@@ -46,6 +46,19 @@ def tree_for(cfg: NodeConfig, ctx: NodeContext) -> SupervisorSpec:
         ),
         shutdown_s=shutdown,
     )
+    # Aggregator, hub and a TV given a listen address answer health there.
+    health_api = ChildSpec(
+        name="api",
+        start=partial(
+            RpcServerActor.start,
+            "api",
+            cfg.node.listen,
+            health_only_handler(ctx),
+            error_reply,
+            cfg.transport,
+        ),
+        shutdown_s=shutdown,
+    )
     children: list[ChildSpec | SupervisorSpec]
     strategy: Strategy
     if isinstance(cfg, ShardConfig):
@@ -86,39 +99,12 @@ def tree_for(cfg: NodeConfig, ctx: NodeContext) -> SupervisorSpec:
             control,
         ]
         if cfg.node.listen:
-            children.insert(
-                1,
-                ChildSpec(
-                    name="api",
-                    start=partial(
-                        RpcServerActor.start,
-                        "api",
-                        cfg.node.listen,
-                        health_only_handler(ctx),
-                        error_reply,
-                        cfg.transport,
-                    ),
-                    shutdown_s=shutdown,
-                ),
-            )
+            children.insert(1, health_api)
         strategy = "rest_for_one"
     else:
         children = []
         if cfg.node.listen:
-            children.append(
-                ChildSpec(
-                    name="api",
-                    start=partial(
-                        RpcServerActor.start,
-                        "api",
-                        cfg.node.listen,
-                        health_only_handler(ctx),
-                        error_reply,
-                        cfg.transport,
-                    ),
-                    shutdown_s=shutdown,
-                )
-            )
+            children.append(health_api)
         children.append(control)
         strategy = "one_for_one"
     return SupervisorSpec(
