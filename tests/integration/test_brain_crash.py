@@ -50,6 +50,12 @@ def run_until_acks(data_dir: Path, start: int, seed: int, acks: int,
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         if proc.stdout:
+            # Acks the child printed before it died but we had not read yet are
+            # acknowledged too: count them, or the stored-count bound below is wrong.
+            for line in proc.stdout.read().splitlines(keepends=True):
+                parts = line.split()
+                if line.endswith("\n") and len(parts) == 4 and parts[0] == "ack":
+                    got.append((int(parts[1]), parts[2], int(parts[3])))
             proc.stdout.close()
         if proc.stderr:
             proc.stderr.close()
