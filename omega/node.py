@@ -107,10 +107,7 @@ def _secret(cfg: NodeConfig, name: str) -> bytes:
 
 def run_node(cfg: NodeConfig) -> int:
     setup_logging(cfg.node.log_level, node=cfg.node.name)
-    try:
-        secrets = read_role_secrets(cfg)
-    except ConfigError:
-        raise  # the CLI prints it and exits 2, before any actor starts
+    secrets = read_role_secrets(cfg)  # ConfigError: the CLI exits 2 before any actor starts
     cfg.node.data_dir.mkdir(parents=True, exist_ok=True)
     ctx = NodeContext(cfg=cfg, secrets=secrets)
     exit_code = [EXIT_OK]

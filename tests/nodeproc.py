@@ -34,8 +34,13 @@ def free_port() -> int:
         return port
 
 
-def wait_for(cond: Callable[[], T | None], timeout: float, what: str) -> T:
-    """Poll ``cond`` until it returns a truthy value; fail after ``timeout`` seconds."""
+def wait_for(
+    cond: Callable[[], T | None], timeout: float, what: str = "condition", interval: float = 0.02
+) -> T:
+    """Poll ``cond`` until it returns a truthy value; fail after ``timeout`` seconds.
+
+    ``interval`` only paces the polling; nothing waits for a fixed time.
+    """
     deadline = time.monotonic() + timeout
     pause = threading.Event()
     while True:
@@ -44,7 +49,7 @@ def wait_for(cond: Callable[[], T | None], timeout: float, what: str) -> T:
             return value
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        pause.wait(0.02)
+        pause.wait(interval)
 
 
 def node_env(extra: dict[str, str] | None = None) -> dict[str, str]:

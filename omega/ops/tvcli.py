@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import time
 from collections.abc import Iterator
@@ -33,27 +32,18 @@ class CatalogFileError(OmegaError):
 def read_catalog(path: Path) -> Iterator[CatalogEntry]:
     """MovieLens ``movies.csv`` (movieId,title,genres) or JSON lines with
     ``id``, ``title`` and optional ``genres``, ``description``, ``year``, ``duration_min``."""
-    from omega.sim.movielens import split_title
+    from omega.sim.movielens import read_movies_csv
 
     if path.suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as f:
-            rows = csv.reader(f)
-            header = next(rows, None)
-            if header != ["movieId", "title", "genres"]:
-                raise CatalogFileError(path, 1, "expected the header movieId,title,genres")
-            for line, row in enumerate(rows, start=2):
-                if len(row) != 3:
-                    raise CatalogFileError(path, line, f"expected 3 fields, got {len(row)}")
-                _, year = split_title(row[1])
-                genres = tuple(g for g in row[2].split("|") if g and g != "(no genres listed)")
-                yield CatalogEntry(
-                    id=row[0],
-                    title=row[1][:256],
-                    genres=genres,
-                    description="",
-                    year=year or 0,
-                    duration_min=0,
-                )
+        for item_id, item in read_movies_csv(path):
+            yield CatalogEntry(
+                id=str(item_id),
+                title=item.title[:256],
+                genres=item.genres,
+                description="",
+                year=item.year or 0,
+                duration_min=0,
+            )
         return
     with path.open(encoding="utf-8") as f:
         for line, text in enumerate(f, start=1):

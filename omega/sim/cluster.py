@@ -119,6 +119,8 @@ class Cluster:
         self.aggregator = f"tcp://{h}:{b + 30}"
         self.hub = f"tcp://{h}:{b + 40}"
         self.tv_dir = root / "tv-1"
+        self.shard_names = [f"shard-{chr(ord('a') + i)}" for i in range(n)]
+        self.shard_controls = [f"ipc://{root / name / 'control.sock'}" for name in self.shard_names]
 
     @property
     def fleet_key(self) -> bytes:
@@ -131,9 +133,8 @@ class Cluster:
         cfgdir.mkdir(parents=True, exist_ok=True)
         files: dict[str, Path] = {}
         peers = ", ".join(f'"{r}={ep}"' for r, ep in zip(self.raft, self.shard_listen, strict=True))
-        for i, (listen, raft) in enumerate(zip(self.shard_listen, self.raft, strict=True)):
+        for name, listen, raft in zip(self.shard_names, self.shard_listen, self.raft, strict=True):
             partners = ", ".join(f'"{p}"' for p in self.raft if p != raft)
-            name = f"shard-{chr(ord('a') + i)}"
             files[name] = self._write(
                 cfgdir / f"{name}.toml",
                 f"""role = "shard"
@@ -304,22 +305,19 @@ def run_local_cluster(args: argparse.Namespace) -> int:
 
 def _bring_up(c: Cluster, files: dict[str, Path]) -> None:
     s = c.s
-    for i in range(s.shard_replicas):
-        name = f"shard-{chr(ord('a') + i)}"
+    for name in c.shard_names:
         c.start(name, "shard", files[name])
     c.start("aggregator", "aggregator", files["aggregator"])
     c.start("hub", "hub", files["hub"])
     c.start("tv-1", "tv", files["tv-1"])
     for name, addr in [
-        *((f"shard-{chr(ord('a') + i)}", ep) for i, ep in enumerate(c.shard_listen)),
+        *zip(c.shard_names, c.shard_listen, strict=True),
         ("aggregator", c.aggregator),
         ("hub", c.hub),
     ]:
         reply = wait_until(lambda a=addr: _healthy(a), 60, f"{name} health ok", c.check_alive)  # type: ignore[misc]
         say(f"  {name:<11} {addr:<24} health: {reply.status} (role {reply.role})")
-    controls = [
-        f"ipc://{c.root / f'shard-{chr(97 + i)}' / 'control.sock'}" for i in range(s.shard_replicas)
-    ]
+    controls = c.shard_controls
 
     def leader() -> str | None:
         statuses = [_raft_status(ctl) for ctl in controls]
@@ -426,14 +424,11 @@ def _simulate_fleet(c: Cluster) -> None:
         f"{took:.1f} s: {n / took:.0f} syncs/s, push ack p50 {statistics.median(lat):.1f} ms, "
         f"p99 {p99:.1f} ms"
     )
-    _check_replicas(c, n)
+    _check_replicas(c)
 
 
-def _check_replicas(c: Cluster, expected_devices: int) -> None:
-    controls = [
-        f"ipc://{c.root / f'shard-{chr(97 + i)}' / 'control.sock'}"
-        for i in range(c.s.shard_replicas)
-    ]
+def _check_replicas(c: Cluster) -> None:
+    controls = c.shard_controls
 
     def converged() -> list[Any] | None:
         st = [_raft_status(ctl) for ctl in controls]

@@ -210,7 +210,7 @@ def load_movielens(path: Path | str) -> MovieLens:
     folder = Path(path)
     layout = detect_layout(folder)
     if layout == "ml-latest":
-        meta = dict(_read_movies_csv(folder / "movies.csv"))
+        meta = dict(read_movies_csv(folder / "movies.csv"))
         rows = list(_read_ratings_csv(folder / "ratings.csv"))
         ratings_file = folder / "ratings.csv"
     else:
@@ -276,7 +276,8 @@ def _lines(path: Path, encoding: str) -> list[str]:
         raise DatasetError(path, f"cannot read: {exc.strerror or exc}") from None
 
 
-def _read_movies_csv(path: Path) -> Iterator[tuple[int, Item]]:
+def read_movies_csv(path: Path) -> Iterator[tuple[int, Item]]:
+    """The titles of a MovieLens ``movies.csv`` (movieId,title,genres), year split off."""
     reader = csv.reader(_lines(path, "utf-8"))
     _expect_header(path, next(reader, None), ["movieId", "title", "genres"])
     for row in reader:
