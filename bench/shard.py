@@ -14,7 +14,10 @@ Phases, all in one run (ratios are taken between figures of the same run):
    syncing every 5 minutes.
 
 The rate limit is off in the group under test (one device pushes many times per
-run); everything else is the shard's default configuration.
+run); everything else is the shard's default configuration, including
+``[transport] workers`` (8: a push waiting for its commit holds no worker, its
+reply is deferred). The bare pynng server keeps 128 blocking context threads
+(``--workers``), one per request in flight as its model requires.
 """
 
 from __future__ import annotations
@@ -80,6 +83,9 @@ def worker_bare_server(port: int, workers: int, reply_bytes: int) -> None:
         threading.Thread(target=serve, daemon=True).start()
     print("ready", flush=True)
     sys.stdin.read()  # until the parent closes our stdin
+    # Exit without interpreter teardown: nng_fini at exit with 128 threads parked in
+    # receive can panic (nng prints a backtrace) before the parent's SIGKILL lands.
+    os._exit(0)
 
 
 def _window(run: Any, seconds: float, warmup: float) -> tuple[float, float, float]:
@@ -298,7 +304,11 @@ def main() -> int:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--devices", type=int, default=1000)
     p.add_argument("--threads", type=int, default=64, help="load threads (requests in flight)")
-    p.add_argument("--workers", type=int, default=128, help="server worker threads")
+    p.add_argument("--workers", type=int, default=128,
+                   help="bare pynng server: worker threads (one blocking context each)")
+    p.add_argument("--shard-workers", type=int, default=8,
+                   help="replicas: [transport] workers (a push waiting for its commit holds "
+                        "no worker: its reply is deferred)")
     p.add_argument("--seconds", type=float, default=None)
     p.add_argument("--kills", type=int, default=5)
     p.add_argument("--delay-ms", type=float, default=None,
@@ -337,7 +347,7 @@ def orchestrate(a: argparse.Namespace, seconds: float) -> int:
     warm = 1.0 if a.quick else 2.0
     say = (lambda *x: None) if a.json else (lambda *x: print(*x, flush=True))
     out: dict[str, Any] = {"devices": a.devices, "threads": a.threads, "workers": a.workers,
-                           "seconds": seconds}
+                           "shard_workers": a.shard_workers, "seconds": seconds}
     t_start = time.monotonic()
     push_req, push_rep = push_sizes()
     say(f"bare pynng: {a.threads} client threads, {a.workers} server threads, {seconds:g} s")
@@ -352,7 +362,7 @@ def orchestrate(a: argparse.Namespace, seconds: float) -> int:
         if a.pipeline is not None:
             shard["group_commit_pipeline"] = a.pipeline
         out["shard_settings"] = shard
-        c = ShardCluster(Path(tmp), workers=a.workers, launcher=a.launcher, shard=shard)
+        c = ShardCluster(Path(tmp), workers=a.shard_workers, launcher=a.launcher, shard=shard)
         try:
             leader = c.start(120)
             seeded = _seed_global(leader)
@@ -362,7 +372,9 @@ def orchestrate(a: argparse.Namespace, seconds: float) -> int:
             say(f"  pull sizes ({PULL_REQUEST_BYTES} B → {pull_reply} B): "
                 f"{out['bare_pull']['rate']:,.0f} req/s")
             watch = {n.name: n.pid for n in c.nodes}
-            say(f"group of 3 ({a.launcher}); leader {leader.name}; {a.devices} devices pushing")
+            leader = c.wait_leader(60)  # it may have moved while the bare phases ran
+            say(f"group of 3 ({a.launcher}, {a.shard_workers} workers each); leader "
+                f"{leader.name}; {a.devices} devices pushing")
             push, cpu = run_worker(["--worker", "push", "--endpoints", ",".join(c.endpoints),
                                     "--devices", str(a.devices), "--threads", str(a.threads),
                                     "--seconds", str(seconds), "--warmup", str(warm)],

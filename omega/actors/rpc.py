@@ -2,9 +2,10 @@
 
 The actor is thin on purpose: requests are served on the server's own blocking
 context threads (the fast path measured in docs/transport.md), not through the
-actor's inbox. The actor's job is the socket's lifecycle under supervision: it
-binds in ``on_start``, closes in ``on_stop``, and crashes — so its supervisor
-restarts it — when a worker thread dies.
+actor's inbox; a handler that answers later returns a ``Pending`` (the shard's
+pushes), so a request waiting for something else holds no thread. The actor's job
+is the socket's lifecycle under supervision: it binds in ``on_start``, closes in
+``on_stop``, and crashes — so its supervisor restarts it — when a worker thread dies.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable
 
 from omega.actors.base import OmegaActor
 from omega.errors import TransportError
-from omega.transport import RpcServer, TransportSettings
+from omega.transport import Handler, RpcServer, TransportSettings
 
 log = logging.getLogger("omega.actors.rpc")
 
@@ -24,7 +25,7 @@ class RpcServerActor(OmegaActor):
         self,
         name: str,
         listen: str,
-        handler: Callable[[bytes], bytes],
+        handler: Handler,
         on_error: Callable[[BaseException], bytes],
         settings: TransportSettings,
         on_bound: Callable[[str], None] | None = None,

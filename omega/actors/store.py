@@ -11,11 +11,11 @@ replica.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from omega.actors.base import OmegaActor
 from omega.protocol import ErrorReply, encode
+from omega.transport import Handler, Reply
 
 if TYPE_CHECKING:
     from omega.node import NodeContext
@@ -69,15 +69,16 @@ class ShardStoreActor(OmegaActor):
         self.on_stop()
 
 
-def shard_handler(ctx: NodeContext) -> Callable[[bytes], bytes]:
+def shard_handler(ctx: NodeContext) -> Handler:
     """The sync server's handler: the current ShardService, looked up per request
-    because a restarted store publishes a new one."""
+    because a restarted store publishes a new one. A push's reply is deferred (a
+    ``Pending`` the service resolves once the push is committed, or refused)."""
 
-    def handle(frame: bytes) -> bytes:
+    def handle(frame: bytes) -> Reply:
         service = ctx.resource("shard")
         if service is None:
             return _UNAVAILABLE
-        reply: bytes = service.handle(frame)
+        reply: Reply = service.handle(frame)
         return reply
 
     return handle

@@ -4,7 +4,11 @@ The only module that imports pysyncobj. PySyncObj runs one "tick" thread per
 replica: it talks to the partners, appends and commits entries, and calls the
 replicated method ``_apply_entry`` for each committed entry in log order — which
 runs ``apply`` through ``LmdbStore.apply_entry``. ``submit`` (any thread) hands a
-command to that thread with a callback and waits for the callback.
+command to that thread with a callback and waits for the callback;
+``submit_async`` returns at once and its ``on_done`` runs on that thread (the
+shard answers a whole batch of devices from there, with no thread hand-off).
+``add_tick_hook`` runs a function on that thread on every tick, and ``wake()``
+makes it tick now: the shard's group committer proposes its batches from there.
 
 How PySyncObj is configured, and why (see docs/raft.md):
 
@@ -135,21 +139,19 @@ class _WireCodec:
 _pysyncobj_tcp.zlib = _WireCodec
 
 
+#: ``on_done(result, error)``: exactly one of them is meaningful (``error`` is None
+#: when the command was applied: ``result`` is what ``apply`` returned).
+OnDone = Callable[[Any, RaftError | None], None]
+
+
 class _Waiter:
-    """One ``submit`` waiting for its entry's callback."""
+    """One submitted command waiting for its outcome (resolved once, by its owner)."""
 
-    __slots__ = ("done", "error", "result")
+    __slots__ = ("deadline", "on_done")
 
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.result: Any = None
-        self.error: RaftError | None = None
-
-    def resolve(self, result: Any, error: RaftError | None) -> None:
-        if self.done.is_set():
-            return
-        self.result, self.error = result, error
-        self.done.set()
+    def __init__(self, on_done: OnDone, deadline: float) -> None:
+        self.on_done = on_done
+        self.deadline = deadline
 
 
 class _Core(SyncObj):  # type: ignore[misc]
@@ -183,8 +185,10 @@ class ReplicatedLmdb:
         self._wall = wall
         self._closed = False
         self._close_lock = threading.Lock()
-        self._waiters: set[_Waiter] = set()
+        self._waiters: dict[_Waiter, None] = {}  # insertion-ordered set
         self._waiters_lock = threading.Lock()
+        self._tick_hooks: list[Callable[[], None]] = []
+        self._notify: Callable[[], None] | None = None
         self._role = "follower"
         self._leadership_transitions = 0
         self._tick_ident: int | None = None
@@ -276,6 +280,11 @@ class ReplicatedLmdb:
             raise RaftError(f"cannot bind the raft port {self._settings.self_address} "
                             f"(in use, or not an address of this host)") from exc
         core.addOnTickCallback(self._on_tick)
+        # PySyncObj wakes its tick thread through this pipe when a command is queued;
+        # it has no public call for it. Without it, wake() is a no-op and a hook runs
+        # at the next tick anyway (within autoTickPeriod).
+        notifier = getattr(core, "_SyncObj__pipeNotifier", None)
+        self._notify = getattr(notifier, "notify", None)
         if not self._settings.fsync_commits:
             threading.Thread(target=self._sync_loop, name="omega-raft-sync", daemon=True).start()
         return core
@@ -307,6 +316,7 @@ class ReplicatedLmdb:
             raise
 
     def _on_tick(self) -> None:
+        self._tick_ident = threading.get_ident()
         now = time.monotonic()
         gap = 0.0 if self._last_tick is None else now - self._last_tick
         self._last_tick = now
@@ -316,6 +326,15 @@ class ReplicatedLmdb:
             # The Raft thread was held up past an election timeout: partners may
             # have started an election (a starved host, a blocking callback).
             self._slow_ticks += 1
+        if self._waiters:
+            for waiter in [w for w in list(self._waiters) if w.deadline <= now]:
+                self._resolve(waiter, None, CommitTimeout(
+                    "no outcome in time; the command may still be applied"))
+        for hook in self._tick_hooks:
+            try:
+                hook()
+            except Exception:  # a hook must not stop Raft
+                log.exception("raft tick hook failed")
 
     def _on_state_changed(self, old: int, new: int) -> None:
         self._role = _ROLES.get(new, str(new))
@@ -332,7 +351,26 @@ class ReplicatedLmdb:
         with self._waiters_lock:
             waiters = list(self._waiters)
         for waiter in waiters:
-            waiter.resolve(None, error)
+            self._resolve(waiter, None, error)
+
+    def _resolve(self, waiter: _Waiter, result: Any, error: RaftError | None) -> None:
+        """Give ``waiter`` its outcome, once: the first of callback, timeout, leadership
+        loss or close wins (each removes it from the registry first)."""
+        with self._waiters_lock:
+            if self._waiters.pop(waiter, _GONE) is _GONE:
+                return
+        if error is None:
+            if isinstance(result, ApplyFailed):
+                error = ApplyError(result.index, result.kind, result.message)
+                result = None
+            elif result is SKIPPED:
+                error = LeaderChanged("the entry was applied before this replica learnt "
+                                      "its outcome (snapshot); its result is unknown")
+                result = None
+        try:
+            waiter.on_done(result, error)
+        except Exception:
+            log.exception("raft submit callback failed")
 
     # -- public API --------------------------------------------------------------------
 
@@ -343,39 +381,76 @@ class ReplicatedLmdb:
         ``StoreClosed`` (refused), ``Discarded`` (not applied), ``LeaderChanged``,
         ``CommitTimeout`` (outcome unknown), ``ApplyError`` (applied, no effect).
         """
+        if threading.get_ident() == self._tick_ident:
+            raise RaftError("submit() called from apply(): it would wait for itself")
+        box: list[tuple[Any, RaftError | None]] = []
+        done = threading.Event()
+
+        def on_done(result: Any, error: RaftError | None) -> None:
+            box.append((result, error))
+            done.set()
+
+        waiter = self._start(command, timeout_s, on_done)
+        if not done.wait(timeout_s):
+            # The Raft thread expires it at the deadline; this covers a stalled one.
+            self._resolve(waiter, None, CommitTimeout(
+                f"no outcome within {timeout_s} s; the command may still be applied"))
+            done.wait(1.0)  # whoever resolved it is calling on_done
+        if not box:
+            raise CommitTimeout(f"no outcome within {timeout_s} s; the command may still "
+                                f"be applied")
+        result, error = box[0]
+        if error is not None:
+            raise error
+        return result
+
+    def submit_async(self, command: bytes, timeout_s: float, on_done: OnDone) -> None:
+        """Replicate ``command`` without waiting: ``on_done(result, error)`` is called
+        once, on the Raft thread (or the thread that closes the store).
+
+        ``error`` is None when the command was applied here (``result`` is what
+        ``apply`` returned), else one of ``submit``'s errors after the command was
+        proposed: ``Discarded``, ``LeaderChanged``, ``CommitTimeout`` (after
+        ``timeout_s``; the command may still be applied), ``ApplyError``,
+        ``StoreClosed``, ``NotLeader``, ``QueueFull``. Refusals known at once
+        (``NotLeader``, ``CommandTooLarge``, ``StoreClosed``) are raised here instead.
+        May be called from the Raft thread (an ``on_done`` or a tick hook).
+        """
+        self._start(command, timeout_s, on_done)
+
+    def _start(self, command: bytes, timeout_s: float, on_done: OnDone) -> _Waiter:
         if self._closed:
             raise StoreClosed("the replicated store is closed")
         if not isinstance(command, bytes):
             raise TypeError(f"command must be bytes, got {type(command).__name__}")
         if len(command) > self._settings.max_command_bytes:
             raise CommandTooLarge(len(command), self._settings.max_command_bytes)
-        if threading.get_ident() == self._tick_ident:
-            raise RaftError("submit() called from apply(): it would wait for itself")
         if not self._core._isLeader():
             raise NotLeader(self.leader())
-        waiter = _Waiter()
+        waiter = _Waiter(on_done, time.monotonic() + timeout_s)
         with self._waiters_lock:
-            self._waiters.add(waiter)
-        try:
-            callback = _Callback(waiter, self)
-            # A full wake-up pipe raises after the command was queued: it still runs.
-            with contextlib.suppress(BlockingIOError):
-                self._core._apply_entry(command, callback=callback)
-            if not waiter.done.wait(timeout_s):
-                raise CommitTimeout(f"no outcome within {timeout_s} s; the command may "
-                                    f"still be applied")
-        finally:
-            with self._waiters_lock:
-                self._waiters.discard(waiter)
-        if waiter.error is not None:
-            raise waiter.error
-        result = waiter.result
-        if isinstance(result, ApplyFailed):
-            raise ApplyError(result.index, result.kind, result.message)
-        if result is SKIPPED:
-            raise LeaderChanged("the entry was applied before this replica learnt its "
-                                "outcome (snapshot); its result is unknown")
-        return result
+            self._waiters[waiter] = None
+        # A full wake-up pipe raises after the command was queued: it still runs.
+        with contextlib.suppress(BlockingIOError):
+            self._core._apply_entry(command, callback=_Callback(waiter, self))
+        return waiter
+
+    def add_tick_hook(self, hook: Callable[[], None]) -> None:
+        """Run ``hook()`` on the Raft thread at every tick (after PySyncObj's own work).
+
+        Keep it short: Raft heartbeats wait for it. An exception is logged.
+        """
+        self._tick_hooks = [*self._tick_hooks, hook]
+
+    def remove_tick_hook(self, hook: Callable[[], None]) -> None:
+        self._tick_hooks = [h for h in self._tick_hooks if h != hook]
+
+    def wake(self) -> None:
+        """Make the Raft thread tick soon (from any thread): tick hooks run then."""
+        notify = self._notify
+        if notify is not None and not self._closed:
+            with contextlib.suppress(OSError):  # a full pipe already means "wake up"
+                notify()
 
     def read(self) -> AbstractContextManager[KvReader]:
         """A consistent read-only view of this replica's state (may trail the leader).
@@ -468,9 +543,12 @@ class _Callback:
 
     def __call__(self, result: Any, reason: int) -> None:
         if reason == FAIL_REASON.SUCCESS:
-            self._waiter.resolve(result, None)
+            self._owner._resolve(self._waiter, result, None)
         else:
-            self._waiter.resolve(None, _translate(reason, self._owner))
+            self._owner._resolve(self._waiter, None, _translate(reason, self._owner))
+
+
+_GONE: Any = object()
 
 
 def _translate(reason: int, owner: ReplicatedLmdb) -> RaftError:

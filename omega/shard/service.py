@@ -1,12 +1,14 @@
 """``ShardService``: the device-facing request handler of one shard replica.
 
-``handle(frame) -> frame`` is called by the transport's worker threads, many at
+``handle(frame) -> reply`` is called by the transport's worker threads, many at
 once. Pushes are validated completely before anything is proposed (see
 ``validate``), then handed to the group committer, which puts many pushes in one
-Raft entry; the request thread waits on its own future and acknowledges only
-after the entry is committed and applied. Pulls and heartbeats are served from
-this replica's applied state, leader or follower. A follower answers pushes
-with ``not_leader`` and the leader's device-facing address.
+Raft entry. A push's reply is deferred: ``handle`` returns a ``Pending`` at once
+(the worker goes on receiving) and the Raft thread resolves it — a ``PushAck``
+only after the entry is committed and applied here, else a typed error. Pulls,
+heartbeats and every refusal are answered at once. Pulls and heartbeats are
+served from this replica's applied state, leader or follower. A follower answers
+pushes with ``not_leader`` and the leader's device-facing address.
 """
 
 from __future__ import annotations
@@ -17,8 +19,6 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -44,7 +44,7 @@ from omega.protocol import (
     encode,
     verify,
 )
-from omega.raft import KvReader, LeaderChanged, NotLeader
+from omega.raft import CommitTimeout, KvReader, LeaderChanged, NotLeader
 from omega.shard import state
 from omega.shard.commands import (
     Advertise,
@@ -57,7 +57,7 @@ from omega.shard.commands import (
     SetGlobal,
     encode_command,
 )
-from omega.shard.groupcommit import GroupCommitter, Inflight
+from omega.shard.groupcommit import BatchExpired, DoneFn, GroupCommitter, Inflight, Ticket
 from omega.shard.pulls import build_pull, records_of
 from omega.shard.ratelimit import KeyedLimiter, push_retry_after
 from omega.shard.settings import ShardSettings
@@ -69,6 +69,7 @@ from omega.shard.validate import (
     device_hash,
     report_digest,
 )
+from omega.transport import Pending, Reply
 
 log = logging.getLogger("omega.shard")
 
@@ -83,6 +84,15 @@ class ShardStore(Protocol):
     """What the service needs from ``omega.raft.ReplicatedLmdb``."""
 
     def submit(self, command: bytes, timeout_s: float) -> Any: ...
+
+    def submit_async(self, command: bytes, timeout_s: float,
+                     on_done: Callable[[Any, StoreError | None], None]) -> None: ...
+
+    def add_tick_hook(self, hook: Callable[[], None]) -> None: ...
+
+    def remove_tick_hook(self, hook: Callable[[], None]) -> None: ...
+
+    def wake(self) -> None: ...
 
     def read(self) -> AbstractContextManager[KvReader]: ...
 
@@ -128,7 +138,8 @@ class ShardService:
         self._committer: GroupCommitter[PushEntry] = GroupCommitter(
             self._commit, max_batch=settings.group_commit_max_batch,
             max_delay_s=settings.group_commit_max_delay_ms / 1000.0,
-            pipeline=settings.group_commit_pipeline, clock=clock)
+            pipeline=settings.group_commit_pipeline, clock=clock, wake=store.wake)
+        self._pump = self._committer.pump
         self._inflight = Inflight()
         self._reads = KeyedLimiter(settings.pull_interval_s, settings.pull_burst, clock=clock)
         self._pull_cache: OrderedDict[tuple[int, str, int], bytes] = OrderedDict()
@@ -141,9 +152,10 @@ class ShardService:
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> ShardService:
-        """Start the group-commit threads and the leader's advertisement check."""
-        self._committer.start()
+        """Drive the group committer from the Raft thread; start the leader's
+        advertisement check."""
         if self._maint is None:
+            self._store.add_tick_hook(self._pump)
             self._maint = threading.Thread(target=self._maintain, name="omega-shard-maint",
                                            daemon=True)
             self._maint.start()
@@ -152,6 +164,7 @@ class ShardService:
     def close(self) -> None:
         """Stop; pushes still queued are answered ``unavailable``. Idempotent."""
         self._stop.set()
+        self._store.remove_tick_hook(self._pump)
         self._committer.close()
         if self._maint is not None:
             self._maint.join(5.0)
@@ -164,12 +177,13 @@ class ShardService:
 
     # -- the handler -----------------------------------------------------------------
 
-    def handle(self, frame: bytes) -> bytes:
-        """One device request → one reply frame. Never raises for bad input."""
+    def handle(self, frame: bytes) -> Reply:
+        """One device request → its reply frame, or a ``Pending`` one (an accepted push,
+        answered once committed). Never raises for bad input."""
         try:
             msg = decode(frame, allowed=_DEVICE_TYPES)
             if isinstance(msg, Push):
-                reply: Message | bytes = self._push(msg)
+                reply: Message | bytes | Pending = self._push(msg)
             elif isinstance(msg, Pull):
                 reply = self._pull(msg)
             elif isinstance(msg, Heartbeat):
@@ -182,6 +196,8 @@ class ShardService:
         if isinstance(reply, bytes):  # a cached, already encoded PullResp
             self._count("ok.PullResp")
             return reply
+        if isinstance(reply, Pending):
+            return reply
         self._count(f"ok.{type(reply).__name__}")
         return encode(reply)
 
@@ -192,7 +208,7 @@ class ShardService:
 
     # -- push ------------------------------------------------------------------------
 
-    def _push(self, msg: Push) -> Message:
+    def _push(self, msg: Push) -> Message | Pending:
         s = self.settings
         check_push_shape(msg, s)
         now_ms = int(self._wall() * 1000)
@@ -223,49 +239,72 @@ class ShardService:
         deadline = self._clock() + s.push_timeout_s
         entry = PushEntry(dhash, msg.seq, digest, msg.reports)
         try:
-            kind, fut = self._inflight.claim(
+            kind, ticket = self._inflight.claim(
                 dhash, msg.seq, lambda: self._committer.submit(entry, deadline))
         except StoreError as exc:
             raise Unavailable(f"cannot queue the push: {exc}",
                               retry_after_s=_RETRY_SOON_S) from None
-        if kind == "busy" or fut is None:
+        if kind == "busy" or ticket is None:
             raise RateLimited("another push of this device is being committed",
                               retry_after_s=max(s.rate_limit_interval_s, _RETRY_SOON_S))
-        outcome = self._wait(fut, deadline)
-        if outcome.status in ("applied", "duplicate"):
-            self._count(f"push.{outcome.status}")
-            return PushAck(msg.seq, outcome.version, s.rate_limit_interval_s)
-        raise Replay(f"sequence number {msg.seq} was already used ({outcome.status})")
+        # Answered from the Raft thread once the batch's outcome is known; the
+        # request's worker thread goes back to receiving now.
+        reply = Pending()
+        seq = msg.seq
+        ticket.add_done_callback(lambda t: reply.resolve(self._push_reply(t, seq)))
+        return reply
 
-    def _wait(self, fut: Future[Any], deadline: float) -> PushOutcome:
+    def _push_reply(self, ticket: Ticket, seq: int) -> bytes:
+        """The reply to an accepted push, from its batch's outcome (Raft thread).
+        Never raises: the device must hear something."""
         try:
-            result = fut.result(timeout=max(0.0, deadline - self._clock()))
-        except FutureTimeout:
-            raise Unavailable("the push was not committed in time; retry it unchanged",
-                              retry_after_s=_RETRY_SOON_S) from None
-        except NotLeader:
-            raise self._not_leader() from None
-        except LeaderChanged:
-            # Outcome unknown (or discarded): the device retries with the same sequence
-            # number and the state machine applies it at most once.
-            if not self._store.is_leader():
-                raise self._not_leader() from None
-            raise Unavailable("leader changed; retry unchanged",
-                              retry_after_s=_RETRY_SOON_S) from None
-        except StoreError as exc:
-            raise Unavailable(f"not committed: {type(exc).__name__}",
-                              retry_after_s=_RETRY_SOON_S) from None
-        if not isinstance(result, PushOutcome):
-            raise Unavailable("unexpected commit result", retry_after_s=_RETRY_SOON_S)
-        return result
+            result, error = ticket.outcome()
+            if error is not None:
+                raise self._commit_error(error) from None
+            if not isinstance(result, PushOutcome):
+                raise Unavailable("unexpected commit result", retry_after_s=_RETRY_SOON_S)
+            if result.status not in ("applied", "duplicate"):
+                raise Replay(f"sequence number {seq} was already used ({result.status})")
+            frame = encode(PushAck(seq, result.version, self.settings.rate_limit_interval_s))
+            self._count("ok.PushAck", f"push.{result.status}")
+            return frame
+        except ProtocolError as exc:
+            self._count(f"error.{exc.code}")
+            return encode(ErrorReply.from_error(exc))
+        except Exception as exc:
+            log.exception("push reply failed")
+            return self.on_error(exc)
 
-    def _commit(self, entries: Sequence[PushEntry]) -> list[PushOutcome]:
-        """Group committer → one Raft entry; runs on a committer thread."""
+    def _commit_error(self, error: BaseException) -> ProtocolError:
+        """What a device hears when its push's batch failed: retry it unchanged (the
+        state machine applies a (device, sequence) at most once), maybe elsewhere."""
+        if isinstance(error, BatchExpired | CommitTimeout):
+            return Unavailable("the push was not committed in time; retry it unchanged",
+                               retry_after_s=_RETRY_SOON_S)
+        if isinstance(error, NotLeader):
+            return self._not_leader()
+        if isinstance(error, LeaderChanged):
+            # Outcome unknown (or discarded).
+            if not self._store.is_leader():
+                return self._not_leader()
+            return Unavailable("leader changed; retry unchanged", retry_after_s=_RETRY_SOON_S)
+        if isinstance(error, StoreError):
+            return Unavailable(f"not committed: {type(error).__name__}",
+                               retry_after_s=_RETRY_SOON_S)
+        log.error("push commit failed unexpectedly", exc_info=error)
+        return Unavailable("not committed", retry_after_s=_RETRY_SOON_S)
+
+    def _commit(self, entries: Sequence[PushEntry], timeout_s: float, done: DoneFn) -> None:
+        """Group committer → one Raft entry (on the Raft thread); ``done`` is called
+        there once the entry is applied, or has failed."""
         cmd = PushBatch(int(self._wall() * 1000), self.settings.k_anonymity, tuple(entries))
-        result = self._store.submit(encode_command(cmd), self.settings.push_timeout_s)
-        if not isinstance(result, list) or len(result) != len(entries):
-            raise StoreError(f"push batch answered {result!r}")
-        return result
+
+        def on_done(result: Any, error: StoreError | None) -> None:
+            if error is None and (not isinstance(result, list) or len(result) != len(entries)):
+                error = StoreError(f"push batch answered {result!r}")
+            done(result, error)
+
+        self._store.submit_async(encode_command(cmd), max(0.001, timeout_s), on_done)
 
     def _not_leader(self) -> NotLeaderError:
         leader = self._store.leader()
@@ -312,7 +351,7 @@ class ShardService:
                               region=msg.region, wanted=wanted,
                               max_records=self.settings.pull_max_records,
                               max_bytes=self.settings.pull_max_bytes)
-        self._count("pull.records", plan.records)
+        self._count("pull.records", n=plan.records)
         frame = encode(plan.response)
         if not msg.want:
             with self._pull_lock:
@@ -412,9 +451,11 @@ class ShardService:
 
     # -- internals -------------------------------------------------------------------
 
-    def _count(self, key: str, n: int = 1) -> None:
+    def _count(self, key: str, also: str = "", n: int = 1) -> None:
         with self._counts_lock:
             self._counts[key] += n
+            if also:
+                self._counts[also] += n
 
     def _maintain(self) -> None:
         # The leader makes sure its device-facing address is replicated, so that

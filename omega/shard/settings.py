@@ -52,11 +52,12 @@ class ShardSettings:
     registration: Literal["open", "registered"] = "open"
 
     # -- group commit ------------------------------------------------------------
-    #: The committer waits at most this long after the oldest queued push for more.
+    #: While a batch is being committed, the next one waits at most this long after
+    #: its oldest push for more (an idle group proposes a push at once).
     group_commit_max_delay_ms: float = 5.0
     #: Pushes per Raft entry at most.
     group_commit_max_batch: int = 256
-    #: Batches replicating at once (the next is collected while one commits).
+    #: Batches being committed at once (the next is collected while one commits).
     group_commit_pipeline: int = 2
     #: A push not acknowledged within this time answers ``unavailable`` (retry).
     push_timeout_s: float = 3.0

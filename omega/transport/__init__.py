@@ -1,7 +1,8 @@
 """Request/reply and broadcast over nng: bytes in, bytes out.
 
 The only package that imports pynng. ``RpcServer`` serves a handler on a Rep0
-socket with a pool of (context, thread) workers; ``RpcClient`` sends requests
+socket with a pool of (context, thread) workers (a handler may answer later, with
+a ``Pending``); ``RpcClient`` sends requests
 with timeouts, bounded retries and endpoint failover; ``Publisher``/``Subscriber``
 broadcast. Errors are ``omega.errors.TransportError`` subclasses.
 """
@@ -9,6 +10,7 @@ broadcast. Errors are ``omega.errors.TransportError`` subclasses.
 from omega.transport.client import RpcClient
 from omega.transport.errors import AddressInUse, RequestTimeout, TransportClosed, TransportError
 from omega.transport.memory import InMemoryRequester, Requester
+from omega.transport.pending import Pending, Reply, reply_bytes
 from omega.transport.pubsub import Publisher, Subscriber
 from omega.transport.server import Handler, OnError, OnFatal, RpcServer
 from omega.transport.settings import TlsSettings, TransportSettings
@@ -19,7 +21,9 @@ __all__ = [
     "InMemoryRequester",
     "OnError",
     "OnFatal",
+    "Pending",
     "Publisher",
+    "Reply",
     "RequestTimeout",
     "Requester",
     "RpcClient",
@@ -29,4 +33,5 @@ __all__ = [
     "TransportClosed",
     "TransportError",
     "TransportSettings",
+    "reply_bytes",
 ]

@@ -359,3 +359,83 @@ class Channel:
         self.drop_message()
         if self._ctx is not None:
             lib.nng_ctx_close(self._ctx)
+
+
+class ServerContext(Channel):
+    """A server's context that can also be answered later, from any thread.
+
+    A worker receives on it synchronously (``recv``). When the handler answers at
+    once, the worker replies synchronously (``send``). When the handler defers its
+    reply, the worker hands the context over and takes another one; whoever has
+    the reply calls ``send_later``: one asynchronous ``nng_ctx_send`` on an aio that
+    has no completion callback, so no thread waits for nng and nng calls back no
+    Python. The caller keeps the context until ``idle()`` says that send is over
+    (it frees the message if nng did not send it); only then is it received on
+    again. Nothing cancels the aio: ``close()`` closes the context, which ends a
+    queued send with ECLOSED, then waits for the aio and frees it.
+    """
+
+    __slots__ = ("_aio", "_aiop", "sending")
+
+    def __init__(self, sock: Socket) -> None:
+        super().__init__(sock)
+        self._aiop = ffi.new("nng_aio **")
+        self._aio: Any = None
+        self.sending = False
+
+    def send_later(self, data: bytes, timeout_ms: int) -> int:
+        """Start sending ``data`` as the reply; 0, or the nng error if it could not start."""
+        if self._aio is None:
+            rv = lib.nng_aio_alloc(self._aiop, ffi.NULL, ffi.NULL)
+            if rv != OK:
+                return int(rv)
+            self._aio = self._aiop[0]
+            lib.nng_aio_set_timeout(self._aio, timeout_ms)
+        msg = self._msg
+        self._msg = None
+        if msg is None:
+            rv = lib.nng_msg_alloc(self._msgp, 0)
+            if rv != OK:
+                return int(rv)
+            msg = self._msgp[0]
+        else:
+            lib.nng_msg_clear(msg)
+        rv = lib.nng_msg_append(msg, data, len(data))
+        if rv != OK:
+            lib.nng_msg_free(msg)
+            return int(rv)
+        lib.nng_aio_set_msg(self._aio, msg)
+        self.sending = True
+        lib.nng_ctx_send(self._ctx, self._aio)
+        return OK
+
+    def idle(self) -> tuple[bool, int]:
+        """``(True, result)`` once no send is under way (result: 0 or the send's nng
+        error, whose unsent message is freed here); ``(False, 0)`` while one is."""
+        if not self.sending:
+            return True, OK
+        if lib.nng_aio_busy(self._aio):
+            return False, OK
+        self.sending = False
+        rv = int(lib.nng_aio_result(self._aio))
+        if rv != OK:
+            self._free_unsent()
+        return True, rv
+
+    def _free_unsent(self) -> None:
+        msg = lib.nng_aio_get_msg(self._aio)
+        if msg != ffi.NULL:
+            lib.nng_aio_set_msg(self._aio, ffi.NULL)
+            lib.nng_msg_free(msg)
+
+    def close(self) -> None:
+        """Close the context (a queued send ends with ECLOSED), wait for the aio, free it."""
+        if self.closed:
+            return
+        super().close()
+        if self._aio is not None:
+            lib.nng_aio_wait(self._aio)
+            self._free_unsent()
+            lib.nng_aio_free(self._aio)
+            self._aio = None
+        self.sending = False

@@ -11,7 +11,11 @@ import threading
 from typing import Protocol
 
 from omega.transport.errors import TransportClosed
+from omega.transport.pending import reply_bytes
 from omega.transport.server import Handler, OnError
+
+#: How long ``request`` waits for a deferred reply when the caller gives no timeout.
+_DEFAULT_WAIT_S = 30.0
 
 
 class Requester(Protocol):
@@ -25,7 +29,11 @@ class Requester(Protocol):
 
 
 class InMemoryRequester:
-    """Call ``handler`` in the caller's thread, answering an exception with ``on_error``."""
+    """Call ``handler`` in the caller's thread, answering an exception with ``on_error``.
+
+    A deferred reply (a ``Pending``) is waited for, up to ``timeout_s``
+    (``RequestTimeout``).
+    """
 
     def __init__(self, handler: Handler, on_error: OnError) -> None:
         self._handler = handler
@@ -41,11 +49,12 @@ class InMemoryRequester:
                 raise TransportClosed("in-memory requester is closed")
             self.requests += 1
         try:
-            return bytes(self._handler(bytes(data)))
+            reply = self._handler(bytes(data))
         except Exception as exc:
             with self._lock:
                 self.handler_failures += 1
             return self._on_error(exc)
+        return bytes(reply_bytes(reply, _DEFAULT_WAIT_S if timeout_s is None else timeout_s))
 
     def close(self) -> None:
         with self._lock:

@@ -3,15 +3,24 @@
 Thread model: one nng context per worker thread, each thread looping
 recv → handler → send. Sharing one Rep0 socket between threads without contexts
 corrupts nng's state; pynng's asyncio bridge measured 2–3x slower than blocking
-threads here, so the hot path is blocking threads. The handler runs in the worker
-thread, so ``workers`` is also the number of requests handled at once.
+threads here, so the hot path is blocking threads.
+
+Deferred replies: a handler may return a ``Pending`` instead of bytes. The worker
+then parks that request's context with the ``Pending`` and goes on receiving on
+another context (one whose earlier reply nng has sent, or a new one); whoever
+resolves the ``Pending`` sends the reply from its own thread, asynchronously (no
+thread waits for it). So a request waiting for something else (a Raft commit)
+holds no thread: ``workers`` bounds the requests being *handled* at once,
+``max_pending`` the replies outstanding.
 
 Close order (see docs/transport.md): set the closing flag; close the contexts of
 the workers waiting in recv, which wakes them with ECLOSED (a worker in its handler
-finishes it and sends the reply); join the workers with a deadline, each freeing its
-own aio; only then close the socket. Closing an nng socket while other threads are
-inside nng calls on it is where the known close races live (nanomsg/nng#2110,
-#2238), so the socket goes last.
+finishes it and sends the reply); join the workers with a deadline; wait, within the
+same deadline, for the outstanding deferred replies; refuse later ones; close every
+context (a reply still queued in nng ends with ECLOSED) and free its aio; only then
+close the socket. Closing an nng socket while other threads are inside nng calls on
+it is where the known close races live (nanomsg/nng#2110, #2238), so the socket
+goes last.
 """
 
 from __future__ import annotations
@@ -19,23 +28,28 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from omega.errors import OmegaError
 from omega.transport import _nng
 from omega.transport.errors import TransportError
+from omega.transport.pending import Pending, Reply
 from omega.transport.settings import TransportSettings
 
 log = logging.getLogger("omega.transport")
 
-Handler = Callable[[bytes], bytes]
+#: ``handler(request) -> reply``: bytes now, or a ``Pending`` resolved later.
+Handler = Callable[[bytes], Reply]
 OnError = Callable[[BaseException], bytes]
 OnFatal = Callable[[BaseException], None]
 
 #: A worker waiting for a request wakes this often to look at the closing flag,
 #: in case close() looked at it just before it began to wait. Normal close is immediate.
 _POLL_MS = 250
+#: Contexts whose deferred reply may be done that a worker looks at before opening one.
+_REUSE_LOOKS = 4
 
 
 class _Worker:
@@ -44,7 +58,7 @@ class _Worker:
     __slots__ = ("channel", "errors", "handler_failures", "index", "receiving", "replies",
                  "requests", "thread")
 
-    def __init__(self, index: int, channel: _nng.Channel) -> None:
+    def __init__(self, index: int, channel: _nng.ServerContext) -> None:
         self.index = index
         self.channel = channel
         self.thread: threading.Thread | None = None
@@ -60,6 +74,11 @@ class RpcServer:
 
     ``listen``: ``tcp://host:port`` (port 0: the kernel picks; see ``address``),
     ``ipc:///path``, ``tls+tcp://host:port`` (certificates from ``settings.tls``).
+
+    The handler returns the reply, or a ``Pending`` that it (or anything it handed
+    it to) resolves later from any thread; the reply is then sent from that thread.
+    At most ``settings.max_pending`` replies are outstanding: beyond that the
+    workers stop receiving until some are answered.
 
     A handler exception is logged, counted (``handler_failures``) and answered with
     ``on_error(exc)``; the worker keeps serving. If ``on_error`` itself raises, or a
@@ -86,6 +105,18 @@ class RpcServer:
         self._state_lock = threading.Lock()
         self._dead_workers = 0
         self._dropped_conns = 0
+        # Deferred replies. Contexts handed to a Pending are "parked"; once answered
+        # they are "sending" until nng is done with them, then taken by a worker again.
+        self._parked: set[_nng.ServerContext] = set()
+        self._sending: deque[_nng.ServerContext] = deque()
+        self._pending_cond = threading.Condition(threading.Lock())
+        self._sends_running = 0
+        self._refuse_replies = False
+        self._full_waiters = 0
+        self._deferred = 0
+        self._deferred_replies = 0
+        self._deferred_errors = 0
+        self._send_ms = _nng.to_ms(settings.send_timeout_s)
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -98,7 +129,7 @@ class RpcServer:
             try:
                 self._listener, self._address = _nng.listen(sock, self._url)
                 with _nng.translated("open server contexts"):
-                    self._workers = [_Worker(i, _nng.Channel(sock))
+                    self._workers = [_Worker(i, _nng.ServerContext(sock))
                                      for i in range(self._settings.workers)]
             except BaseException:
                 for w in self._workers:
@@ -131,6 +162,8 @@ class RpcServer:
             if w.receiving:
                 w.channel.abort()  # wakes its recv; a busy worker finishes its reply
         deadline = time.monotonic() + self._settings.close_timeout_s
+        with self._pending_cond:
+            self._pending_cond.notify_all()  # a worker waiting for room to receive
         for w in self._workers:
             if w.thread is not None:
                 w.thread.join(max(0.0, deadline - time.monotonic()))
@@ -140,6 +173,7 @@ class RpcServer:
             # with ECLOSED, and the thread ends when the handler returns.
             log.warning("rpc server closing with busy workers", extra={"fields": {
                 "server": self._name, "workers": stuck}})
+        self._close_deferred(deadline)
         self._dropped_conns = self._read_drops()
         _nng.close_socket(sock)
         _nng.untrack(self)
@@ -176,17 +210,26 @@ class RpcServer:
         return int(self._sock.recv_max_size)
 
     def stats(self) -> dict[str, int]:
-        """Counters: requests received, replies sent, handler failures, transport errors,
-        connections nng dropped (oversize frames land here), live and dead workers."""
+        """Counters: requests received, replies sent (at once or deferred), handler
+        failures, transport errors, connections nng dropped (oversize frames land here),
+        live and dead workers, deferred replies (all, outstanding now), contexts open."""
         ws = self._workers
+        with self._pending_cond:
+            parked = len(self._parked)
+            deferred, deferred_replies = self._deferred, self._deferred_replies
+            deferred_errors = self._deferred_errors
+            contexts = len(ws) + parked + len(self._sending)
         return {
             "requests": sum(w.requests for w in ws),
-            "replies": sum(w.replies for w in ws),
+            "replies": sum(w.replies for w in ws) + deferred_replies,
             "handler_failures": sum(w.handler_failures for w in ws),
-            "errors": sum(w.errors for w in ws),
+            "errors": sum(w.errors for w in ws) + deferred_errors,
             "dropped_conns": self._read_drops() if not self._closed else self._dropped_conns,
             "workers_alive": sum(1 for w in ws if w.thread is not None and w.thread.is_alive()),
             "workers_dead": self._dead_workers,
+            "deferred": deferred,
+            "pending": parked,
+            "contexts": contexts,
         }
 
     def _read_drops(self) -> int:
@@ -200,12 +243,13 @@ class RpcServer:
     # --- the worker loop -----------------------------------------------------------
 
     def _run(self, w: _Worker) -> None:
-        ch = w.channel
         handler = self._handler
         on_error = self._on_error
-        send_ms = _nng.to_ms(self._settings.send_timeout_s)
+        send_ms = self._send_ms
+        max_pending = self._settings.max_pending
         try:
             while not self._closing:
+                ch = w.channel
                 w.receiving = True
                 rv, data = ch.recv(_POLL_MS)
                 w.receiving = False
@@ -222,12 +266,17 @@ class RpcServer:
                 w.requests += 1
                 try:
                     reply = handler(data)
-                    if type(reply) is not bytes:
+                    if type(reply) is not bytes and not isinstance(reply, Pending):
                         reply = _as_bytes(reply)
                 except Exception as exc:
                     w.handler_failures += 1
                     self._log_failure(exc)
                     reply = on_error(exc)  # if this raises, the worker dies: on_fatal
+                if type(reply) is not bytes:  # a Pending: answered later, by its resolver
+                    self._park(w, reply)
+                    if len(self._parked) >= max_pending:
+                        self._wait_for_room(max_pending)
+                    continue
                 rv = ch.send(reply, send_ms)
                 if rv == _nng.OK:
                     w.replies += 1
@@ -243,7 +292,104 @@ class RpcServer:
             self._worker_died(w, exc)
         finally:
             w.receiving = False
-            ch.close()
+            w.channel.close()
+
+    # --- deferred replies ----------------------------------------------------------
+
+    def _park(self, w: _Worker, pending: Reply) -> None:
+        """Hand the worker's context to ``pending``; give the worker another one."""
+        assert isinstance(pending, Pending)
+        ctx = w.channel
+        w.channel = self._take_context()
+        with self._pending_cond:
+            self._parked.add(ctx)
+            self._deferred += 1
+        pending.on_resolve(lambda reply: self._answer(ctx, reply))  # maybe right now
+
+    def _take_context(self) -> _nng.ServerContext:
+        """A context for a worker: one whose deferred reply nng has sent (the oldest
+        first; a few are looked at), else a new one."""
+        sending = self._sending
+        for _ in range(min(_REUSE_LOOKS, len(sending))):
+            try:
+                ctx = sending.popleft()
+            except IndexError:  # another worker took the last one
+                break
+            done, rv = ctx.idle()
+            if done:
+                if rv != _nng.OK:
+                    self._reply_failed(rv)
+                return ctx
+            sending.append(ctx)  # still queued behind a slow connection
+        with _nng.translated("open a server context"):
+            return _nng.ServerContext(self._sock)
+
+    def _answer(self, ctx: _nng.ServerContext, reply: bytes) -> None:
+        """Send a deferred reply from the resolving thread; never raises."""
+        cond = self._pending_cond
+        with cond:
+            self._parked.discard(ctx)
+            if self._refuse_replies:  # closing: the context is closed with the socket
+                return
+            self._sends_running += 1
+        rv = _nng.ENOMEM
+        try:
+            if type(reply) is not bytes:
+                reply = _as_bytes(reply)
+            rv = ctx.send_later(reply, self._send_ms)
+        except Exception:
+            log.exception("rpc deferred reply failed", extra={"fields": {"server": self._name}})
+        finally:
+            with cond:
+                self._sends_running -= 1
+                if rv == _nng.OK:
+                    self._deferred_replies += 1
+                else:
+                    self._deferred_errors += 1
+                self._sending.append(ctx)  # a worker takes it once nng is done (idle())
+                if self._full_waiters or (self._refuse_replies and not self._sends_running):
+                    cond.notify_all()
+
+    def _reply_failed(self, rv: int) -> None:
+        with self._pending_cond:
+            self._deferred_replies -= 1
+            self._deferred_errors += 1
+        log.info("rpc reply not sent", extra={"fields": {
+            "server": self._name, "error": _nng.strerror(rv)}})
+
+    def _wait_for_room(self, max_pending: int) -> None:
+        cond = self._pending_cond
+        with cond:
+            self._full_waiters += 1
+            try:
+                while len(self._parked) >= max_pending and not self._closing:
+                    cond.wait(_POLL_MS / 1000)
+            finally:
+                self._full_waiters -= 1
+
+    def _close_deferred(self, deadline: float) -> None:
+        """Let outstanding deferred replies go out until ``deadline``, then close every
+        context that is not a worker's own (each worker closed its own)."""
+        cond = self._pending_cond
+        with cond:
+            while self._parked and time.monotonic() < deadline:
+                self._full_waiters += 1
+                try:
+                    cond.wait(min(0.05, max(0.0, deadline - time.monotonic())))
+                finally:
+                    self._full_waiters -= 1
+            if self._parked:
+                log.warning("rpc server closing with unanswered deferred replies",
+                            extra={"fields": {"server": self._name,
+                                              "pending": len(self._parked)}})
+            self._refuse_replies = True
+            while self._sends_running:
+                cond.wait(0.05)
+            rest = [*self._parked, *self._sending]
+            self._parked.clear()
+            self._sending.clear()
+        for ctx in rest:
+            ctx.close()
 
     def _log_failure(self, exc: Exception) -> None:
         if isinstance(exc, OmegaError):

@@ -41,8 +41,11 @@ class TlsSettings:
 class TransportSettings:
     """Request/reply over nng: worker pool, size limit, timeouts, retries, reconnects."""
 
-    #: Server: contexts on the Rep0 socket, each served by one blocking thread.
+    #: Server: threads receiving and handling requests, each on its own context.
     workers: int = 8
+    #: Server: replies a handler deferred (returned a ``Pending``) that may be
+    #: outstanding at once; at the limit the workers stop receiving until one is sent.
+    max_pending: int = 4096
     #: Largest frame a socket accepts, in bytes. nng drops a bigger frame and closes
     #: that connection. Our largest message is a PullResp (≤ 5 KB typical).
     recv_max_size: int = 64 * 1024
@@ -66,6 +69,8 @@ class TransportSettings:
 
     def __post_init__(self) -> None:
         require(1 <= self.workers <= 256, "workers", "must be between 1 and 256")
+        require(1 <= self.max_pending <= 1_000_000, "max_pending",
+                "must be between 1 and 1000000")
         require(1024 <= self.recv_max_size <= 64 * 1024 * 1024, "recv_max_size",
                 "must be between 1 KiB and 64 MiB (0, nng's 'unlimited', is not allowed)")
         require(0.001 <= self.request_timeout_s <= 600, "request_timeout_s",

@@ -17,7 +17,9 @@ import pytest
 from omega.raft import (
     ApplyError,
     CommandTooLarge,
+    CommitTimeout,
     KvWriter,
+    LeaderChanged,
     NotLeader,
     PasswordRequired,
     RaftError,
@@ -174,6 +176,83 @@ def test_submit_from_apply_is_refused(tmp_path: Path, port: int) -> None:
         assert any("from apply()" in str(e) for e in errors)
     finally:
         node.close()
+
+
+class Outcomes:
+    """``on_done`` for ``submit_async``: records (result, error, thread) per call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[object, BaseException | None, int]] = []
+        self.cond = threading.Condition()
+
+    def __call__(self, result: object, error: BaseException | None) -> None:
+        with self.cond:
+            self.calls.append((result, error, threading.get_ident()))
+            self.cond.notify_all()
+
+    def wait(self, n: int, timeout: float = 10.0) -> list[tuple[object, BaseException | None, int]]:
+        with self.cond:
+            assert self.cond.wait_for(lambda: len(self.calls) >= n, timeout), self.calls
+            return list(self.calls)
+
+
+def test_submit_async_answers_on_the_raft_thread(single: ReplicatedLmdb) -> None:
+    done = Outcomes()
+    single.submit_async(b"a1", 5, done)
+    single.submit_async(b"boom", 5, done)
+    (r1, e1, t1), (r2, e2, t2) = done.wait(2)
+    assert (r1, e1) == (1, None) and r2 is None and isinstance(e2, ApplyError)
+    assert t1 == t2 != threading.get_ident()  # the Raft thread, not the caller
+    with pytest.raises(CommandTooLarge):  # refusals known at once are raised
+        single.submit_async(b"x" * 4097, 5, done)
+    assert single.submit(b"a2", 5) == 2  # the blocking form still works
+
+
+def test_tick_hooks_run_on_the_raft_thread_and_may_propose(single: ReplicatedLmdb) -> None:
+    done = Outcomes()
+    proposed: list[int] = []
+    hook_threads: set[int] = set()
+
+    def hook() -> None:
+        hook_threads.add(threading.get_ident())
+        if not proposed:  # a hook proposes from the Raft thread (the shard's committer)
+            proposed.append(1)
+            single.submit_async(b"from-hook", 5, done)
+
+    single.add_tick_hook(hook)
+    single.wake()
+    ((result, error, thread),) = done.wait(1)
+    assert (result, error) == (1, None) and hook_threads == {thread}
+    single.remove_tick_hook(hook)
+    single.wake()
+    with single.read() as view:
+        assert view.get("main", b"cmd:from-hook") is not None
+
+
+def test_no_majority_times_out_once(tmp_path: Path) -> None:
+    a, b = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    na = ReplicatedLmdb(RaftSettings(self_address=a, partners=(b,)), tmp_path / "a",
+                        PASSWORD, apply)
+    nb = ReplicatedLmdb(RaftSettings(self_address=b, partners=(a,)), tmp_path / "b",
+                        PASSWORD, apply)
+    try:
+        leader = wait_for(lambda: next((n for n in (na, nb) if n.is_leader()), None), 10,
+                          "a leader")
+        assert leader.submit(b"ok", 5) == 1
+        (nb if leader is na else na).close()  # the only follower is gone: nothing commits
+        done = Outcomes()
+        t0 = time.monotonic()
+        leader.submit_async(b"stuck", 0.3, done)
+        ((result, error, _),) = done.wait(1)
+        assert result is None and isinstance(error, CommitTimeout)
+        assert time.monotonic() - t0 < 1.4  # before the leader steps down (1.5 s)
+        with pytest.raises((CommitTimeout, LeaderChanged, NotLeader)):
+            leader.submit(b"stuck too", 0.3)
+        wait_for(lambda: not leader.is_leader(), 10, "the cut-off leader to step down")
+        assert len(done.calls) == 1  # stepping down does not answer it again
+    finally:
+        na.close()
+        nb.close()
 
 
 def test_closed_store_refuses(single: ReplicatedLmdb) -> None:

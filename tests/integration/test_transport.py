@@ -15,6 +15,8 @@ from omega.schema import SettingError, load
 from omega.transport import (
     AddressInUse,
     InMemoryRequester,
+    Pending,
+    Reply,
     Requester,
     RpcClient,
     RpcServer,
@@ -62,7 +64,7 @@ def closer() -> Iterator[list[RpcServer | RpcClient]]:
         obj.close()
 
 
-def serve(closer: list[RpcServer | RpcClient], url: str, handler: Callable[[bytes], bytes],
+def serve(closer: list[RpcServer | RpcClient], url: str, handler: Callable[[bytes], Reply],
           settings: TransportSettings = FAST, **kw: object) -> RpcServer:
     srv = RpcServer(url, handler, settings, on_error, **kw).start()  # type: ignore[arg-type]
     closer.append(srv)
@@ -442,6 +444,139 @@ def test_client_close_cancels_requests_in_flight(closer: list[RpcServer | RpcCli
     c.close()  # idempotent
 
 
+# --- deferred replies -----------------------------------------------------------------------
+
+
+class Deferring:
+    """A handler that answers every request later: it keeps a ``Pending`` per request."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pending: list[tuple[bytes, Pending]] = []
+
+    def __call__(self, data: bytes) -> Reply:
+        reply = Pending()
+        with self.lock:
+            self.pending.append((data, reply))
+        return reply
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.pending)
+
+    def take(self) -> list[tuple[bytes, Pending]]:
+        with self.lock:
+            taken, self.pending = self.pending, []
+        return taken
+
+
+def _calls(c: RpcClient, payloads: list[bytes], timeout_s: float = 10
+           ) -> tuple[list[threading.Thread], dict[bytes, object]]:
+    outcomes: dict[bytes, object] = {}
+
+    def call(data: bytes) -> None:
+        try:
+            outcomes[data] = c.request(data, timeout_s=timeout_s)
+        except TransportError as exc:
+            outcomes[data] = exc
+
+    threads = [threading.Thread(target=call, args=(p,)) for p in payloads]
+    for t in threads:
+        t.start()
+    return threads, outcomes
+
+
+def test_deferred_replies_hold_no_worker(listen_url: str,
+                                         closer: list[RpcServer | RpcClient]) -> None:
+    handler = Deferring()
+    srv = serve(closer, listen_url, handler, replace(FAST, workers=1))
+    c = client(closer, srv.address)
+    payloads = [b"q%d" % i for i in range(20)]
+    threads, outcomes = _calls(c, payloads)
+    # One worker received all 20 while none was answered: a pending reply holds no thread.
+    wait_for(lambda: handler.count() == 20, what="20 requests deferred")
+    assert srv.stats()["pending"] == 20
+    taken = handler.take()
+
+    def resolve_all() -> None:  # from another thread, in reverse order
+        for data, reply in reversed(taken):
+            assert reply.resolve(b"later:" + data)
+
+    resolver = threading.Thread(target=resolve_all)
+    resolver.start()
+    resolver.join(10)
+    for t in threads:
+        t.join(10)
+    assert outcomes == {p: b"later:" + p for p in payloads}
+    assert not taken[0][1].resolve(b"twice")  # a reply is given once
+    wait_for(lambda: srv.stats()["replies"] == 20, what="replies counted")
+    s = srv.stats()
+    assert (s["deferred"], s["pending"], s["errors"], s["workers_alive"]) == (20, 0, 0, 1)
+    assert s["contexts"] <= 21  # the worker's own and one per reply outstanding at once
+
+
+def test_deferred_reply_already_resolved_and_mixed_with_direct_ones(
+        closer: list[RpcServer | RpcClient]) -> None:
+    def handler(data: bytes) -> Reply:
+        if data.startswith(b"now"):
+            return echo(data)
+        reply = Pending()
+        reply.resolve(b"done:" + data)  # resolved before the server listens to it
+        return reply
+
+    srv = serve(closer, "tcp://127.0.0.1:0", handler, replace(FAST, workers=2))
+    c = client(closer, srv.address)
+    for i in range(50):  # contexts go round: parked, sent, reused
+        assert c.request(b"later%d" % i) == b"done:later%d" % i
+        assert c.request(b"now%d" % i) == b"re:now%d" % i
+    wait_for(lambda: srv.stats()["replies"] == 100, what="replies counted")
+    s = srv.stats()
+    assert s["deferred"] == 50 and s["pending"] == 0
+    assert s["contexts"] <= 2 + 4  # the workers' own and a few reused ones
+
+
+def test_max_pending_stops_receiving_until_a_reply_goes(
+        closer: list[RpcServer | RpcClient]) -> None:
+    handler = Deferring()
+    srv = serve(closer, "tcp://127.0.0.1:0", handler, replace(FAST, workers=1, max_pending=2))
+    c = client(closer, srv.address)
+    threads, outcomes = _calls(c, [b"a", b"b", b"c"])
+    wait_for(lambda: handler.count() == 2 and c.stats()["in_flight"] == 3,
+             what="two deferred, three sent")
+    assert srv.stats()["requests"] == 2  # the worker waits for room, not for requests
+    first = handler.take()
+    first[0][1].resolve(b"1")
+    wait_for(lambda: handler.count() == 1, what="the third request received")
+    for data, reply in [*first[1:], *handler.take()]:
+        reply.resolve(b"x:" + data)
+    for t in threads:
+        t.join(10)
+    answered_first = first[0][0]
+    assert outcomes == {d: b"1" if d == answered_first else b"x:" + d for d in (b"a", b"b", b"c")}
+    assert srv.stats()["pending"] == 0
+
+
+def test_close_sends_replies_resolved_in_time_and_drops_later_ones(
+        closer: list[RpcServer | RpcClient]) -> None:
+    handler = Deferring()
+    srv = serve(closer, "tcp://127.0.0.1:0", handler, replace(FAST, close_timeout_s=1.0))
+    c = client(closer, srv.address)
+    threads, outcomes = _calls(c, [b"kept", b"lost"], timeout_s=5)
+    wait_for(lambda: handler.count() == 2, what="two deferred")
+    replies = dict(handler.take())
+    closing = threading.Thread(target=srv.close)
+    t0 = time.monotonic()
+    closing.start()
+    replies[b"kept"].resolve(b"ok")  # while close waits for outstanding replies
+    closing.join(10)
+    assert time.monotonic() - t0 < 5
+    assert replies[b"lost"].resolve(b"too late")  # after close: dropped, no error
+    for t in threads:
+        t.join(10)
+    assert outcomes[b"kept"] == b"ok"
+    assert isinstance(outcomes[b"lost"], TransportError)
+
+
 # --- settings -------------------------------------------------------------------------------
 
 
@@ -457,6 +592,7 @@ def test_settings_defaults_and_loading() -> None:
 
 @pytest.mark.parametrize(("table", "key"), [
     ({"workers": 0}, "transport.workers"),
+    ({"max_pending": 0}, "transport.max_pending"),
     ({"recv_max_size": 0}, "transport.recv_max_size"),
     ({"request_timeout_s": 0}, "transport.request_timeout_s"),
     ({"retries": 11}, "transport.retries"),
@@ -478,9 +614,13 @@ def test_settings_reject_bad_values(table: dict[str, object], key: str) -> None:
 @pytest.fixture(params=["nng", "memory"])
 def requester(request: pytest.FixtureRequest,
               closer: list[RpcServer | RpcClient]) -> Iterator[Requester]:
-    def handler(data: bytes) -> bytes:
+    def handler(data: bytes) -> Reply:
         if data == b"fail":
             raise ProtocolError("refused", code="unauthorized")
+        if data == b"later":  # answered from another thread
+            reply = Pending()
+            threading.Thread(target=reply.resolve, args=(b"re:later",)).start()
+            return reply
         return echo(data)
 
     if request.param == "memory":
@@ -495,6 +635,7 @@ def requester(request: pytest.FixtureRequest,
 def test_requester_conformance(requester: Requester) -> None:
     assert requester.request(b"abc") == b"re:abc"
     assert requester.request(b"fail") == b"ERR:unauthorized"
+    assert requester.request(b"later") == b"re:later"
     requester.close()
     with pytest.raises(TransportClosed):
         requester.request(b"abc")

@@ -16,6 +16,7 @@ import msgpack
 import pytest
 
 from omega.client import ClientSettings, DeviceClient
+from omega.errors import StoreError
 from omega.protocol import (
     EMBEDDING_BYTES,
     ErrorReply,
@@ -40,7 +41,7 @@ from omega.protocol import (
 )
 from omega.raft import Discarded, KvReader, LeaderChanged, MemoryKv, NotLeader, RaftSettings
 from omega.shard import ShardService, ShardSettings, state
-from omega.transport import InMemoryRequester
+from omega.transport import InMemoryRequester, Pending, reply_bytes
 
 FLEET = b"fleet-key-for-tests-0123456789"
 DEDUP = b"dedup-secret-for-tests-01234567"
@@ -62,6 +63,8 @@ class FakeStore:
 
     ``faults`` is a queue of (exception, applied) the next submits raise: applied
     True raises after applying (outcome unknown, e.g. leader changed after commit).
+    ``hold()`` keeps asynchronous submits uncommitted until ``release()``. The "Raft
+    thread" is whoever calls ``wake()`` or ``release()``: tick hooks run there.
     """
 
     def __init__(self) -> None:
@@ -72,11 +75,11 @@ class FakeStore:
         self.leader_addr: str | None = SELF_RAFT
         self.faults: list[tuple[Exception, bool]] = []
         self.submits = 0
-        self.gate = threading.Event()
-        self.gate.set()
+        self.holding = False
+        self.held: list[tuple[bytes, Any]] = []
+        self.hooks: list[Any] = []
 
     def submit(self, command: bytes, timeout_s: float) -> Any:
-        assert self.gate.wait(10)
         with self.lock:
             if not self.leading:
                 raise NotLeader(self.leader_addr)
@@ -89,6 +92,46 @@ class FakeStore:
                 raise exc
             self.index += 1
             return state.apply(self.kv, command, self.index)
+
+    def submit_async(self, command: bytes, timeout_s: float, on_done: Any) -> None:
+        with self.lock:
+            if not self.leading:
+                raise NotLeader(self.leader_addr)
+            if self.holding:
+                self.held.append((command, on_done))
+                return
+        self._complete(command, on_done)
+
+    def _complete(self, command: bytes, on_done: Any) -> None:
+        try:
+            result = self.submit(command, 5)
+        except StoreError as exc:
+            on_done(None, exc)
+        else:
+            on_done(result, None)
+
+    def hold(self) -> None:
+        with self.lock:
+            self.holding = True
+
+    def release(self) -> None:
+        """Commit what was held, in order, then tick."""
+        with self.lock:
+            self.holding = False
+            held, self.held = self.held, []
+        for command, on_done in held:
+            self._complete(command, on_done)
+        self.wake()
+
+    def add_tick_hook(self, hook: Any) -> None:
+        self.hooks.append(hook)
+
+    def remove_tick_hook(self, hook: Any) -> None:
+        self.hooks = [h for h in self.hooks if h != hook]
+
+    def wake(self) -> None:
+        for hook in list(self.hooks):
+            hook()
 
     @contextlib.contextmanager
     def read(self) -> Iterator[KvReader]:
@@ -145,7 +188,7 @@ def push(device: str, seq: int, reports: tuple[bytes, ...] = (b"sealed",), *,
 
 
 def call(svc: ShardService, frame: bytes) -> Any:
-    return decode(svc.handle(frame))
+    return decode(reply_bytes(svc.handle(frame), 10))
 
 
 def refused(svc: ShardService, store: FakeStore, frame: bytes, code: str) -> ErrorReply:
@@ -166,6 +209,22 @@ def test_push_acknowledged_after_apply(svc: ShardService, store: FakeStore) -> N
     with store.read() as kv:
         assert state.counters(kv)["pushes"] == 1
         assert list(state.all_reports(kv)) == [b"sealed"]
+
+
+def test_push_reply_is_deferred_until_the_commit(svc: ShardService, store: FakeStore) -> None:
+    store.hold()  # the batch is proposed but not committed yet
+    reply = svc.handle(push("tv-1", 5))
+    assert isinstance(reply, Pending)  # the request's thread is free meanwhile
+    retry = svc.handle(push("tv-1", 5))  # the same push again joins it
+    assert isinstance(retry, Pending) and not reply.done and not retry.done
+    refused = decode(reply_bytes(svc.handle(push("tv-1", 6)), 1))  # another, while pending
+    assert isinstance(refused, ErrorReply) and refused.code == "rate_limited"
+    store.release()
+    ack = decode(reply.wait(10))
+    assert isinstance(ack, PushAck) and ack.seq == 5
+    assert decode(retry.wait(10)) == ack
+    with store.read() as kv:
+        assert state.counters(kv)["pushes"] == 1
 
 
 def test_retry_of_last_push_gets_same_ack_and_changes_nothing(
@@ -199,7 +258,7 @@ def test_discarded_then_retry_applies_once(svc: ShardService, store: FakeStore) 
 
 
 def test_group_commit_batches_concurrent_pushes(svc: ShardService, store: FakeStore) -> None:
-    store.gate.clear()  # hold the first batch so the others queue up behind it
+    store.hold()  # hold the first batch so the others queue up behind it
     replies: dict[int, Any] = {}
 
     def one(i: int) -> None:
@@ -210,7 +269,7 @@ def test_group_commit_batches_concurrent_pushes(svc: ShardService, store: FakeSt
         t.start()
     # Release once every push is queued or in flight.
     deadline_ok = _wait(lambda: svc.stats()["inflight"] == 40)
-    store.gate.set()
+    store.release()
     for t in threads:
         t.join(10)
     assert deadline_ok
