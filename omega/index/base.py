@@ -541,7 +541,9 @@ def _read_npz(where: str) -> dict[str, np.ndarray[Any, Any]]:
             arrays = {name: npz[name] for name in npz.files}
     except FileNotFoundError:
         raise IndexFileError(where, "no such file") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+    # NotImplementedError: zipfile's answer to a damaged "compression method" field.
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError,
+            NotImplementedError) as exc:
         raise IndexFileError(where, f"unreadable: {exc}") from None
     except AttributeError:  # np.load returned a plain array: not an .npz
         raise IndexFileError(where, "not an index file") from None
@@ -585,8 +587,10 @@ def _check_ledger(arrays: Mapping[str, np.ndarray[Any, Any]],
 
 
 def check_unit_rows(vectors: np.ndarray[Any, Any], dim: int) -> None:
-    """Raise ValueError unless ``vectors`` is finite float32 ``(n, dim)`` with unit rows."""
-    if vectors.ndim != 2 or vectors.shape[1] != dim or vectors.dtype != np.float32:
+    """Raise ValueError unless ``vectors`` is finite float32 (or float16, as an HNSW
+    graph may store them) ``(n, dim)`` with unit rows."""
+    if (vectors.ndim != 2 or vectors.shape[1] != dim
+            or vectors.dtype not in (np.float32, np.float16)):
         raise ValueError(f"vectors must be float32 (n, {dim}), got {vectors.dtype} "
                          f"{vectors.shape}")
     step = 4096  # in chunks: a large catalog should not double its memory here

@@ -15,6 +15,12 @@ A removal followed by re-adding the same id with the same vector (how a value
 update looks to an index without ``set_values``) revives the tombstone instead
 of growing the graph.
 
+Storage: float32 (``IndexHNSWFlat``) or, with ``storage = "float16"``, faiss's
+``IndexHNSWSQ`` with ``QT_fp16`` codes: half the bytes fetched per visited node,
+which is what an HNSW search over 10,000 × 384 waits on (measured: p50 0.20× brute
+force instead of 0.26× warm, 0.33× instead of 0.37× with cold caches; recall@10
+unchanged at 0.986). Scores are then the float16 vectors' (within ~1e-3).
+
 Node numbers ("labels") are faiss's sequential positions; ``_label_id`` maps a
 label to its id (-1 for a tombstone). Thread-safety: none (see ``base``).
 """
@@ -30,7 +36,7 @@ import faiss
 import numpy as np
 
 from omega.index.base import F32, I64, IndexCore, check_unit_rows
-from omega.index.settings import DEFAULT_CAPACITY, IndexSettings
+from omega.index.settings import DEFAULT_CAPACITY, STORAGES, IndexSettings
 
 __all__ = ["HnswIndex"]
 
@@ -54,6 +60,7 @@ class HnswIndex(IndexCore):
         self._tomb_of: dict[int, int] = {}  # id -> its latest dead label
         self._dead = 0
         self._params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
+        self._ef = -1  # the efSearch set in _params
         self._selector: Any = None
         self._filtering = False  # whether _params.sel is set
         self._rebuilds = 0
@@ -61,18 +68,31 @@ class HnswIndex(IndexCore):
     # -- graph --------------------------------------------------------------------------
 
     def _new_graph(self) -> Any:
-        index = faiss.IndexHNSWFlat(self._dim, self._settings.m, faiss.METRIC_INNER_PRODUCT)
+        s = self._settings
+        index: Any
+        if s.storage == "float16":
+            index = faiss.IndexHNSWSQ(self._dim, faiss.ScalarQuantizer.QT_fp16,  # type: ignore[arg-type]
+                                      s.m, faiss.METRIC_INNER_PRODUCT)
+        else:
+            index = faiss.IndexHNSWFlat(self._dim, s.m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = self._settings.ef_construction
         index.hnsw.efSearch = self._settings.ef_search
         return index
 
-    def _storage(self) -> F32:
-        """A no-copy view of faiss's vectors; valid until the next add."""
+    def _storage(self) -> np.ndarray[Any, Any]:
+        """A no-copy view of faiss's vectors (float32 or float16, as stored); valid
+        until the next add."""
         n = int(self._index.ntotal)
+        half = self._settings.storage == "float16"
         if n == 0:
-            return np.zeros((0, self._dim), dtype=np.float32)
-        flat = faiss.downcast_index(self._index.storage)
-        xb = flat.get_xb()  # type: ignore[attr-defined]
+            return np.zeros((0, self._dim), dtype=np.float16 if half else np.float32)
+        store = faiss.downcast_index(self._index.storage)
+        if half:
+            codes = store.codes  # type: ignore[attr-defined]
+            raw = faiss.rev_swig_ptr(codes.data(), n * self._dim * 2)
+            half_view: np.ndarray[Any, Any] = raw.view(np.float16).reshape(n, self._dim)
+            return half_view
+        xb = store.get_xb()  # type: ignore[attr-defined]
         view: F32 = faiss.rev_swig_ptr(xb, n * self._dim).reshape(n, self._dim)
         return view
 
@@ -113,7 +133,8 @@ class HnswIndex(IndexCore):
             store = self._storage()
             for j, i in enumerate(ids.tolist()):
                 label = self._tomb_of.get(i)
-                if label is not None and np.array_equal(store[label], vectors[j]):
+                if label is not None and np.array_equal(store[label],
+                                                        vectors[j].astype(store.dtype)):
                     del self._tomb_of[i]
                     self._revive(i, label)
                     fresh[j] = False
@@ -152,7 +173,7 @@ class HnswIndex(IndexCore):
         started = time.monotonic()
         dead = self._dead
         live = np.flatnonzero(self._label_id[: self._index.ntotal] >= 0)
-        vectors = self._storage()[live].copy()
+        vectors = self._storage()[live].astype(np.float32)  # float16 round-trips exactly
         ids = self._label_id[live].copy()
         self._index = self._new_graph()
         self._label_id = np.zeros(0, dtype=np.int64)
@@ -170,7 +191,9 @@ class HnswIndex(IndexCore):
 
     def _knn(self, queries: F32, k: int) -> tuple[F32, I64]:
         params = self._params
-        params.efSearch = max(self._settings.ef_search, k)
+        ef = max(self._settings.ef_search, k)
+        if ef != self._ef:  # faiss's Python setattr hook costs more than the check
+            params.efSearch = self._ef = ef
         if self._dead:
             if self._selector is None:
                 self._selector = faiss.IDSelectorBitmap(
@@ -194,7 +217,8 @@ class HnswIndex(IndexCore):
 
     def _vectors_of(self, ids: I64) -> F32:
         labels = np.asarray([self._label_of[i] for i in ids.tolist()], dtype=np.int64)
-        return self._storage()[labels].copy()
+        out: F32 = self._storage()[labels].astype(np.float32)
+        return out
 
     # -- persistence --------------------------------------------------------------------
 
@@ -204,17 +228,22 @@ class HnswIndex(IndexCore):
             "graph": faiss.serialize_index(self._index),
             "labels": np.asarray([self._label_of[i] for i in ids.tolist()], dtype=np.int64),
             "params": np.asarray([s.m, s.ef_construction, s.ef_search, s.rebuild_fraction,
-                                  s.threads], dtype=np.float64),
+                                  s.threads, STORAGES.index(s.storage)], dtype=np.float64),
         }
 
     @classmethod
     def _settings_from_file(cls, arrays: Mapping[str, np.ndarray[Any, Any]]) -> IndexSettings:
         params = arrays.get("x_params")
-        if params is None or params.shape != (5,) or not np.isfinite(params).all():
+        # Five numbers: files written before the storage setting (float32).
+        if params is None or params.shape not in ((5,), (6,)) or not np.isfinite(params).all():
             raise ValueError("missing or bad HNSW parameters")
-        m, efc, efs, fraction, threads = params.tolist()
+        m, efc, efs, fraction, threads, *rest = params.tolist()
+        code = int(rest[0]) if rest else 0
+        if not 0 <= code < len(STORAGES):
+            raise ValueError(f"unknown HNSW storage code {code}")
         return IndexSettings(m=int(m), ef_construction=int(efc), ef_search=int(efs),
-                             rebuild_fraction=float(fraction), threads=int(threads))
+                             rebuild_fraction=float(fraction), threads=int(threads),
+                             storage=STORAGES[code])
 
     def _restore(self, arrays: Mapping[str, np.ndarray[Any, Any]], ids: I64) -> None:
         graph, labels = arrays.get("graph"), arrays.get("labels")
@@ -222,11 +251,18 @@ class HnswIndex(IndexCore):
             raise ValueError("missing the HNSW graph or its labels")
         if graph.dtype != np.uint8 or graph.ndim != 1:
             raise ValueError("the HNSW graph must be a byte array")
+        index: Any
         try:
             index = faiss.deserialize_index(graph)
         except RuntimeError as exc:
             raise ValueError(f"faiss cannot read the graph: {str(exc).splitlines()[0]}") from None
-        if not isinstance(index, faiss.IndexHNSWFlat):
+        if self._settings.storage == "float16":
+            store: Any = faiss.downcast_index(index.storage) if isinstance(
+                index, faiss.IndexHNSWSQ) else None
+            if store is None or store.sq.qtype != faiss.ScalarQuantizer.QT_fp16:
+                raise ValueError(f"the graph is a {type(index).__name__}, not a float16 "
+                                 "IndexHNSWSQ (storage = float16)")
+        elif not isinstance(index, faiss.IndexHNSWFlat):
             raise ValueError(f"the graph is a {type(index).__name__}, not IndexHNSWFlat")
         if index.d != self._dim or index.metric_type != faiss.METRIC_INNER_PRODUCT:
             raise ValueError(f"the graph has {index.d} dimensions / metric {index.metric_type}")

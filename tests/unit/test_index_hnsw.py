@@ -180,3 +180,67 @@ def test_create_index_by_kind() -> None:
     assert isinstance(create_index("brute", 8, 5), BruteForceIndex)
     with pytest.raises(ValueError, match="kind"):
         create_index("annoy", 8, 5)
+
+
+# -- float16 storage ----------------------------------------------------------------------
+
+HALF = IndexSettings(storage="float16")
+
+
+def test_float16_storage_keeps_recall_and_near_exact_scores(
+        data: tuple[np.ndarray, np.ndarray]) -> None:
+    vecs, queries = data
+    ids = np.arange(len(vecs), dtype=np.int64)
+    exact = BruteForceIndex(dim=384, capacity=len(vecs))
+    exact.add(ids, vecs)
+    truth_scores, truth = exact.search(queries, 10)
+    half = HnswIndex(dim=384, capacity=len(vecs), settings=HALF)
+    half.add(ids, vecs)
+    scores, found = half.search(queries, 10)
+    assert recall_at(found, truth) >= 0.98
+    np.testing.assert_allclose(scores[:, 0], truth_scores[:, 0], atol=2e-3)
+    # Half the bytes of the float32 graph's vectors, and they read back within fp16.
+    assert half._storage().dtype == np.float16 and half._storage().nbytes == vecs.nbytes // 2
+    back = half.get_vectors(ids[:5])
+    assert back.dtype == np.float32
+    np.testing.assert_allclose(back, vecs[:5], atol=1e-3)
+
+
+def test_float16_revival_rebuild_and_round_trip(tmp_path: Path) -> None:
+    rng = np.random.default_rng(12)
+    v = rng.standard_normal((80, 32)).astype(np.float32)
+    hnsw = HnswIndex(dim=32, capacity=80, settings=HALF)
+    hnsw.add(np.arange(80), v)
+    nodes = hnsw._index.ntotal
+    hnsw.remove([5])
+    hnsw.add([5], v[5][None, :])  # same vector: the node is revived, not re-added
+    assert hnsw.tombstones == 0 and hnsw._index.ntotal == nodes
+    hnsw.remove(np.arange(40, 70))  # past the rebuild fraction
+    assert hnsw.rebuilds == 1 and hnsw.tombstones == 0 and len(hnsw) == 50
+    _, self_ids = hnsw.search(v[:40], 1)
+    assert self_ids[:, 0].tolist() == list(range(40))
+    hnsw.save(tmp_path / "h")
+    loaded = HnswIndex.load(tmp_path / "h")
+    assert loaded.settings.storage == "float16"
+    assert loaded.search(v[:40], 3)[1].tolist() == hnsw.search(v[:40], 3)[1].tolist()
+    # A graph of the other storage is refused (the brain then rebuilds its index).
+    with pytest.raises(IndexFileError, match="not IndexHNSWFlat"):
+        HnswIndex.load(tmp_path / "h", IndexSettings(storage="float32"))
+
+
+def test_files_from_before_the_storage_setting_load_as_float32(tmp_path: Path) -> None:
+    rng = np.random.default_rng(13)
+    hnsw = HnswIndex(dim=16, capacity=10)
+    hnsw.add(np.arange(4), rng.standard_normal((4, 16)))
+    hnsw.save(tmp_path / "h")
+    with np.load(tmp_path / "h") as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    arrays["x_params"] = arrays["x_params"][:5]  # the old five numbers
+    arrays["checksum"] = _checksum(arrays)
+    with open(tmp_path / "old", "wb") as fh:
+        np.savez(fh, **arrays)
+    old = HnswIndex.load(tmp_path / "old")
+    assert old.settings.storage == "float32" and len(old) == 4
+    with pytest.raises(SettingError) as info:
+        load(IndexSettings, {"storage": "int8"}, "brain.index")
+    assert info.value.key == "brain.index.storage"
