@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import datetime as dt
 import fcntl
 import json
 import logging
@@ -82,8 +83,8 @@ PROBE_TEXT = "omega embedder probe: Heat (1995). Genres: Action, Crime, Thriller
 REMAP_EVERY = 250
 #: Writes this large are followed by ``_release_memory``.
 BULK_ITEMS = 1000
-#: History items searched for the title named in a "similar to" reason.
-ANCHOR_HISTORY = 20
+#: The last second of year 9999, datetime's limit: a clock beyond it has no year.
+_MAX_DATETIME_TS = 253_402_300_799
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,12 @@ class Brain:
         self._watched = np.zeros(0, dtype=bool)
         self._counts: dict[tuple[str, str], tuple[float, float]] = {}
         self._ctx_cache: dict[str, F32] = {}
+        # Each compared title's cosine to the whole catalog (full scans), by position;
+        # valid for one catalog generation (see _similarity_rows).
+        self._sim_rows: dict[int, F32] = {}
+        self._sim_rows_gen = -1
+        self._years_gen = -1
+        self._years = np.zeros(0, dtype=np.int64)
         self._crowd_state = memory.load_crowd()
         self._crowd = CrowdView(self._crowd_state, self._catalog)
         self._meta: dict[str, Any] = {}
@@ -617,15 +624,24 @@ class Brain:
                                       abandoned_weight=s.abandoned_weight)
             emb = cat.embeddings
             query = _normalized(self._profile)
+            # Content: each title against the last few views one by one (a power mean
+            # of the cosines, docs/brain.md §4), plus the titles of the nearest patterns.
+            m = min(w.similar_history, hist.size)
+            compared = hist[:m]
+            sim_w = rk.view_weights(fracs[:m], decay=w.similar_decay,
+                                    success_threshold=s.success_threshold,
+                                    abandoned_weight=s.abandoned_weight)
             if w.pattern > 0 and np.any(query):
-                near = self._lib.nearest(query, w.pattern_neighbours)
-                near = [(sim, r) for sim, r in near if r.content_id in cat.position]
+                near = [(sim, r) for sim, r in self._lib.nearest(query, w.pattern_neighbours)
+                        if r.content_id in cat.position]
                 if near:
-                    query = rk.pattern_query(
-                        query, np.asarray([x for x, _ in near], np.float32),
+                    pw = rk.pattern_weights(
+                        np.asarray([x for x, _ in near], np.float32),
                         np.asarray([(r.successes + 1) / (r.samples + 2) for _, r in near],
-                                   np.float32),
-                        emb[[cat.position[r.content_id] for _, r in near]], w.pattern)
+                                   np.float32), w.pattern)
+                    compared = np.concatenate([compared, np.asarray(
+                        [cat.position[r.content_id] for _, r in near], dtype=np.int64)])
+                    sim_w = np.concatenate([sim_w, pw]).astype(np.float32)
             crowd = self._crowd
             if crowd.neighbours and hist.size and w.crowd > 0:
                 cf, cf_anchor = rk.crowd_scores(hist, weights, crowd.neighbours, n)
@@ -633,32 +649,90 @@ class Brain:
                 cf, cf_anchor = np.zeros(n, np.float32), np.full(n, -1, np.int32)
             if crowd.neighbours:
                 w = self._with_crowd
-            cand = self._candidates(query, cf)
+            cand = self._candidates(query, cf, compared)
             full = cand.size == n  # every title: views, not copies (15 MB at 10,000)
             pick: Any = slice(None) if full else cand
             cand_emb = emb if full else emb[cand]
+            if compared.size == 0:
+                content = np.zeros(cand.size, np.float32)
+            else:
+                # einsum, not BLAS: OpenBLAS threads have a 100+ ms tail on a busy box.
+                rows = self._similarity_rows(compared) if full \
+                    else np.einsum("ij,kj->ki", cand_emb, emb[compared])
+                content = rk.history_similarity(rows, sim_w, w.similar_sharpness)
             part = event_daypart(float(timestamp), context, s.utc_offset_s)
             ctx_all = self._context_scores(part) if w.context > 0 else np.zeros(n, np.float32)
             signals = rk.Signals(
-                crowd=cf[pick],
-                # einsum, not BLAS: OpenBLAS threads have a 100+ ms tail on a busy box.
-                content=np.einsum("ij,j->i", cand_emb, query) if np.any(query)
-                else np.zeros(cand.size, np.float32),
+                crowd=cf[pick], content=content,
                 popularity=crowd.popularity[pick], trend=crowd.trend[pick],
                 context=ctx_all[pick])
+            later = self._unreleased(float(timestamp), hist)[pick] if w.unreleased_last \
+                else None
             ranked = rk.rank(cand, signals, w, k, exclude=self._watched[pick],
-                             first_genre=cat.first_genre[pick], embeddings=cand_emb)
-            return self._explain(ranked, hist, fracs, weights, cf_anchor, part)
+                             first_genre=cat.first_genre[pick], embeddings=cand_emb, later=later)
+            return self._explain(ranked, hist, fracs, cf_anchor, part)
 
-    def _candidates(self, query: F32, cf: F32) -> I64:
+    def _similarity_rows(self, positions: I64) -> F32:
+        """Each title's cosine to every catalog title, ``(len(positions), n)``.
+
+        A row is computed once (~1 ms at 10,000 titles) and kept while its title
+        stays among the compared ones: after a view, one new row. Rows of an
+        older catalog generation are dropped.
+        """
+        gen = int(self._meta.get("catalog_gen", 0))
+        if gen != self._sim_rows_gen:
+            self._sim_rows = {}
+            self._sim_rows_gen = gen
+        emb = self._catalog.embeddings
+        out = np.empty((positions.size, emb.shape[0]), dtype=np.float32)
+        kept: dict[int, F32] = {}
+        for j, pos in enumerate(positions.tolist()):
+            row = kept.get(pos)
+            if row is None:
+                row = self._sim_rows.get(pos)
+            if row is None:
+                row = np.einsum("ij,j->i", emb, emb[pos])
+            kept[pos] = row
+            out[j] = row
+        self._sim_rows = kept
+        return out
+
+    def _unreleased(self, timestamp: float, hist: I64) -> npt.NDArray[np.bool_]:
+        """Titles released after the year of ``timestamp`` (local time).
+
+        A clock that runs behind the viewer's own history (a TV at 1970 before its
+        first time sync) is corrected: now is no earlier than the newest release
+        year among the recent views. A clock without a year holds nothing back.
+        """
+        gen = int(self._meta.get("catalog_gen", 0))
+        if gen != self._years_gen or self._years.size != len(self._catalog):
+            self._years = np.asarray([r.year if r.year is not None else -1
+                                      for r in self._catalog.records], dtype=np.int64)
+            self._years_gen = gen
+        local = timestamp + self._settings.utc_offset_s
+        if not 0 <= local <= _MAX_DATETIME_TS:
+            return np.zeros(self._years.size, dtype=bool)
+        year = dt.datetime.fromtimestamp(local, dt.UTC).year
+        if hist.size:
+            year = max(year, int(self._years[hist].max()))
+        unreleased: npt.NDArray[np.bool_] = self._years > year
+        return unreleased
+
+    def _candidates(self, query: F32, cf: F32, compared: I64) -> I64:
         n = len(self._catalog)
         w = self._settings.recommender
         if n <= w.full_scan_items:
             return np.arange(n, dtype=np.int64)
         parts = [np.flatnonzero(cf).astype(np.int64), self._crowd.top_items[: w.popular_candidates]]
-        if np.any(query):
-            _, ids = self._catalog_ann().search(query[None, :], min(w.content_candidates, n))
+        index = self._catalog_ann() if np.any(query) or compared.size else None
+        if index is not None and np.any(query):
+            _, ids = index.search(query[None, :], min(w.content_candidates, n))
             parts.append(ids[0][ids[0] >= 0].astype(np.int64))
+        if index is not None and compared.size:
+            # The nearest titles of each compared view: where its similarity is high.
+            per = min(max(10, w.content_candidates // compared.size), n)
+            _, ids = index.search(self._catalog.embeddings[compared], per)
+            parts.append(ids[ids >= 0].astype(np.int64))
         if w.context > 0:
             # The viewer's favourite genres reach the list even without a content match.
             ctx = self._context_scores(None)
@@ -680,14 +754,18 @@ class Brain:
             self._ctx_cache[key] = cached
         return cached
 
-    def _explain(self, ranked: list[rk.Ranked], hist: I64, fracs: F32, weights: F32,
+    def _explain(self, ranked: list[rk.Ranked], hist: I64, fracs: F32,
                  cf_anchor: npt.NDArray[np.int32], part: str) -> list[Recommendation]:
         cat = self._catalog
         s = self._settings
+        w = s.recommender
         items = np.asarray([r.item for r in ranked], dtype=np.int64)
-        h = hist[:ANCHOR_HISTORY]
-        sim_anchor = rk.content_anchors(cat.embeddings[items], cat.embeddings[h],
-                                        weights[: h.size]) if items.size else items
+        h = hist[: w.similar_history]
+        h_w = rk.view_weights(fracs[: h.size], decay=w.similar_decay,
+                              success_threshold=s.success_threshold,
+                              abandoned_weight=s.abandoned_weight)
+        sim_anchor = rk.content_anchors(cat.embeddings[items], cat.embeddings[h], h_w,
+                                        w.similar_sharpness) if items.size else items
         out = []
         for i, r in enumerate(ranked):
             anchor = -1

@@ -5,14 +5,17 @@ recent history, crowd neighbour lists, embeddings, popularity, trends, genre
 affinity — and ``rank`` blends them (docs/brain.md, "Recommender"):
 
     score(i) = w_crowd   · CF(i) / max CF            CF(i) = Σ_j w_j · s(h_j, i)
-             + w_content · max(0, cos(q, e_i))        q = Σ_j w_j e_{h_j} (normalized)
+             + w_content · SIM(i)                     SIM(i) = (Σ_j v_j c_ij^p / Σ_j v_j)^(1/p)
              + w_pop     · pop(i)      + w_trend · trend(i)
              + w_context · mean_{g ∈ genres(i)} affinity(daypart, g)
 
 with w_j = decay**j for the j-th most recent view, times ``abandoned_weight``
-when that view was abandoned (watch fraction < success threshold). Already
-watched titles are removed, the list is diversified (a cap per first genre, and
-optionally MMR), and each result names the signal that placed it.
+when that view was abandoned (watch fraction < success threshold); v_j the same
+with the content decay over the last few views, c_ij = max(0, cos(e_{h_j}, e_i)).
+SIM is a power mean: with a large p a title very like one recent view beats one
+vaguely like all of them. Already watched titles are removed, unreleased ones
+go last, the list is diversified (a cap per first genre, and optionally MMR),
+and each result names the signal that placed it.
 """
 
 from __future__ import annotations
@@ -34,8 +37,9 @@ __all__ = [
     "content_anchors",
     "crowd_scores",
     "diversify",
+    "history_similarity",
     "item_context_scores",
-    "pattern_query",
+    "pattern_weights",
     "profile_vector",
     "rank",
     "reason_text",
@@ -69,21 +73,52 @@ def profile_vector(embeddings: F32, weights: F32) -> F32:
     return (v / np.float32(norm)).astype(np.float32) if norm > 0 else v
 
 
-def pattern_query(profile: F32, sims: F32, rates: F32, contents: F32, weight: float) -> F32:
-    """Pull the profile toward titles that succeeded when the taste looked like now.
+def pattern_weights(sims: F32, rates: F32, weight: float) -> F32:
+    """Weights of the nearest patterns' titles when they join the recent views.
 
-    ``sims`` are the cosine of the matched patterns' keys to ``profile``,
-    ``rates`` their success rates and ``contents`` their titles' embeddings.
+    A pattern (a taste key and the title that followed it) counts
+    ``weight · max(0, cos(key, now)) · success rate``: titles that succeeded when
+    the taste looked like now are compared with the catalog like recent views.
     """
-    if weight <= 0.0 or contents.shape[0] == 0:
-        return profile
-    w = np.clip(sims, 0.0, None) * rates
-    if float(w.sum()) <= 0.0:
-        return profile
-    pull = (w[:, None] * contents).sum(axis=0) / float(w.sum())
-    q = profile + weight * pull
-    norm = float(np.linalg.norm(q))
-    return (q / norm).astype(np.float32) if norm > 0 else profile
+    if weight <= 0.0:
+        return np.zeros(sims.shape, dtype=np.float32)
+    out: F32 = (weight * np.clip(sims, 0.0, None) * rates).astype(np.float32)
+    return out
+
+
+def history_similarity(rows: F32, weights: F32, sharpness: float) -> F32:
+    """How close each title is to the recent views: a weighted power mean of its cosines.
+
+    ``rows[j, i]`` is title i's cosine to the j-th recent view and ``weights[j]``
+    that view's weight. Returns ``(Σ_j w_j max(0, rows[j])^p / Σ_j w_j)^(1/p)`` with
+    ``p = sharpness``: 1 is the weighted mean similarity, and as p grows it
+    approaches the best single match (scores stay on the cosine scale, [0, 1]).
+    Zeros when there is no view or no weight.
+    """
+    n = rows.shape[1]
+    total_w = float(weights.sum()) if weights.size else 0.0
+    if rows.shape[0] == 0 or total_w <= 0.0:
+        return np.zeros(n, dtype=np.float32)
+    x = _power(np.clip(rows, 0.0, None).astype(np.float32), sharpness)
+    mean = np.einsum("k,ki->i", (weights / total_w).astype(np.float32), x)
+    out: F32 = np.power(mean, np.float32(1.0 / sharpness)).astype(np.float32)
+    return out
+
+
+def _power(x: F32, p: float) -> F32:
+    """``x**p`` for x >= 0, in place; integer powers by squaring (several times faster)."""
+    if p != int(p):
+        return np.power(x, np.float32(p), out=x)
+    e = int(p)
+    result: F32 | None = None
+    while e:
+        if e & 1:
+            result = x.copy() if result is None else np.multiply(result, x, out=result)
+        e >>= 1
+        if e:
+            np.multiply(x, x, out=x)
+    assert result is not None  # p >= 1
+    return result
 
 
 def crowd_scores(
@@ -244,11 +279,13 @@ def rank(
     exclude: npt.NDArray[np.bool_] | None = None,
     first_genre: I64 | None = None,
     embeddings: F32 | None = None,
+    later: npt.NDArray[np.bool_] | None = None,
 ) -> list[Ranked]:
     """Blend, drop watched titles, keep the best, diversify; best first.
 
-    ``exclude`` (already watched), ``first_genre`` and ``embeddings`` are indexed
-    by candidate position.
+    ``exclude`` (already watched), ``first_genre``, ``embeddings`` and ``later``
+    are indexed by candidate position. ``later`` titles (not released yet) only
+    fill a list the others cannot, best first.
     A candidate with no signal at all ranks by catalog recency (source ``new``).
     """
     if candidates.size == 0 or k <= 0:
@@ -259,16 +296,18 @@ def rank(
     key = total.astype(np.float64) + tie
     if exclude is not None:
         key[exclude] = -np.inf
-    pool_n = min(candidates.size, max(4 * k, k + 50))
-    pool = np.argpartition(-key, pool_n - 1)[:pool_n] if pool_n < candidates.size \
-        else np.arange(candidates.size)
-    pool = pool[np.argsort(-key[pool], kind="stable")]
-    pool = pool[np.isfinite(key[pool])]
+    held = np.zeros(0, dtype=np.int64)
+    if later is not None and bool(later.any()):
+        held = _best(np.where(later, key, -np.inf), k)
+        key = np.where(later, -np.inf, key)
+    pool = _best(key, min(candidates.size, max(4 * k, k + 50)))
     genres = first_genre if first_genre is not None else np.full(candidates.size, -1, np.int64)
     # With no signal at all the order is only "newest first": nothing to trade off.
     lam = weights.mmr_lambda if bool((total[pool] > 0).any()) else 1.0
     chosen = diversify(pool, k, genres, weights.genre_cap, embeddings,
                        key.astype(np.float32), lam)
+    if chosen.size < k and held.size:
+        chosen = np.concatenate([chosen, held[: k - chosen.size]])
     out: list[Ranked] = []
     for pos in chosen.tolist():
         row = parts[pos]
@@ -278,11 +317,27 @@ def rank(
     return out
 
 
-def content_anchors(items: F32, history: F32, weights: F32) -> npt.NDArray[np.int64]:
-    """Per recommended item, the history position most like it (weighted by recency)."""
+def _best(key: npt.NDArray[np.float64], n: int) -> I64:
+    """Positions of the ``n`` largest finite keys, best first (stable on ties)."""
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64)
+    pool = np.argpartition(-key, n - 1)[:n] if n < key.size else np.arange(key.size)
+    pool = pool[np.argsort(-key[pool], kind="stable")]
+    out: I64 = pool[np.isfinite(key[pool])].astype(np.int64)
+    return out
+
+
+def content_anchors(
+    items: F32, history: F32, weights: F32, sharpness: float = 1.0
+) -> npt.NDArray[np.int64]:
+    """Per recommended item, the history position that adds most to its similarity.
+
+    That is the largest ``weights[j] · max(0, cos)^sharpness``: with the sharpness
+    of ``history_similarity``, the view the title was found through.
+    """
     if history.shape[0] == 0 or items.shape[0] == 0:
         return np.full(items.shape[0], -1, dtype=np.int64)
-    sims = (items @ history.T) * weights[None, :]
+    sims = np.power(np.clip(items @ history.T, 0.0, None), sharpness) * weights[None, :]
     best: npt.NDArray[np.int64] = np.argmax(sims, axis=1).astype(np.int64)
     return best
 

@@ -16,6 +16,8 @@ from omega.brain.embedder import HashEmbedder
 from omega.schema import SettingError
 from omega.sim.movielens import COLD_HISTORY, Item, load_movielens, split_leave_last
 from omega.sim.quality import (
+    CROWD_LISTS,
+    CROWD_POPULARITY,
     BrainSession,
     Embedder,
     QualityReport,
@@ -285,6 +287,10 @@ def test_the_real_brain_runs_through_the_adapter(folders: dict[str, Path], tmp_p
     assert brain.test.users == 4
     assert brain.test.coverage > 0, "the brain returned recommendations"
     assert report.brain["embed_misses"] <= 1  # the brain's own probe text at most
+    # The catalog is stored once (a template the users' brains copy), not per user.
+    n_items = load_movielens(folders["ml-latest"]).n_items
+    assert report.brain["embed_hits"] < 2 * n_items
+    assert not any((tmp_path / "work").iterdir()), "template and brain folders are removed"
 
 
 def test_report_prints_as_text_and_json(folders: dict[str, Path], tmp_path: Path) -> None:
@@ -324,3 +330,20 @@ def test_settings_are_validated() -> None:
         QualitySettings(ease_lambdas=(0.0,))
     with pytest.raises(SettingError, match="cold_folds"):
         QualitySettings(cold_folds=1)
+
+
+def test_crowd_fed_rows_are_labelled_and_use_the_crowd(
+    folders: dict[str, Path], tmp_path: Path
+) -> None:
+    report = _run(folders["ml-latest"], tmp_path, local_brain_factory(), crowd_variants=True)
+    names = [m.name for m in report.methods]
+    assert names == ["brain", CROWD_POPULARITY, CROWD_LISTS, *BASELINES]
+    assert all("[crowd]" in n for n in names[1:3])
+    brain, pop, lists = (report.method(n) for n in names[:3])
+    assert brain.cold is not None and pop.cold is None and lists.cold is None
+    # The crowd's knowledge reached the brains: it reorders their lists.
+    assert not np.array_equal(pop.test.ndcgs, brain.test.ndcgs)
+    assert not np.array_equal(lists.test.ndcgs, brain.test.ndcgs)
+    text = format_text(report)
+    assert "no crowd knowledge" in text and "[crowd]: the brain also given" in text
+    assert {c.other for c in report.comparisons} >= {CROWD_POPULARITY, CROWD_LISTS}
