@@ -345,7 +345,14 @@ def _bring_up(c: Cluster, files: dict[str, Path]) -> None:
 def _demo_tv(c: Cluster) -> None:
     from omega.ops.ctl import request
     from omega.ops.tvcli import read_catalog
-    from omega.protocol import TvImportCatalog, TvObserve, TvOk, TvRecommend, TvRecommendReply
+    from omega.protocol import (
+        TvImportCatalog,
+        TvObserve,
+        TvOk,
+        TvRecommend,
+        TvRecommendReply,
+        TvStatus,
+    )
 
     control = f"ipc://{c.tv_dir / 'control.sock'}"
     path = Path(c.s.catalog) if c.s.catalog else Path(__file__).with_name("demo_catalog.jsonl")
@@ -355,18 +362,26 @@ def _demo_tv(c: Cluster) -> None:
         reply = request(control, TvImportCatalog(items=tuple(entries[i : i + 100])), 600)
         assert isinstance(reply, TvOk)
     say(f"tv-1: imported {len(entries)} titles from {path.name} in {time.monotonic() - t:.1f} s")
-    now = time.time()
     watched = entries[: c.s.views]
+    # An hour apart, ending now; after the TV's last view when the data directory
+    # is reused (the brain refuses a view older than its last one).
+    status = request(control, TvStatus(), 30)
+    assert isinstance(status, TvOk) and isinstance(status.payload, dict)
+    last = status.payload.get("last_timestamp")
+    first = time.time() - 3600 * len(watched)
+    if isinstance(last, int | float):
+        first = max(first, float(last) + 1)
     for j, e in enumerate(watched):
         request(
             control,
             TvObserve(
                 content_id=e.id,
                 watch_fraction=0.95 if j % 3 else 0.3,
-                timestamp=now - 3600 * (len(watched) - j),
+                timestamp=first + 3600 * j,
             ),
             30,
         )
+    now = first + 3600 * len(watched)
     say(f"tv-1: observed {len(watched)} views: " + ", ".join(e.title for e in watched[-3:]) + ", …")
     lat = []
     rec: Any = None
