@@ -320,16 +320,9 @@ class Channel:
             if rv != OK:
                 return rv
             self._send_ms = timeout_ms
-        msg = self._msg
-        self._msg = None
+        rv, msg = self._reply_message(data)
         if msg is None:
-            rv = lib.nng_msg_alloc(self._msgp, 0)
-            if rv != OK:
-                return int(rv)
-            msg = self._msgp[0]
-        else:
-            lib.nng_msg_clear(msg)
-        rv = lib.nng_msg_append(msg, data, len(data))
+            return rv
         if rv == OK:
             if self._use_ctx:
                 rv = lib.nng_ctx_sendmsg(self._ctx, msg, 0)
@@ -339,6 +332,21 @@ class Channel:
                 return OK  # nng owns the message now
         lib.nng_msg_free(msg)  # on failure the message is still ours
         return int(rv)
+
+    def _reply_message(self, data: bytes) -> tuple[int, Any]:
+        """(0 or the nng error, the message holding ``data`` or None): the retained
+        request message is reused. A message returned with an error is the caller's
+        to free."""
+        msg = self._msg
+        self._msg = None
+        if msg is None:
+            rv = lib.nng_msg_alloc(self._msgp, 0)
+            if rv != OK:
+                return int(rv), None
+            msg = self._msgp[0]
+        else:
+            lib.nng_msg_clear(msg)
+        return int(lib.nng_msg_append(msg, data, len(data))), msg
 
     def drop_message(self) -> None:
         """Free the retained request message (when no reply will be sent)."""
@@ -391,19 +399,12 @@ class ServerContext(Channel):
                 return int(rv)
             self._aio = self._aiop[0]
             lib.nng_aio_set_timeout(self._aio, timeout_ms)
-        msg = self._msg
-        self._msg = None
+        rv, msg = self._reply_message(data)
         if msg is None:
-            rv = lib.nng_msg_alloc(self._msgp, 0)
-            if rv != OK:
-                return int(rv)
-            msg = self._msgp[0]
-        else:
-            lib.nng_msg_clear(msg)
-        rv = lib.nng_msg_append(msg, data, len(data))
+            return rv
         if rv != OK:
             lib.nng_msg_free(msg)
-            return int(rv)
+            return rv
         lib.nng_aio_set_msg(self._aio, msg)
         self.sending = True
         lib.nng_ctx_send(self._ctx, self._aio)
