@@ -12,7 +12,6 @@ import json
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +19,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+
+# Also imported by raft_node_bench.py, outside pytest: the repo root holds tests/.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.nodeproc import free_ports
 
 NODE_SCRIPT = Path(__file__).with_name("raft_node_main.py")
 REPO = Path(__file__).resolve().parents[2]
@@ -48,19 +51,6 @@ def wait_for(cond: Callable[[], T], timeout: float, what: str, interval: float =
                               + (f" (last error: {last_exc})" if last_exc else ""))
         # A bounded pause between polls of a condition (not a sleep standing in for one).
         threading.Event().wait(interval)
-
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class Node:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +31,10 @@ from omega.protocol import CtlReply, CtlRequest, decode, derive_device_key, enco
 from omega.raft.kv import LmdbStore
 from omega.shard import state
 from omega.transport import RpcClient, TransportSettings
+
+# Also imported by bench/shard.py, outside pytest: the repo root holds tests/.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.nodeproc import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 RUNNER = Path(__file__).with_name("shard_node.py")
@@ -53,19 +56,6 @@ def wait_for(cond: Callable[[], T | None], timeout: float, what: str,
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         pause.wait(interval)  # pacing between polls, not a stand-in for a condition
-
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _toml(value: Any) -> str:
