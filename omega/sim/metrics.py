@@ -128,3 +128,34 @@ def paired_diff(a: npt.ArrayLike, b: npt.ArrayLike, z: float = Z95) -> PairedDif
         raise ValueError(f"paired arrays differ in shape: {x.shape} vs {y.shape}")
     mean, se = mean_se(x - y)
     return PairedDiff(mean, se, mean - z * se, mean + z * se, int(x.size))
+
+
+def group_means(values: npt.ArrayLike, groups: npt.ArrayLike) -> FloatArray:
+    """The mean of ``values`` within each group, groups in sorted order of their labels."""
+    x = np.asarray(values, dtype=np.float64)
+    g = np.asarray(groups)
+    if x.shape != g.shape or x.ndim != 1:
+        raise ValueError(f"values {x.shape} and groups {g.shape} differ or are not 1-d")
+    _, inverse, counts = np.unique(g, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse.reshape(-1), weights=x, minlength=len(counts))
+    means: FloatArray = sums / counts
+    return means
+
+
+def clustered_paired_diff(
+    a: npt.ArrayLike, b: npt.ArrayLike, groups: npt.ArrayLike, z: float = Z95
+) -> PairedDiff:
+    """Paired comparison of cases that come in clusters (several cases per user).
+
+    The cases of one user are not independent, so treating them as such would
+    give an interval that is too narrow. Each user's cases are averaged first
+    (per method), then the users are compared as in :func:`paired_diff`: the
+    difference is the mean over users of each user's mean difference, and ``n``
+    counts users. With the same number of cases per user this equals the
+    difference of the case means.
+    """
+    x = np.asarray(a, dtype=np.float64)
+    y = np.asarray(b, dtype=np.float64)
+    if x.shape != y.shape:
+        raise ValueError(f"paired arrays differ in shape: {x.shape} vs {y.shape}")
+    return paired_diff(group_means(x, groups), group_means(y, groups), z)

@@ -20,6 +20,11 @@ With ``crowd_variants`` the real brain is also replayed with what federation
 would send it, computed centrally from every training history (no privacy, no
 noise): catalog popularity, and per-title co-view neighbour lists. Those rows
 are labelled ``[crowd]``; the plain ``brain`` row knows only its own user.
+
+With ``QualitySettings.held_out_positions`` > 0 (default 10) the brain and the
+content baseline are also scored on earlier positions of each history that no
+tuning used (:func:`held_out_positions`), asked in the same replay, and compared
+with a CI clustered by user (:class:`HeldOutResult`).
 """
 
 from __future__ import annotations
@@ -46,8 +51,24 @@ import numpy.typing as npt
 
 from omega.errors import OmegaError
 from omega.schema import SettingError, require
-from omega.sim.baselines import Baseline, TrainData, cold_start_lists, default_baselines, rank, tune
-from omega.sim.metrics import PairedDiff, coverage, hit_ndcg, mean_se, pad_lists, paired_diff
+from omega.sim.baselines import (
+    Baseline,
+    Scorer,
+    TrainData,
+    cold_start_lists,
+    default_baselines,
+    rank,
+    tune,
+)
+from omega.sim.metrics import (
+    PairedDiff,
+    clustered_paired_diff,
+    coverage,
+    hit_ndcg,
+    mean_se,
+    pad_lists,
+    paired_diff,
+)
 from omega.sim.movielens import (
     COLD_HISTORY,
     DatasetError,
@@ -61,6 +82,7 @@ from omega.sim.movielens import (
 __all__ = [
     "BrainFactory",
     "BrainSession",
+    "HeldOutResult",
     "QualityError",
     "QualityReport",
     "QualitySettings",
@@ -68,6 +90,7 @@ __all__ = [
     "add_arguments",
     "catalog_embeddings",
     "format_text",
+    "held_out_positions",
     "local_brain_factory",
     "main",
     "run_from_args",
@@ -122,6 +145,15 @@ CROWD_POPULARITY = "brain + popularity [crowd]"
 CROWD_LISTS = "brain + co-view lists [crowd]"
 #: Neighbours per title in the central co-view lists (as the hub publishes, DESIGN §7).
 CROWD_NEIGHBOURS = 20
+#: The nearest held-out target is ``items[-HELD_OUT_FIRST]``: items[-1] is the test
+#: item, items[-2..-4] are targets the brain was tuned on.
+HELD_OUT_FIRST = 5
+#: A held-out case needs a history of at least this many views.
+HELD_OUT_MIN_HISTORY = 5
+#: The one baseline scored on held-out positions: it is fitted on embeddings only. The
+#: collaborative ones are fitted on training histories that contain these targets.
+HELD_OUT_BASELINE = "content"
+_HELD_OUT_SLICE = "held-out"
 
 
 @dataclass(frozen=True)
@@ -139,6 +171,8 @@ class QualitySettings:
     cold_folds: int = 10
     #: Evaluate this many users (evenly spaced by id); 0 = all. Models still train on all.
     max_users: int = 0
+    #: Held-out positions per user (targets items[-5], items[-6], ...); 0 = off.
+    held_out_positions: int = 10
 
     def __post_init__(self) -> None:
         require(1 <= self.k <= 1000, "k", "must be 1-1000")
@@ -165,6 +199,29 @@ class QualitySettings:
         )
         require(2 <= self.cold_folds <= 1000, "cold_folds", "must be 2-1000")
         require(self.max_users >= 0, "max_users", "must be >= 0 (0 = every user)")
+        require(
+            0 <= self.held_out_positions <= 1000, "held_out_positions", "must be 0-1000 (0 = off)"
+        )
+
+
+def held_out_positions(n_views: int, positions: int) -> list[tuple[int, int]]:
+    """A user's held-out cases as ``(views seen, target position)``, nearest the end first.
+
+    For ``back`` in ``5 .. 4 + positions`` the target is ``views[-back]`` and the
+    history ``views[:-back - 1]``: two steps ahead, as the test item is (the view
+    in between is not seen). A case is kept only if its history has at least 5
+    views. No target is a test or tuning target: those are ``views[-1..-4]``, and
+    the cold-start slices' ``views[4]`` and ``views[5]`` (a target here is at
+    position 6 or later).
+    """
+    out: list[tuple[int, int]] = []
+    for back in range(HELD_OUT_FIRST, HELD_OUT_FIRST + max(positions, 0)):
+        target = n_views - back
+        seen = target - 1
+        if seen < HELD_OUT_MIN_HISTORY:
+            break
+        out.append((seen, target))
+    return out
 
 
 # -- catalog embeddings -----------------------------------------------------------------
@@ -370,6 +427,11 @@ class BrainRun:
 
     test: list[list[int]] = field(default_factory=list)
     cold: list[list[int]] = field(default_factory=list)
+    held_out: list[list[int]] = field(default_factory=list)
+    """One list per held-out case, users in order, each user's cases as
+    :func:`held_out_positions` gives them."""
+    held_out_seconds: float = 0.0
+    """Time spent in the held-out ``recommend`` calls (part of the replay)."""
     seconds: list[float] = field(default_factory=list)
     foreign: int = 0
     """Returned ids that are not in the catalog (dropped)."""
@@ -388,12 +450,14 @@ def replay_brain(
     work_dir: Path | None = None,
     progress: bool = False,
     label: str = "brain",
+    held_out: int = 0,
 ) -> BrainRun:
     """Replay each user's views through a fresh brain; collect its lists.
 
-    One replay per user serves both slices: the cold-start list is asked after
-    the first 5 views, the test list after the training history (both are
-    prefixes of the same time-ordered views). The validation item is never
+    One replay per user serves every slice: the cold-start list is asked after
+    the first 5 views, the test list after the training history, and with
+    ``held_out`` > 0 the :func:`held_out_positions` lists after their histories
+    (all prefixes of the same time-ordered views). The validation item is never
     replayed: the test item is two steps ahead.
 
     A persistent factory gets the catalog once, in a template brain; each user's
@@ -420,12 +484,16 @@ def replay_brain(
             asks: dict[int, list[tuple[str, int]]] = {len(user.train): [("test", last)]}
             if cold_start and user.has_cold:
                 asks.setdefault(COLD_HISTORY, []).append(("cold", COLD_HISTORY))
+            cases = held_out_positions(len(user.items), held_out)
+            for j, (seen, target) in enumerate(cases):
+                asks.setdefault(seen, []).append((f"{_HELD_OUT_SLICE} {j}", target))
             lists = _replay_one(
                 factory, user, items, index, embedder, k, work_dir, run, asks, template
             )
             run.test.append(lists["test"])
             if cold_start and user.has_cold:
                 run.cold.append(lists["cold"])
+            run.held_out.extend(lists[f"{_HELD_OUT_SLICE} {j}"] for j in range(len(cases)))
             run.seconds.append(time.perf_counter() - started)
     return run
 
@@ -468,7 +536,10 @@ def _replay_one(
             for seen in range(last + 1):
                 for slice_name, target in asks.get(seen, []):
                     # Asked at the time of the view to predict (only its time is known).
+                    asked = time.perf_counter()
                     raw = brain.recommend(k, float(user.timestamps[target]))
+                    if slice_name.startswith(_HELD_OUT_SLICE):
+                        run.held_out_seconds += time.perf_counter() - asked
                     out[slice_name] = _clean(raw, index, set(user.items[:seen].tolist()), k, run)
                 if seen < last:
                     brain.observe(
@@ -583,6 +654,65 @@ class Comparison:
 
 
 @dataclass(frozen=True)
+class HeldOutResult:
+    """The brain and the content baseline on the held-out positions (no tuning target).
+
+    Both are scored on the same cases: per evaluated user, the targets
+    ``items[-5] .. items[-4 - positions]`` predicted two steps ahead
+    (:func:`held_out_positions`). ``hr`` and ``ndcg`` are brain − content, paired
+    and clustered by user (:func:`omega.sim.metrics.clustered_paired_diff`).
+    """
+
+    positions: int
+    users: int
+    """Users with at least one case."""
+    brain: SliceResult
+    content: SliceResult
+    content_params: dict[str, float | int]
+    hr: PairedDiff
+    ndcg: PairedDiff
+    brain_seconds: float
+    """Time of the brain's held-out ``recommend`` calls, inside its one replay."""
+    content_seconds: float
+
+    @property
+    def cases(self) -> int:
+        return self.brain.users
+
+    def to_dict(self) -> dict[str, Any]:
+        def method(r: SliceResult) -> dict[str, Any]:
+            return {"hr": _num(r.hr), "ndcg": _num(r.ndcg), "coverage": _num(r.coverage)}
+
+        def diff(d: PairedDiff) -> dict[str, Any]:
+            return {
+                "diff": _num(d.diff),
+                "se": _num(d.se),
+                "ci95": [_num(d.low), _num(d.high)],
+                "excludes_0": d.significant,
+                "users": d.n,
+            }
+
+        return {
+            "positions": self.positions,
+            "targets": f"items[-{HELD_OUT_FIRST}] .. items[-{HELD_OUT_FIRST + self.positions - 1}]",
+            "history": "items[:-back - 1] (two steps ahead), at least "
+            f"{HELD_OUT_MIN_HISTORY} views",
+            "cases": self.cases,
+            "users": self.users,
+            "brain": method(self.brain),
+            HELD_OUT_BASELINE: {**method(self.content), "params": self.content_params},
+            "brain_minus_content": {"HR": diff(self.hr), "NDCG": diff(self.ndcg)},
+            "ci": "95 %, paired, clustered by user (each user's cases averaged first)",
+            "not_scored": "most popular, item-kNN, EASE, content + popularity: fitted on "
+            "training data that contains these targets",
+            "seconds": {
+                "brain_recommend": round(self.brain_seconds, 3),
+                "content": round(self.content_seconds, 3),
+            },
+        }
+
+
+@dataclass(frozen=True)
 class QualityReport:
     data_dir: str
     layout: str
@@ -600,6 +730,8 @@ class QualityReport:
     timings: dict[str, float]
     brain: dict[str, Any] | None
     date: str
+    held_out: HeldOutResult | None = None
+    """None when off (``held_out_positions = 0``) or without a brain."""
 
     def method(self, name: str) -> MethodResult:
         for m in self.methods:
@@ -628,6 +760,7 @@ class QualityReport:
             "comparisons": [c.to_dict() for c in self.comparisons],
             "timings": {key: round(v, 3) for key, v in self.timings.items()},
             "brain": self.brain,
+            "held_out": self.held_out.to_dict() if self.held_out is not None else None,
         }
 
 
@@ -679,6 +812,8 @@ def format_text(report: QualityReport) -> str:
             ]
             lines.append(f"  vs {other:<28} " + "   ".join(parts))
         lines.append("  (* the interval excludes 0)")
+    if report.held_out is not None:
+        lines += ["", *_held_out_lines(report)]
     if report.brain:
         b = report.brain
         lines += [
@@ -690,6 +825,52 @@ def format_text(report: QualityReport) -> str:
         ]
     lines += ["", "Time: " + ", ".join(f"{key} {v:.1f} s" for key, v in report.timings.items())]
     return "\n".join(lines)
+
+
+def _held_out_lines(report: QualityReport) -> list[str]:
+    h = report.held_out
+    assert h is not None
+    k = report.k
+    last = HELD_OUT_FIRST + h.positions - 1
+    lines = [
+        f"Held-out positions: targets items[-{HELD_OUT_FIRST}..-{last}], each from the views "
+        f"before the one preceding it (two steps ahead, >= {HELD_OUT_MIN_HISTORY} views); "
+        "no test or tuning target",
+    ]
+    if h.cases == 0:
+        lines.append(
+            f"  no case: a user needs at least {HELD_OUT_FIRST + HELD_OUT_MIN_HISTORY + 1} views"
+        )
+        return lines
+    lines += [
+        f"  {h.cases} cases from {h.users} users",
+        f"  {BRAIN:<30}HR@{k} {h.brain.hr:.3f}   NDCG@{k} {h.brain.ndcg:.3f}",
+        f"  {HELD_OUT_BASELINE:<30}HR@{k} {h.content.hr:.3f}   NDCG@{k} {h.content.ndcg:.3f}"
+        f"   ({_params(h.content_params)}, as tuned on validation)",
+        f"  {BRAIN} − {HELD_OUT_BASELINE}, 95% CI clustered by user: "
+        f"HR {_ci(h.hr)}   NDCG {_ci(h.ndcg)}",
+    ]
+    test = {
+        c.metric: c.diff
+        for c in report.comparisons
+        if c.reference == BRAIN and c.other == HELD_OUT_BASELINE and c.slice == "test"
+    }
+    if test:
+        lines.append(
+            f"  test item, one case per user ({test['HR'].n} users), paired 95% CI: "
+            f"HR {_ci(test['HR'])}   NDCG {_ci(test['NDCG'])}"
+        )
+    lines += [
+        "  (* the interval excludes 0; most popular, item-kNN, EASE and content + popularity "
+        "are not scored here: they are fitted on training data that contains these targets)",
+        f"  held-out time: brain recommend {h.brain_seconds:.1f} s (inside its replay), "
+        f"content {h.content_seconds:.1f} s",
+    ]
+    return lines
+
+
+def _ci(d: PairedDiff) -> str:
+    return f"{d.diff:+.3f} [{d.low:+.3f}, {d.high:+.3f}]" + ("*" if d.significant else "")
 
 
 def _pm(mean: float, se: float) -> str:
@@ -755,14 +936,14 @@ def run_quality(
         content_last_n=s.content_last_n,
         content_popularity=s.content_popularity,
     )
+    scorers: dict[str, Scorer] = {}
     bar = tqdm(baselines, desc="baselines", unit="method", disable=not progress, file=sys.stderr)
     for baseline in bar:
         bar.set_postfix_str(baseline.name)
-        methods.append(
-            _run_baseline(
-                baseline, split, train, rows, users, cold_pos, test_targets, cold_targets, s
-            )
+        result, scorers[baseline.name] = _run_baseline(
+            baseline, split, train, rows, users, cold_pos, test_targets, cold_targets, s
         )
+        methods.append(result)
         log.info(
             "baseline done",
             extra={"fields": {"method": baseline.name, "seconds": round(methods[-1].seconds, 2)}},
@@ -770,6 +951,7 @@ def run_quality(
     timings["baselines"] = sum(m.seconds for m in methods)
 
     brain_info: dict[str, Any] | None = None
+    held_out: HeldOutResult | None = None
     if brain_factory is not None:
         t = time.perf_counter()
         shared = SharedEmbedder(embedder, texts, vectors)
@@ -782,9 +964,21 @@ def run_quality(
             cold_start=cold_start,
             work_dir=work_dir,
             progress=progress,
+            held_out=s.held_out_positions,
         )
         seconds = time.perf_counter() - t
         timings["brain"] = seconds
+        if s.held_out_positions > 0:
+            t = time.perf_counter()
+            held_out = _held_out(
+                run,
+                users,
+                scorers[HELD_OUT_BASELINE],
+                next(m.params for m in methods if m.name == HELD_OUT_BASELINE),
+                s,
+                n,
+            )
+            timings["held-out content"] = time.perf_counter() - t
         cold_lists = pad_lists(run.cold, s.k) if cold_pos else None
         crowd_rows: list[MethodResult] = []
         if crowd_variants:
@@ -848,6 +1042,47 @@ def run_quality(
         timings=timings,
         brain=brain_info,
         date=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        held_out=held_out,
+    )
+
+
+def _held_out(
+    run: BrainRun,
+    users: Sequence[UserHistory],
+    content: Scorer,
+    content_params: dict[str, float | int],
+    s: QualitySettings,
+    n_items: int,
+) -> HeldOutResult:
+    """Score the brain's held-out lists and the content baseline's on the same cases.
+
+    Only the content baseline: it is fitted on embeddings alone, while every
+    collaborative baseline is fitted on training histories that contain these
+    targets. Its parameters are those tuned on validation, as for the test.
+    """
+    t = time.perf_counter()
+    histories: list[IntArray] = []
+    targets: list[int] = []
+    groups: list[int] = []
+    for row, user in enumerate(users):
+        for seen, target in held_out_positions(len(user.items), s.held_out_positions):
+            histories.append(user.items[:seen])
+            targets.append(int(user.items[target]))
+            groups.append(row)
+    if len(run.held_out) != len(targets):
+        raise QualityError(f"{len(run.held_out)} held-out brain lists for {len(targets)} cases")
+    brain = SliceResult.of(pad_lists(run.held_out, s.k), targets, n_items)
+    other = SliceResult.of(rank(content, histories, s.k), targets, n_items)
+    return HeldOutResult(
+        positions=s.held_out_positions,
+        users=len(set(groups)),
+        brain=brain,
+        content=other,
+        content_params=dict(content_params),
+        hr=clustered_paired_diff(brain.hits, other.hits, groups),
+        ndcg=clustered_paired_diff(brain.ndcgs, other.ndcgs, groups),
+        brain_seconds=run.held_out_seconds,
+        content_seconds=time.perf_counter() - t,
     )
 
 
@@ -895,7 +1130,8 @@ def _run_baseline(
     test_targets: list[int],
     cold_targets: list[int],
     s: QualitySettings,
-) -> MethodResult:
+) -> tuple[MethodResult, Scorer]:
+    """The baseline's results and its scorer, as tuned on validation."""
     t = time.perf_counter()
     # Tuned on every user's validation item, whatever subset is evaluated.
     tuned = tune(
@@ -921,7 +1157,7 @@ def _run_baseline(
             s.cold_folds,
         )
         cold = SliceResult.of(lists, cold_targets, train.n_items)
-    return MethodResult(
+    result = MethodResult(
         baseline.name,
         dict(tuned.params),
         test,
@@ -930,6 +1166,7 @@ def _run_baseline(
         tuned.val_ndcg,
         time.perf_counter() - t,
     )
+    return result, tuned.scorer
 
 
 def _compare(methods: Sequence[MethodResult], reference: str) -> Iterable[Comparison]:
@@ -970,6 +1207,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-users", type=int, default=0, help="evaluate N users (0 = all)")
     parser.add_argument("--no-cold-start", action="store_true", help="skip the cold-start slice")
     parser.add_argument(
+        "--held-out-positions",
+        type=int,
+        default=QualitySettings.held_out_positions,
+        metavar="N",
+        help="also score the brain and the content baseline on targets items[-5] .. "
+        "items[-4-N] of each user, two steps ahead (no test or tuning target; default "
+        "%(default)s, 0 = off)",
+    )
+    parser.add_argument(
         "--crowd-variants",
         action="store_true",
         help="also replay the brain fed with central crowd popularity and co-view lists "
@@ -983,7 +1229,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run_from_args(args: argparse.Namespace) -> int:
     """Run from parsed options; prints the report, returns the exit code (2: bad input)."""
     try:
-        settings = QualitySettings(max_users=args.max_users)
+        settings = QualitySettings(
+            max_users=args.max_users, held_out_positions=args.held_out_positions
+        )
         cache_dir = args.cache_dir or default_cache_dir()
         embedder = _make_embedder(args.embedder, cache_dir)
         factory = local_brain_factory() if args.brain == "local" else None

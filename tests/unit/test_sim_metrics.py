@@ -9,7 +9,9 @@ import pytest
 
 from omega.sim.metrics import (
     Z95,
+    clustered_paired_diff,
     coverage,
+    group_means,
     hit_ndcg,
     mean_se,
     pad_lists,
@@ -104,3 +106,41 @@ def test_paired_difference_uses_per_user_differences() -> None:
     assert paired_diff(np.ones(30), np.r_[np.zeros(25), np.ones(5)]).significant
     with pytest.raises(ValueError, match="shape"):
         paired_diff(a, b[:3])
+
+
+def test_group_means_average_each_group() -> None:
+    means = group_means([1.0, 0.0, 0.0, 1.0, 1.0, 1.0], [7, 7, 3, 3, 3, 9])
+    np.testing.assert_allclose(means, [2 / 3, 0.5, 1.0])  # groups 3, 7, 9
+    with pytest.raises(ValueError, match="groups"):
+        group_means([1.0, 2.0], [1])
+
+
+def test_clustered_paired_diff_averages_each_user_before_pairing() -> None:
+    # User 0: 4 cases, a wins all; user 1: 1 case, tie; user 2: 2 cases, b wins one.
+    a = [1, 1, 1, 1, 0, 0, 0]
+    b = [0, 0, 0, 0, 0, 0, 1]
+    users = [0, 0, 0, 0, 1, 2, 2]
+    d = clustered_paired_diff(a, b, users)
+    per_user = np.array([1.0, 0.0, -0.5])
+    assert d.n == 3
+    assert d.diff == pytest.approx(per_user.mean())
+    assert d.se == pytest.approx(per_user.std(ddof=1) / math.sqrt(3))
+    assert (d.low, d.high) == pytest.approx((d.diff - Z95 * d.se, d.diff + Z95 * d.se))
+    # One case per user: the same as the per-user paired difference.
+    single = clustered_paired_diff(a, b, list(range(7)))
+    assert single == paired_diff(a, b)
+    with pytest.raises(ValueError, match="shape"):
+        clustered_paired_diff([1.0, 0.0], [1.0], [0, 1])
+
+
+def test_clustered_interval_is_wider_than_treating_cases_as_independent() -> None:
+    # Ten users whose cases all agree with each other: 10 independent facts, not 100.
+    rng = np.random.default_rng(3)
+    user_effect = rng.choice([0.0, 1.0], size=10)
+    a = np.repeat(user_effect, 10)
+    b = np.zeros(100)
+    users = np.repeat(np.arange(10), 10)
+    clustered = clustered_paired_diff(a, b, users)
+    naive = paired_diff(a, b)
+    assert clustered.diff == pytest.approx(naive.diff)
+    assert clustered.high - clustered.low > 2.5 * (naive.high - naive.low)

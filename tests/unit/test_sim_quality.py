@@ -14,6 +14,8 @@ import pytest
 
 from omega.brain.embedder import HashEmbedder
 from omega.schema import SettingError
+from omega.sim.baselines import ContentProfile, rank
+from omega.sim.metrics import hit_ndcg
 from omega.sim.movielens import COLD_HISTORY, Item, load_movielens, split_leave_last
 from omega.sim.quality import (
     CROWD_LISTS,
@@ -25,6 +27,7 @@ from omega.sim.quality import (
     SharedEmbedder,
     catalog_embeddings,
     format_text,
+    held_out_positions,
     local_brain_factory,
     main,
     run_quality,
@@ -347,3 +350,169 @@ def test_crowd_fed_rows_are_labelled_and_use_the_crowd(
     text = format_text(report)
     assert "no crowd knowledge" in text and "[crowd]: the brain also given" in text
     assert {c.other for c in report.comparisons} >= {CROWD_POPULARITY, CROWD_LISTS}
+
+
+# -- held-out positions ----------------------------------------------------------------------
+
+TUNING_FROM_END = {1, 2, 3, 4}  # items[-1] test, items[-2..-4] tuning targets
+COLD_TARGETS = {COLD_HISTORY - 1, COLD_HISTORY}  # cold validation (4 -> 5th), cold test (5 -> 6th)
+
+
+def test_held_out_positions_are_two_steps_ahead_and_never_a_tuning_target() -> None:
+    assert held_out_positions(20, 10) == [(20 - b - 1, 20 - b) for b in range(5, 15)]
+    assert held_out_positions(20, 3) == [(14, 15), (13, 14), (12, 13)]
+    # The shortest user with a case: 11 views, history items[:5], target items[6].
+    assert held_out_positions(11, 10) == [(5, 6)]
+    assert held_out_positions(10, 10) == []
+    assert held_out_positions(3, 10) == []
+    assert held_out_positions(30, 0) == []
+    for n_views in range(0, 40):
+        for positions in (0, 1, 2, 10, 25):
+            cases = held_out_positions(n_views, positions)
+            assert len(cases) == max(0, min(positions, n_views - 10))
+            assert len({t for _, t in cases}) == len(cases)
+            for seen, target in cases:
+                back = n_views - target
+                assert 5 <= back <= 4 + positions
+                assert seen == target - 1, "the view just before the target is not seen"
+                assert seen >= 5
+                assert back not in TUNING_FROM_END
+                assert target not in COLD_TARGETS
+
+
+@pytest.fixture(scope="module")
+def long_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Users of 6-17 views: some have held-out cases, some are too short."""
+    world = make_world(n_users=24, per_cluster=16, seed=1)
+    return write_ml_latest(tmp_path_factory.mktemp("long") / "ml-latest-small", world)
+
+
+def _oracle_of(data_dir: Path) -> Policy:
+    data = load_movielens(data_dir)
+    by_time = {
+        float(ts): data.items[int(i)].id
+        for i, ts in zip(data.item_index, data.timestamps, strict=True)
+    }  # timestamps are unique per view here
+
+    def oracle(brain: StandIn, k: int, timestamp: float) -> Sequence[int]:
+        return [by_time[timestamp]]
+
+    return oracle
+
+
+def test_held_out_cases_are_asked_in_the_same_replay_and_scored_against_content(
+    long_folder: Path, tmp_path: Path
+) -> None:
+    rec = Recorder()
+    report = _run(long_folder, tmp_path, factory_of(rec, _oracle_of(long_folder)))
+    split = split_leave_last(load_movielens(long_folder))
+    expected = [held_out_positions(len(u.items), 10) for u in split.users]
+    n_cases = sum(len(c) for c in expected)
+    assert n_cases > 0
+    assert 0 < sum(1 for c in expected if c) < len(split.users), "some users are too short"
+    for user, cases, views, calls in zip(split.users, expected, rec.views, rec.calls,
+                                         strict=True):  # fmt: skip
+        # One replay: the views are the training history, as without held-out cases.
+        assert len(views) == max(len(user.train), COLD_HISTORY)
+        asked = [(c.seen, c.timestamp) for c in calls]
+        assert len(asked) == 1 + int(user.has_cold) + len(cases)
+        for seen, target in cases:
+            assert (seen, float(user.timestamps[target])) in asked
+    h = report.held_out
+    assert h is not None
+    assert (h.positions, h.cases, h.users) == (10, n_cases, sum(1 for c in expected if c))
+    assert len(h.brain.hits) == len(h.content.hits) == n_cases
+    # The oracle names each target: the brain's lists are matched to the right cases.
+    assert (h.brain.hr, h.brain.ndcg) == (1.0, 1.0)
+    # The content baseline, rebuilt by hand with its tuned parameters on the same cases.
+    content = report.method("content")
+    assert h.content_params == content.params
+    vectors, _ = catalog_embeddings(load_movielens(long_folder).texts(), HashEmbedder(),
+                                    tmp_path / "cache")  # fmt: skip
+    scorer = ContentProfile(vectors, int(content.params["last_n"]), float(content.params["decay"]))
+    histories = [u.items[:s] for u, cs in zip(split.users, expected, strict=True) for s, _ in cs]
+    targets = [int(u.items[t]) for u, cs in zip(split.users, expected, strict=True) for _, t in cs]
+    hits, _ = hit_ndcg(rank(scorer, histories, 10), targets)
+    np.testing.assert_array_equal(h.content.hits, hits)
+    assert h.content.hr < 1.0
+    # Paired by user: each user's cases averaged first, then the mean over users.
+    starts = np.cumsum([0, *map(len, expected)])[:-1]
+    per_user = [1.0 - float(np.mean(hits[lo : lo + len(c)]))
+                for lo, c in zip(starts, expected, strict=True) if c]  # fmt: skip
+    assert h.hr.n == h.users
+    assert h.hr.diff == pytest.approx(float(np.mean(per_user)))
+    assert h.hr.low < h.hr.diff < h.hr.high
+    # Only content: the collaborative baselines are not scored on these cases.
+    doc = json.loads(json.dumps(report.to_dict()))["held_out"]
+    assert set(doc) >= {"brain", "content", "brain_minus_content", "cases", "users"}
+    assert not {"EASE", "item-kNN", "most popular"} & set(doc)
+
+
+def test_held_out_lists_leave_the_test_and_cold_lists_of_the_real_brain_alone(
+    long_folder: Path, tmp_path: Path
+) -> None:
+    on = dataclasses.replace(FAST, max_users=4, cold_folds=2)
+    off = dataclasses.replace(on, held_out_positions=0)
+    a = _run(long_folder, tmp_path / "on", local_brain_factory(), settings=on)
+    b = _run(long_folder, tmp_path / "off", local_brain_factory(), settings=off)
+    assert a.held_out is not None and a.held_out.cases > 0 and b.held_out is None
+    assert a.brain is not None and a.brain["watched_items"] == a.brain["foreign_ids"] == 0
+    for name in ("brain", "content"):
+        ma, mb = a.method(name), b.method(name)
+        np.testing.assert_array_equal(ma.test.ndcgs, mb.test.ndcgs)
+        assert ma.cold is not None and mb.cold is not None
+        np.testing.assert_array_equal(ma.cold.ndcgs, mb.cold.ndcgs)
+    assert [c.to_dict() for c in a.comparisons] == [c.to_dict() for c in b.comparisons]
+
+
+def test_held_out_slice_is_printed_and_in_json_with_consistent_counts(
+    long_folder: Path, tmp_path: Path
+) -> None:
+    report = _run(long_folder, tmp_path, factory_of(Recorder(), content_policy))
+    h = report.held_out
+    assert h is not None and h.cases > h.users > 0
+    text = format_text(report)
+    assert "Held-out positions" in text
+    assert f"{h.cases} cases from {h.users} users" in text
+    assert "clustered by user" in text and "content + popularity are not scored here" in text
+    assert f"HR@10 {h.brain.hr:.3f}" in text and f"HR@10 {h.content.hr:.3f}" in text
+    test_hr = next(c.diff for c in report.comparisons
+                   if (c.other, c.slice, c.metric) == ("content", "test", "HR"))  # fmt: skip
+    assert f"test item, one case per user ({report.evaluated_users} users)" in text
+    assert f"HR {test_hr.diff:+.3f} [{test_hr.low:+.3f}, {test_hr.high:+.3f}]" in text
+    doc = json.loads(json.dumps(report.to_dict()))["held_out"]
+    assert (doc["cases"], doc["users"], doc["positions"]) == (h.cases, h.users, 10)
+    hr = doc["brain_minus_content"]["HR"]
+    assert hr["users"] == h.users
+    assert hr["diff"] == pytest.approx(h.hr.diff, abs=1e-5)
+    assert hr["ci95"] == pytest.approx([h.hr.low, h.hr.high], abs=1e-5)
+    assert hr["excludes_0"] == h.hr.significant
+    assert doc["brain"]["hr"] == pytest.approx(h.brain.hr, abs=1e-5)
+    assert doc["content"]["params"] == report.method("content").params
+
+
+def test_held_out_positions_zero_turns_it_off(
+    long_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--data", str(long_folder), "--brain", "local", "--embedder", "hash",
+            "--no-progress", "--cache-dir", str(tmp_path / "cache"), "--max-users", "3",
+            "--work-dir", str(tmp_path / "work")]  # fmt: skip
+    assert main([*args, "--json", "--held-out-positions", "0"]) == 0
+    assert json.loads(capsys.readouterr().out)["held_out"] is None
+    assert main([*args, "--held-out-positions", "0"]) == 0
+    assert "Held-out positions" not in capsys.readouterr().out
+    assert main([*args, "--json", "--held-out-positions", "2"]) == 0
+    doc = json.loads(capsys.readouterr().out)["held_out"]
+    assert doc is not None and doc["positions"] == 2 and doc["cases"] > 0
+    assert main([*args, "--held-out-positions", "-1"]) == 2
+    assert "held_out_positions" in capsys.readouterr().err
+
+
+def test_held_out_reports_no_case_when_every_user_is_short(
+    folders: dict[str, Path], tmp_path: Path
+) -> None:
+    # The default world's users have at most 9 views: no held-out case.
+    report = _run(folders["ml-latest"], tmp_path, factory_of(Recorder(), content_policy))
+    assert report.held_out is not None and report.held_out.cases == 0
+    assert "no case: a user needs at least 11 views" in format_text(report)
+    assert json.loads(json.dumps(report.to_dict()))["held_out"]["cases"] == 0
