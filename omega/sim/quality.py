@@ -5,16 +5,9 @@
 
 :func:`run_quality` loads a MovieLens folder, splits it by the protocol, tunes
 every baseline on the validation items, scores the test items (and the
-cold-start slice), replays every user through a fresh brain of its own, and
-returns a :class:`QualityReport` (printed by :func:`format_text` or as JSON).
-
-The brain is reached only through ``brain_factory(data_dir, embedder) ->
-BrainSession``, so this module does not depend on the brain's internals;
-:func:`local_brain_factory` adapts ``omega.Brain``. The catalog is embedded
-once (cached on disk by a hash of the texts and the model) and every brain gets
-a :class:`SharedEmbedder` that answers catalog texts from that matrix. A
-persistent factory (the real brain) stores the catalog once, in a template
-folder that each user's brain starts from as a copy.
+cold-start slice), replays every user through a fresh brain of its own
+(``omega.sim.replay``), and returns a ``QualityReport`` (``omega.sim.report``:
+printed by ``format_text`` or as JSON).
 
 With ``crowd_variants`` the real brain is also replayed with what federation
 would send it, computed centrally from every training history (no privacy, no
@@ -23,28 +16,22 @@ are labelled ``[crowd]``; the plain ``brain`` row knows only its own user.
 
 With ``QualitySettings.held_out_positions`` > 0 (default 10) the brain and the
 content baseline are also scored on earlier positions of each history that no
-tuning used (:func:`held_out_positions`), asked in the same replay, and compared
-with a CI clustered by user (:class:`HeldOutResult`).
+tuning used (``omega.sim.replay.held_out_positions``), asked in the same replay,
+and compared with a CI clustered by user (``HeldOutResult``).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
-import hashlib
 import json
 import logging
-import math
-import os
-import shutil
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -61,16 +48,11 @@ from omega.sim.baselines import (
     tune,
 )
 from omega.sim.metrics import (
-    PairedDiff,
     clustered_paired_diff,
-    coverage,
-    hit_ndcg,
-    mean_se,
     pad_lists,
     paired_diff,
 )
 from omega.sim.movielens import (
-    COLD_HISTORY,
     DatasetError,
     Item,
     Split,
@@ -78,20 +60,35 @@ from omega.sim.movielens import (
     load_movielens,
     split_leave_last,
 )
+from omega.sim.replay import (
+    BrainFactory,
+    BrainRun,
+    Embedder,
+    QualityError,
+    SharedEmbedder,
+    catalog_embeddings,
+    default_cache_dir,
+    embedder_key,
+    held_out_positions,
+    local_brain_factory,
+    replay_brain,
+)
+from omega.sim.report import (
+    BRAIN,
+    CROWD_LISTS,
+    CROWD_POPULARITY,
+    HELD_OUT_BASELINE,
+    Comparison,
+    HeldOutResult,
+    MethodResult,
+    QualityReport,
+    SliceResult,
+    format_text,
+)
 
 __all__ = [
-    "BrainFactory",
-    "BrainSession",
-    "HeldOutResult",
-    "QualityError",
-    "QualityReport",
     "QualitySettings",
-    "SharedEmbedder",
     "add_arguments",
-    "catalog_embeddings",
-    "format_text",
-    "held_out_positions",
-    "local_brain_factory",
     "main",
     "run_from_args",
     "run_quality",
@@ -99,61 +96,13 @@ __all__ = [
 
 log = logging.getLogger("omega.sim")
 
-F32 = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 
-BRAIN = "brain"
 #: Compared against the others when no brain runs: the strongest central baseline.
 FALLBACK_REFERENCE = "EASE + recency"
-_PROBE = "Heat (1995). Genres: Action, Crime, Thriller"
-
-
-class QualityError(OmegaError):
-    """The benchmark cannot run as asked (a missing component, bad options, a failing brain)."""
-
-
-class Embedder(Protocol):
-    """``omega.brain.embedder.Embedder``: float32 (n, dim), rows L2-normalized."""
-
-    @property
-    def dim(self) -> int: ...
-
-    def embed(self, texts: Sequence[str]) -> F32: ...
-
-
-class BrainSession(Protocol):
-    """One TV's brain as the runner drives it. Item ids are MovieLens ids."""
-
-    def add_content(self, items: Sequence[Item]) -> None: ...
-
-    def observe(self, item_id: int, watch_fraction: float, timestamp: float) -> None: ...
-
-    def recommend(self, k: int, timestamp: float) -> Sequence[int]:
-        """Up to ``k`` item ids, best first."""
-        ...
-
-    def close(self) -> None: ...
-
-
-#: ``factory(data_dir, embedder)``: a fresh brain in an empty directory of its own.
-#: A factory with a true ``persistent`` attribute promises that a brain opened on
-#: a copy of another brain's closed folder starts with that brain's catalog.
-BrainFactory = Callable[[Path, Embedder], BrainSession]
-#: Rows of the brain fed with crowd knowledge (the plain ``brain`` row has none).
-CROWD_POPULARITY = "brain + popularity [crowd]"
-CROWD_LISTS = "brain + co-view lists [crowd]"
 #: Neighbours per title in the central co-view lists (as the hub publishes, DESIGN §7).
 CROWD_NEIGHBOURS = 20
-#: The nearest held-out target is ``items[-HELD_OUT_FIRST]``: items[-1] is the test
-#: item, items[-2..-4] are targets the brain was tuned on.
-HELD_OUT_FIRST = 5
-#: A held-out case needs a history of at least this many views.
-HELD_OUT_MIN_HISTORY = 5
-#: The one baseline scored on held-out positions: it is fitted on embeddings only. The
-#: collaborative ones are fitted on training histories that contain these targets.
-HELD_OUT_BASELINE = "content"
-_HELD_OUT_SLICE = "held-out"
 
 
 @dataclass(frozen=True)
@@ -202,683 +151,6 @@ class QualitySettings:
         require(
             0 <= self.held_out_positions <= 1000, "held_out_positions", "must be 0-1000 (0 = off)"
         )
-
-
-def held_out_positions(n_views: int, positions: int) -> list[tuple[int, int]]:
-    """A user's held-out cases as ``(views seen, target position)``, nearest the end first.
-
-    For ``back`` in ``5 .. 4 + positions`` the target is ``views[-back]`` and the
-    history ``views[:-back - 1]``: two steps ahead, as the test item is (the view
-    in between is not seen). A case is kept only if its history has at least 5
-    views. No target is a test or tuning target: those are ``views[-1..-4]``, and
-    the cold-start slices' ``views[4]`` and ``views[5]`` (a target here is at
-    position 6 or later).
-    """
-    out: list[tuple[int, int]] = []
-    for back in range(HELD_OUT_FIRST, HELD_OUT_FIRST + max(positions, 0)):
-        target = n_views - back
-        seen = target - 1
-        if seen < HELD_OUT_MIN_HISTORY:
-            break
-        out.append((seen, target))
-    return out
-
-
-# -- catalog embeddings -----------------------------------------------------------------
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "omega" / "quality"
-
-
-def embedder_key(embedder: Embedder) -> str:
-    """Names the model: its id if it has one, plus a probe vector (changes with any weights)."""
-    model_id = str(getattr(embedder, "model_id", "") or type(embedder).__qualname__)
-    probe = np.asarray(embedder.embed([_PROBE]), dtype=np.float32)
-    rounded = np.round(probe.astype(np.float64), 4).tobytes()
-    return f"{model_id}/{embedder.dim}/{hashlib.sha256(rounded).hexdigest()[:16]}"
-
-
-def catalog_embeddings(
-    texts: Sequence[str], embedder: Embedder, cache_dir: Path, *, progress: bool = False
-) -> tuple[F32, bool]:
-    """The ``(len(texts), dim)`` embeddings of ``texts``; True if read from the cache.
-
-    The cache file is named by a hash of the model key and every text, so a
-    changed catalog or model is a miss, never a wrong hit.
-    """
-    digest = hashlib.sha256(embedder_key(embedder).encode())
-    for text in texts:
-        digest.update(b"\x00" + text.encode())
-    path = cache_dir / f"catalog-{digest.hexdigest()[:24]}.npy"
-    with contextlib.suppress(OSError, ValueError):
-        cached = np.load(path, allow_pickle=False)
-        if cached.shape == (len(texts), embedder.dim) and cached.dtype == np.float32:
-            return cached, True
-    embed_catalog = getattr(embedder, "embed_catalog", None)
-    if callable(embed_catalog):
-        vecs = np.asarray(embed_catalog(list(texts), progress=progress), dtype=np.float32)
-    else:
-        vecs = np.concatenate(
-            [
-                np.asarray(embedder.embed(texts[i : i + 256]), dtype=np.float32)
-                for i in range(0, len(texts), 256)
-            ]
-            or [np.zeros((0, embedder.dim), dtype=np.float32)]
-        )
-    if vecs.shape != (len(texts), embedder.dim) or not np.isfinite(vecs).all():
-        raise QualityError(f"the embedder returned {vecs.shape} for {len(texts)} texts")
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        with tmp.open("wb") as fh:
-            np.save(fh, vecs, allow_pickle=False)
-        os.replace(tmp, path)
-    except OSError as exc:  # the cache is an optimisation: run on without it
-        log.warning(
-            "could not cache the catalog embeddings",
-            extra={"fields": {"path": str(path), "error": str(exc)}},
-        )
-    return vecs, False
-
-
-class SharedEmbedder:
-    """An embedder that answers the catalog's texts from one precomputed matrix.
-
-    Every brain of the run embeds the same catalog; this makes that a lookup.
-    Other texts go to the wrapped model (and are remembered, up to a bound).
-    """
-
-    def __init__(self, inner: Embedder, texts: Sequence[str], vectors: F32) -> None:
-        if vectors.shape != (len(texts), inner.dim):
-            raise ValueError(f"{vectors.shape} vectors for {len(texts)} texts")
-        self._inner = inner
-        self._vectors = vectors
-        self._row = {t: i for i, t in enumerate(texts)}
-        self._extra: dict[str, F32] = {}
-        self.hits = 0
-        self.misses = 0
-        self.model_id = getattr(inner, "model_id", None)
-
-    @property
-    def dim(self) -> int:
-        return self._inner.dim
-
-    def embed(self, texts: Sequence[str]) -> F32:
-        texts = list(texts)
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        todo: list[int] = []
-        for i, text in enumerate(texts):
-            row = self._row.get(text)
-            if row is not None:
-                out[i] = self._vectors[row]
-            elif text in self._extra:
-                out[i] = self._extra[text]
-            else:
-                todo.append(i)
-        self.hits += len(texts) - len(todo)
-        self.misses += len(todo)
-        if todo:
-            fresh = np.asarray(self._inner.embed([texts[i] for i in todo]), dtype=np.float32)
-            for j, i in enumerate(todo):
-                out[i] = fresh[j]
-                if len(self._extra) < 10_000:
-                    self._extra[texts[i]] = fresh[j]
-        return out
-
-
-# -- the brain ----------------------------------------------------------------------------
-
-
-def local_brain_factory(
-    config: Any = None,
-    *,
-    popularity: Mapping[int, float] | None = None,
-    neighbours: Mapping[int, Sequence[tuple[int, float]]] | None = None,
-) -> BrainFactory:
-    """A factory of ``omega.Brain``s, one per user, with durability off (a simulation).
-
-    ``popularity`` (item id → count) is given to the catalog as
-    ``metadata["popularity"]``, ``neighbours`` (item id → [(item id, score)]) to
-    ``apply_crowd``: crowd knowledge, for the ``[crowd]`` rows only.
-    Raises :class:`QualityError` if the brain package is not importable.
-    """
-    try:
-        from omega.brain import api
-        from omega.brain.settings import BrainSettings
-    except ImportError as exc:
-        raise QualityError(f"the local brain is not available ({exc}); use --brain none") from exc
-    settings = config if config is not None else BrainSettings(durability="nosync")
-    return _LocalBrainFactory(api, settings, popularity, neighbours)
-
-
-class _LocalBrainFactory:
-    """Opens a real ``omega.Brain`` in a folder. Persistent: its catalog is in LMDB."""
-
-    persistent = True
-
-    def __init__(
-        self,
-        api: Any,
-        settings: Any,
-        popularity: Mapping[int, float] | None,
-        neighbours: Mapping[int, Sequence[tuple[int, float]]] | None,
-    ) -> None:
-        self._api = api
-        self._settings = settings
-        self._popularity = popularity
-        self._neighbours = neighbours
-
-    def __call__(self, data_dir: Path, embedder: Embedder) -> BrainSession:
-        brain = self._api.Brain.open(data_dir, self._settings, embedder=embedder)
-        return _BrainAdapter(self._api, brain, self._popularity, self._neighbours)
-
-
-class _BrainAdapter:
-    """``omega.Brain`` as a :class:`BrainSession`: MovieLens ids as content-id strings."""
-
-    def __init__(
-        self,
-        api: Any,
-        brain: Any,
-        popularity: Mapping[int, float] | None = None,
-        neighbours: Mapping[int, Sequence[tuple[int, float]]] | None = None,
-    ) -> None:
-        self._api = api
-        self._brain = brain
-        self._popularity = popularity
-        self._neighbours = neighbours
-
-    def add_content(self, items: Sequence[Item]) -> None:
-        content = self._api.Content
-        pop = self._popularity
-        batch = [
-            content(
-                id=str(i.id),
-                title=i.title,
-                genres=i.genres,
-                year=i.year,
-                metadata={"popularity": float(pop.get(i.id, 0.0))} if pop is not None else {},
-            )
-            for i in items
-        ]
-        self._brain.add_content(batch, progress=False)
-        if self._neighbours is not None:
-            lists = {
-                str(item): [(str(other), float(score)) for other, score in lst]
-                for item, lst in self._neighbours.items()
-            }
-            self._brain.apply_crowd(lists, {}, [], 1)
-
-    def observe(self, item_id: int, watch_fraction: float, timestamp: float) -> None:
-        self._brain.observe(self._api.ViewingEvent(str(item_id), watch_fraction, timestamp))
-
-    def recommend(self, k: int, timestamp: float) -> Sequence[int]:
-        return [int(r.content_id) for r in self._brain.recommend(k, timestamp)]
-
-    def close(self) -> None:
-        self._brain.close()
-
-
-@dataclass
-class BrainRun:
-    """Lists the brain returned, per evaluated user, and what it cost."""
-
-    test: list[list[int]] = field(default_factory=list)
-    cold: list[list[int]] = field(default_factory=list)
-    held_out: list[list[int]] = field(default_factory=list)
-    """One list per held-out case, users in order, each user's cases as
-    :func:`held_out_positions` gives them."""
-    held_out_seconds: float = 0.0
-    """Time spent in the held-out ``recommend`` calls (part of the replay)."""
-    seconds: list[float] = field(default_factory=list)
-    foreign: int = 0
-    """Returned ids that are not in the catalog (dropped)."""
-    watched: int = 0
-    """Returned items already in the replayed history (dropped)."""
-
-
-def replay_brain(
-    factory: BrainFactory,
-    users: Sequence[UserHistory],
-    items: Sequence[Item],
-    embedder: Embedder,
-    *,
-    k: int,
-    cold_start: bool,
-    work_dir: Path | None = None,
-    progress: bool = False,
-    label: str = "brain",
-    held_out: int = 0,
-) -> BrainRun:
-    """Replay each user's views through a fresh brain; collect its lists.
-
-    One replay per user serves every slice: the cold-start list is asked after
-    the first 5 views, the test list after the training history, and with
-    ``held_out`` > 0 the :func:`held_out_positions` lists after their histories
-    (all prefixes of the same time-ordered views). The validation item is never
-    replayed: the test item is two steps ahead.
-
-    A persistent factory gets the catalog once, in a template brain; each user's
-    brain opens a copy of its folder (~3× faster than storing 9,724 titles per user).
-    """
-    from tqdm import tqdm
-
-    index = {item.id: pos for pos, item in enumerate(items)}
-    run = BrainRun()
-    if work_dir is not None:
-        work_dir.mkdir(parents=True, exist_ok=True)
-    with contextlib.ExitStack() as stack:
-        template: Path | None = None
-        if getattr(factory, "persistent", False):
-            root = Path(tempfile.mkdtemp(prefix="omega-quality-catalog-", dir=work_dir))
-            stack.callback(shutil.rmtree, root, True)
-            template = root / "brain"
-            _build_template(factory, template, items, embedder)
-        bar = tqdm(users, desc=label, unit="user", disable=not progress, file=sys.stderr)
-        for user in bar:
-            started = time.perf_counter()
-            # views seen -> (slice, position of the target in the user's views)
-            last = len(user.items) - 1
-            asks: dict[int, list[tuple[str, int]]] = {len(user.train): [("test", last)]}
-            if cold_start and user.has_cold:
-                asks.setdefault(COLD_HISTORY, []).append(("cold", COLD_HISTORY))
-            cases = held_out_positions(len(user.items), held_out)
-            for j, (seen, target) in enumerate(cases):
-                asks.setdefault(seen, []).append((f"{_HELD_OUT_SLICE} {j}", target))
-            lists = _replay_one(
-                factory, user, items, index, embedder, k, work_dir, run, asks, template
-            )
-            run.test.append(lists["test"])
-            if cold_start and user.has_cold:
-                run.cold.append(lists["cold"])
-            run.held_out.extend(lists[f"{_HELD_OUT_SLICE} {j}"] for j in range(len(cases)))
-            run.seconds.append(time.perf_counter() - started)
-    return run
-
-
-def _build_template(
-    factory: BrainFactory, folder: Path, items: Sequence[Item], embedder: Embedder
-) -> None:
-    try:
-        brain = factory(folder, embedder)
-        try:
-            brain.add_content(items)
-        finally:
-            brain.close()
-    except OmegaError as exc:
-        raise QualityError(f"the brain failed to store the catalog: {exc}") from exc
-
-
-def _replay_one(
-    factory: BrainFactory,
-    user: UserHistory,
-    items: Sequence[Item],
-    index: dict[int, int],
-    embedder: Embedder,
-    k: int,
-    work_dir: Path | None,
-    run: BrainRun,
-    asks: dict[int, list[tuple[str, int]]],
-    template: Path | None = None,
-) -> dict[str, list[int]]:
-    out: dict[str, list[int]] = {}
-    last = max(asks)
-    folder = Path(tempfile.mkdtemp(prefix=f"omega-quality-u{user.user_id}-", dir=work_dir))
-    try:
-        if template is not None:
-            shutil.copytree(template, folder / "brain")
-        brain = factory(folder / "brain", embedder)
-        try:
-            if template is None:
-                brain.add_content(items)
-            for seen in range(last + 1):
-                for slice_name, target in asks.get(seen, []):
-                    # Asked at the time of the view to predict (only its time is known).
-                    asked = time.perf_counter()
-                    raw = brain.recommend(k, float(user.timestamps[target]))
-                    if slice_name.startswith(_HELD_OUT_SLICE):
-                        run.held_out_seconds += time.perf_counter() - asked
-                    out[slice_name] = _clean(raw, index, set(user.items[:seen].tolist()), k, run)
-                if seen < last:
-                    brain.observe(
-                        items[int(user.items[seen])].id,
-                        float(user.fractions[seen]),
-                        float(user.timestamps[seen]),
-                    )
-        finally:
-            brain.close()
-    except OmegaError as exc:
-        raise QualityError(f"the brain failed on user {user.user_id}: {exc}") from exc
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    return out
-
-
-def _clean(
-    raw: Iterable[int], index: dict[int, int], history: set[int], k: int, run: BrainRun
-) -> list[int]:
-    """Catalog positions of a returned list: unknown ids and watched items dropped, counted."""
-    out: list[int] = []
-    for item_id in raw:
-        pos = index.get(int(item_id))
-        if pos is None:
-            run.foreign += 1
-        elif pos in history:
-            run.watched += 1
-        elif pos not in out:
-            out.append(pos)
-    return out[:k]
-
-
-# -- the report -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SliceResult:
-    """One method on one slice: means with standard errors, and the per-user values."""
-
-    users: int
-    hr: float
-    hr_se: float
-    ndcg: float
-    ndcg_se: float
-    coverage: float
-    hits: FloatArray = field(repr=False, compare=False)
-    ndcgs: FloatArray = field(repr=False, compare=False)
-
-    @classmethod
-    def of(cls, lists: IntArray, targets: Sequence[int], n_items: int) -> SliceResult:
-        hits, ndcgs = hit_ndcg(lists, targets)
-        hr, hr_se = mean_se(hits)
-        nd, nd_se = mean_se(ndcgs)
-        return cls(len(targets), hr, hr_se, nd, nd_se, coverage(lists, n_items), hits, ndcgs)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "users": self.users,
-            "hr": _num(self.hr),
-            "hr_se": _num(self.hr_se),
-            "ndcg": _num(self.ndcg),
-            "ndcg_se": _num(self.ndcg_se),
-            "coverage": _num(self.coverage),
-        }
-
-
-@dataclass(frozen=True)
-class MethodResult:
-    name: str
-    params: dict[str, float | int]
-    test: SliceResult
-    cold: SliceResult | None
-    val_hr: float | None
-    val_ndcg: float | None
-    seconds: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "params": self.params,
-            "test": self.test.to_dict(),
-            "cold": self.cold.to_dict() if self.cold else None,
-            "val": None
-            if self.val_ndcg is None
-            else {"hr": _num(self.val_hr), "ndcg": _num(self.val_ndcg)},
-            "seconds": round(self.seconds, 3),
-        }
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """``reference − other`` on one slice and metric, paired by user."""
-
-    reference: str
-    other: str
-    slice: str
-    metric: str
-    diff: PairedDiff
-
-    def to_dict(self) -> dict[str, Any]:
-        d = self.diff
-        return {
-            "reference": self.reference,
-            "other": self.other,
-            "slice": self.slice,
-            "metric": self.metric,
-            "diff": _num(d.diff),
-            "se": _num(d.se),
-            "ci95": [_num(d.low), _num(d.high)],
-            "users": d.n,
-        }
-
-
-@dataclass(frozen=True)
-class HeldOutResult:
-    """The brain and the content baseline on the held-out positions (no tuning target).
-
-    Both are scored on the same cases: per evaluated user, the targets
-    ``items[-5] .. items[-4 - positions]`` predicted two steps ahead
-    (:func:`held_out_positions`). ``hr`` and ``ndcg`` are brain − content, paired
-    and clustered by user (:func:`omega.sim.metrics.clustered_paired_diff`).
-    """
-
-    positions: int
-    users: int
-    """Users with at least one case."""
-    brain: SliceResult
-    content: SliceResult
-    content_params: dict[str, float | int]
-    hr: PairedDiff
-    ndcg: PairedDiff
-    brain_seconds: float
-    """Time of the brain's held-out ``recommend`` calls, inside its one replay."""
-    content_seconds: float
-
-    @property
-    def cases(self) -> int:
-        return self.brain.users
-
-    def to_dict(self) -> dict[str, Any]:
-        def method(r: SliceResult) -> dict[str, Any]:
-            return {"hr": _num(r.hr), "ndcg": _num(r.ndcg), "coverage": _num(r.coverage)}
-
-        def diff(d: PairedDiff) -> dict[str, Any]:
-            return {
-                "diff": _num(d.diff),
-                "se": _num(d.se),
-                "ci95": [_num(d.low), _num(d.high)],
-                "excludes_0": d.significant,
-                "users": d.n,
-            }
-
-        return {
-            "positions": self.positions,
-            "targets": f"items[-{HELD_OUT_FIRST}] .. items[-{HELD_OUT_FIRST + self.positions - 1}]",
-            "history": "items[:-back - 1] (two steps ahead), at least "
-            f"{HELD_OUT_MIN_HISTORY} views",
-            "cases": self.cases,
-            "users": self.users,
-            "brain": method(self.brain),
-            HELD_OUT_BASELINE: {**method(self.content), "params": self.content_params},
-            "brain_minus_content": {"HR": diff(self.hr), "NDCG": diff(self.ndcg)},
-            "ci": "95 %, paired, clustered by user (each user's cases averaged first)",
-            "not_scored": "most popular, item-kNN, EASE, content + popularity: fitted on "
-            "training data that contains these targets",
-            "seconds": {
-                "brain_recommend": round(self.brain_seconds, 3),
-                "content": round(self.content_seconds, 3),
-            },
-        }
-
-
-@dataclass(frozen=True)
-class QualityReport:
-    data_dir: str
-    layout: str
-    n_users: int
-    n_items: int
-    n_interactions: int
-    evaluated_users: int
-    cold_users: int
-    k: int
-    embedder: str
-    embeddings_cached: bool
-    methods: tuple[MethodResult, ...]
-    reference: str | None
-    comparisons: tuple[Comparison, ...]
-    timings: dict[str, float]
-    brain: dict[str, Any] | None
-    date: str
-    held_out: HeldOutResult | None = None
-    """None when off (``held_out_positions = 0``) or without a brain."""
-
-    def method(self, name: str) -> MethodResult:
-        for m in self.methods:
-            if m.name == name:
-                return m
-        raise KeyError(name)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "benchmark": "quality",
-            "date": self.date,
-            "data": {
-                "dir": self.data_dir,
-                "layout": self.layout,
-                "users": self.n_users,
-                "items": self.n_items,
-                "interactions": self.n_interactions,
-                "evaluated_users": self.evaluated_users,
-                "cold_users": self.cold_users,
-            },
-            "k": self.k,
-            "embedder": self.embedder,
-            "embeddings_cached": self.embeddings_cached,
-            "methods": [m.to_dict() for m in self.methods],
-            "reference": self.reference,
-            "comparisons": [c.to_dict() for c in self.comparisons],
-            "timings": {key: round(v, 3) for key, v in self.timings.items()},
-            "brain": self.brain,
-            "held_out": self.held_out.to_dict() if self.held_out is not None else None,
-        }
-
-
-def _num(x: float | None) -> float | None:
-    return None if x is None or not math.isfinite(x) else round(float(x), 5)
-
-
-def format_text(report: QualityReport) -> str:
-    """The report as a table for a terminal."""
-    k = report.k
-    lines = [
-        f"Quality benchmark (BENCHMARKS.md §1) on {report.data_dir} [{report.layout}], "
-        f"{report.date}",
-        f"  {report.n_users} users, {report.n_items} items, {report.n_interactions} "
-        f"interactions; evaluated {report.evaluated_users} users "
-        f"({report.cold_users} in the cold-start slice); embedder {report.embedder}"
-        + (" (cached)" if report.embeddings_cached else ""),
-        "",
-        f"{'method':<30}{'HR@' + str(k):>16}{'NDCG@' + str(k):>16}{'cov':>7}"
-        f"{'cold HR':>16}{'cold NDCG':>16}{'time':>8}  params",
-    ]
-    for m in report.methods:
-        cold = m.cold
-        lines.append(
-            f"{m.name:<30}{_pm(m.test.hr, m.test.hr_se):>16}"
-            f"{_pm(m.test.ndcg, m.test.ndcg_se):>16}{m.test.coverage:>7.3f}"
-            f"{_pm(cold.hr, cold.hr_se) if cold else '-':>16}"
-            f"{_pm(cold.ndcg, cold.ndcg_se) if cold else '-':>16}"
-            f"{m.seconds:>7.1f}s  {_params(m.params)}"
-        )
-    names = {m.name for m in report.methods}
-    if BRAIN in names:
-        lines.append(f"  {BRAIN}: its own user's views and the catalog only, no crowd knowledge")
-    if names & {CROWD_POPULARITY, CROWD_LISTS}:
-        lines.append(
-            "  [crowd]: the brain also given what federation would send, computed centrally "
-            "from every training history (no privacy, no noise); no cold-start slice"
-        )
-    if report.comparisons:
-        lines += ["", f"Paired differences, {report.reference} − baseline (95% CI, per user):"]
-        by_other: dict[str, list[Comparison]] = {}
-        for c in report.comparisons:
-            by_other.setdefault(c.other, []).append(c)
-        for other, comps in by_other.items():
-            parts = [
-                f"{c.slice} {c.metric} {c.diff.diff:+.3f} [{c.diff.low:+.3f}, {c.diff.high:+.3f}]"
-                + ("*" if c.diff.significant else "")
-                for c in comps
-            ]
-            lines.append(f"  vs {other:<28} " + "   ".join(parts))
-        lines.append("  (* the interval excludes 0)")
-    if report.held_out is not None:
-        lines += ["", *_held_out_lines(report)]
-    if report.brain:
-        b = report.brain
-        lines += [
-            "",
-            f"Brain: {b['users']} users replayed in {b['seconds']:.1f} s "
-            f"({b['seconds_per_user_p50']:.2f} s/user p50, {b['seconds_per_user_p99']:.2f} p99); "
-            f"dropped {b['foreign_ids']} unknown ids and {b['watched_items']} watched items; "
-            f"embedder lookups {b['embed_hits']} shared, {b['embed_misses']} computed",
-        ]
-    lines += ["", "Time: " + ", ".join(f"{key} {v:.1f} s" for key, v in report.timings.items())]
-    return "\n".join(lines)
-
-
-def _held_out_lines(report: QualityReport) -> list[str]:
-    h = report.held_out
-    assert h is not None
-    k = report.k
-    last = HELD_OUT_FIRST + h.positions - 1
-    lines = [
-        f"Held-out positions: targets items[-{HELD_OUT_FIRST}..-{last}], each from the views "
-        f"before the one preceding it (two steps ahead, >= {HELD_OUT_MIN_HISTORY} views); "
-        "no test or tuning target",
-    ]
-    if h.cases == 0:
-        lines.append(
-            f"  no case: a user needs at least {HELD_OUT_FIRST + HELD_OUT_MIN_HISTORY + 1} views"
-        )
-        return lines
-    lines += [
-        f"  {h.cases} cases from {h.users} users",
-        f"  {BRAIN:<30}HR@{k} {h.brain.hr:.3f}   NDCG@{k} {h.brain.ndcg:.3f}",
-        f"  {HELD_OUT_BASELINE:<30}HR@{k} {h.content.hr:.3f}   NDCG@{k} {h.content.ndcg:.3f}"
-        f"   ({_params(h.content_params)}, as tuned on validation)",
-        f"  {BRAIN} − {HELD_OUT_BASELINE}, 95% CI clustered by user: "
-        f"HR {_ci(h.hr)}   NDCG {_ci(h.ndcg)}",
-    ]
-    test = {
-        c.metric: c.diff
-        for c in report.comparisons
-        if c.reference == BRAIN and c.other == HELD_OUT_BASELINE and c.slice == "test"
-    }
-    if test:
-        lines.append(
-            f"  test item, one case per user ({test['HR'].n} users), paired 95% CI: "
-            f"HR {_ci(test['HR'])}   NDCG {_ci(test['NDCG'])}"
-        )
-    lines += [
-        "  (* the interval excludes 0; most popular, item-kNN, EASE and content + popularity "
-        "are not scored here: they are fitted on training data that contains these targets)",
-        f"  held-out time: brain recommend {h.brain_seconds:.1f} s (inside its replay), "
-        f"content {h.content_seconds:.1f} s",
-    ]
-    return lines
-
-
-def _ci(d: PairedDiff) -> str:
-    return f"{d.diff:+.3f} [{d.low:+.3f}, {d.high:+.3f}]" + ("*" if d.significant else "")
-
-
-def _pm(mean: float, se: float) -> str:
-    return f"{mean:.3f} ±{se:.3f}" if math.isfinite(se) else f"{mean:.3f}"
-
-
-def _params(params: dict[str, float | int]) -> str:
-    return " ".join(f"{key}={v:g}" for key, v in params.items())
 
 
 # -- the run --------------------------------------------------------------------------------

@@ -17,21 +17,16 @@ from omega.schema import SettingError
 from omega.sim.baselines import ContentProfile, rank
 from omega.sim.metrics import hit_ndcg
 from omega.sim.movielens import COLD_HISTORY, Item, load_movielens, split_leave_last
-from omega.sim.quality import (
-    CROWD_LISTS,
-    CROWD_POPULARITY,
+from omega.sim.quality import QualitySettings, main, run_quality
+from omega.sim.replay import (
     BrainSession,
     Embedder,
-    QualityReport,
-    QualitySettings,
     SharedEmbedder,
     catalog_embeddings,
-    format_text,
     held_out_positions,
     local_brain_factory,
-    main,
-    run_quality,
 )
+from omega.sim.report import CROWD_LISTS, CROWD_POPULARITY, QualityReport, format_text
 from tests.helpers_sim import make_world, write_ml100k, write_ml_latest
 
 BASELINES = [
