@@ -87,9 +87,13 @@ class RaftSettings:
     #: LMDB map size: address space reserved for the state (not disk used).
     map_size: int = 1 << 30
     #: fsync LMDB on every applied entry (about 6 ms each here). Off: LMDB flushes
-    #: once a second and on snapshots; a process crash loses nothing either way,
-    #: and PySyncObj's journal is not fsynced in any case (see docs/raft.md).
+    #: once a second and on snapshots, and after a power loss the entries it missed
+    #: are applied again from the journal (see docs/raft.md).
     fsync_commits: bool = False
+    #: Sync the Raft journal (and the term and vote) before any message leaves the
+    #: replica, as Raft requires: then a power loss of every replica at once loses
+    #: no acknowledged entry. Off: faster, and only a process crash is survived.
+    fsync_journal: bool = True
 
     #: Allow running without a cluster password, on a loopback address only.
     dev_mode: bool = False

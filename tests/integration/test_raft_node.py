@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -334,3 +334,85 @@ def test_raft_messages_travel_uncompressed_and_compressed_ones_are_read() -> Non
     assert node._WireCodec.decompress(zlib.compress(message, 3)) == message
     with pytest.raises(zlib.error):
         node._WireCodec.decompress(b"\x78 not a zlib stream")
+
+
+def test_the_journal_is_on_disk_before_an_entry_is_sent_or_acknowledged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """fsync_journal (the default): no Raft message leaves with unsynced journal changes.
+
+    PySyncObj's own TCP send is wrapped to record, for every append_entries (the
+    leader's) and next_node_idx (a follower's acknowledgement), whether the
+    sender's journal still had unsynced changes at that moment.
+    """
+    from pysyncobj.transport import TCPTransport
+
+    dirty_at_send: dict[str, list[bool]] = {"append_entries": [], "next_node_idx": []}
+    real_send = TCPTransport.send
+
+    def spy(self: Any, node: Any, message: Any) -> Any:
+        journal = getattr(self._syncObj, "journal", None)
+        kind = message.get("type") if isinstance(message, dict) else None
+        if journal is not None and kind in dirty_at_send:
+            dirty_at_send[kind].append(journal.dirty)
+        return real_send(self, node, message)
+
+    monkeypatch.setattr(TCPTransport, "send", spy)
+    a, b = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    nodes = [ReplicatedLmdb(RaftSettings(self_address=a, partners=(b,)), tmp_path / "a",
+                            PASSWORD, apply),
+             ReplicatedLmdb(RaftSettings(self_address=b, partners=(a,)), tmp_path / "b",
+                            PASSWORD, apply)]
+    try:
+        leader = wait_for(lambda: next((n for n in nodes if n.is_leader()), None), 10,
+                          "a leader")
+        for i in range(20):
+            assert leader.submit(b"cmd%d" % i, 5) == i + 1
+        follower = next(n for n in nodes if n is not leader)
+        wait_for(lambda: follower.status()["applied_index"] >= leader.status()["applied_index"],
+                 10, "the follower applying every entry")
+        # Every entry went out in an append_entries and came back acknowledged.
+        assert len(dirty_at_send["append_entries"]) >= 20
+        assert len(dirty_at_send["next_node_idx"]) >= 20
+        assert not any(dirty_at_send["append_entries"] + dirty_at_send["next_node_idx"])
+        for node in nodes:
+            journal = node.status()["journal"]
+            assert journal["fsync"] is True and journal["syncs"] >= 20, journal
+    finally:
+        for node in nodes:
+            node.close()
+
+
+def test_a_one_replica_group_syncs_its_journal_before_applying(tmp_path: Path,
+                                                               port: int) -> None:
+    """Alone, a leader commits without sending anything: the apply path syncs."""
+    holder: list[ReplicatedLmdb] = []
+    dirty_at_apply: list[bool] = []
+
+    def apply_recorded(kv: KvWriter, command: bytes, index: int) -> int:
+        journal = holder[0]._core.journal  # this replica's DurableJournal
+        assert journal is not None
+        dirty_at_apply.append(journal.dirty)
+        return apply(kv, command, index)
+
+    holder.append(ReplicatedLmdb(RaftSettings(self_address=f"127.0.0.1:{port}"), tmp_path,
+                                 PASSWORD, apply_recorded))
+    node = holder[0]
+    try:
+        wait_for(node.is_leader, 10, "leadership")
+        for i in range(10):
+            assert node.submit(b"cmd%d" % i, 5) == i + 1
+        assert dirty_at_apply == [False] * 10
+        assert node.status()["journal"]["syncs"] >= 10
+    finally:
+        node.close()
+
+
+def test_fsync_journal_off_leaves_pysyncobjs_journal_as_is(tmp_path: Path, port: int) -> None:
+    settings = RaftSettings(self_address=f"127.0.0.1:{port}", fsync_journal=False)
+    node = ReplicatedLmdb(settings, tmp_path, PASSWORD, apply)
+    try:
+        wait_for(node.is_leader, 10, "leadership")
+        assert node.submit(b"a", 5) == 1
+        assert node.status()["journal"] == {"fsync": False}
+    finally:
+        node.close()
