@@ -19,21 +19,13 @@ Thread-safety: none needed; PySyncObj's tick thread is the only caller.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DurableJournal", "fsync_path"]
+from omega.raft.fsync import fsync_path
 
-
-def fsync_path(path: Path) -> None:
-    """fsync a file or a directory by path."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+__all__ = ["DurableJournal"]
 
 
 class DurableJournal:

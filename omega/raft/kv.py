@@ -36,6 +36,7 @@ from omega.raft.errors import (
     StoreClosed,
     UnknownDatabase,
 )
+from omega.raft.fsync import fsync_path
 from omega.raft.ports import MAX_KEY_BYTES, ApplyFailed, KvWriter
 
 __all__ = [
@@ -83,22 +84,6 @@ def _encode_entry(entry: RaftEntry) -> bytes:
 def _decode_entry(raw: bytes) -> RaftEntry:
     index, term = _ENTRY_HEAD.unpack_from(raw)
     return (bytes(raw[_ENTRY_HEAD.size:]), index, term)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class _Gate:
@@ -516,7 +501,7 @@ class LmdbStore:
         incoming = self.path.with_name(self.path.name + ".incoming")
         try:
             shutil.copyfile(snapshot, incoming)
-            _fsync_file(incoming)
+            fsync_path(incoming)
         except OSError as exc:
             raise SnapshotError(f"cannot stage snapshot {snapshot}: {exc}") from exc
         with self._gate.exclusive(self._gate_timeout_s):
@@ -524,7 +509,7 @@ class LmdbStore:
             self._env = None
             try:
                 os.replace(incoming, self.path)
-                _fsync_dir(self.path.parent)
+                fsync_path(self.path.parent)
             except OSError as exc:
                 raise SnapshotError(f"cannot swap in snapshot {snapshot}: {exc}") from exc
             finally:
