@@ -124,7 +124,8 @@ class BareOnnx:
         out = self.session.run(None, {"input_ids": ids, "attention_mask": mask,
                                       "token_type_ids": np.zeros_like(ids)})[0]
         v = (out * mask[..., None]).sum(axis=1) / mask.sum(axis=1, keepdims=True)
-        return v / np.linalg.norm(v, axis=1, keepdims=True)
+        unit: np.ndarray = v / np.linalg.norm(v, axis=1, keepdims=True)
+        return unit
 
 
 def build(data_dir: Path, settings: BrainSettings, log: Callable[[str], None]) -> Brain:
@@ -319,7 +320,7 @@ def measure(brain: Brain, args: argparse.Namespace, log: Callable[[str], None],
     bare1 = BareOnnx(threads=1)
     bare_default = BareOnnx(threads=None)
     ref_mb = rss_mb() - before_ref
-    ops: dict[str, Callable[[], None]] = {
+    ops: dict[str, Callable[[], object]] = {
         "observe": observe, "recommend": recommend, "brain_embed": brain_embed,
         "bare_embed": lambda: bare1.embed(SHORT_TEXT),
         **titles.ops(qi, ""), **clustered.ops(qi, "_clustered"),
