@@ -21,6 +21,7 @@ from omega.actors.rpc import RpcServerActor
 from omega.actors.spec import ChildSpec, Strategy, SupervisorSpec
 from omega.config import ShardConfig, TvConfig
 from omega.ops.control import ControlHandler, error_reply, health_only_handler
+from omega.transport import Handler, TransportSettings
 
 if TYPE_CHECKING:
     from omega.config import NodeConfig
@@ -30,35 +31,25 @@ if TYPE_CHECKING:
 CONTROL_WORKERS = 4
 
 
+def _rpc_server(name: str, address: str, handler: Handler, transport: TransportSettings,
+                shutdown_s: float) -> ChildSpec:
+    """A supervised request/reply server (``RpcServerActor``) answering with ``handler``."""
+    return ChildSpec(
+        name=name,
+        start=partial(RpcServerActor.start, name, address, handler, error_reply, transport),
+        shutdown_s=shutdown_s,
+    )
+
+
 def tree_for(cfg: NodeConfig, ctx: NodeContext) -> SupervisorSpec:
     sup = cfg.supervision
     shutdown = max(0.1, min(cfg.node.shutdown_timeout_s / 2, 5.0))
-    control = ChildSpec(
-        name="control",
-        start=partial(
-            RpcServerActor.start,
-            "control",
-            cfg.node.control_address,
-            ControlHandler(ctx).handle,
-            error_reply,
-            # Operators and the TV's UI send a request at a time; idle workers cost CPU.
-            replace(cfg.transport, workers=CONTROL_WORKERS),
-        ),
-        shutdown_s=shutdown,
-    )
+    # Operators and the TV's UI send a request at a time; idle workers cost CPU.
+    control = _rpc_server("control", cfg.node.control_address, ControlHandler(ctx).handle,
+                          replace(cfg.transport, workers=CONTROL_WORKERS), shutdown)
     # Aggregator, hub and a TV given a listen address answer health there.
-    health_api = ChildSpec(
-        name="api",
-        start=partial(
-            RpcServerActor.start,
-            "api",
-            cfg.node.listen,
-            health_only_handler(ctx),
-            error_reply,
-            cfg.transport,
-        ),
-        shutdown_s=shutdown,
-    )
+    health_api = _rpc_server("api", cfg.node.listen, health_only_handler(ctx), cfg.transport,
+                             shutdown)
     children: list[ChildSpec | SupervisorSpec]
     strategy: Strategy
     if isinstance(cfg, ShardConfig):
@@ -71,18 +62,7 @@ def tree_for(cfg: NodeConfig, ctx: NodeContext) -> SupervisorSpec:
                 shutdown_s=shutdown,
                 start_timeout_s=60.0,
             ),
-            ChildSpec(
-                name="sync",
-                start=partial(
-                    RpcServerActor.start,
-                    "sync",
-                    cfg.node.listen,
-                    shard_handler(ctx),
-                    error_reply,
-                    cfg.transport,
-                ),
-                shutdown_s=shutdown,
-            ),
+            _rpc_server("sync", cfg.node.listen, shard_handler(ctx), cfg.transport, shutdown),
             control,
         ]
         strategy = "rest_for_one"
