@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import random
 import shutil
 import subprocess
@@ -45,16 +44,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-# One BLAS thread, as BENCHMARKS.md §2 asks and as omega-node sets for a node before
-# numpy loads: OpenBLAS's second thread spins after each call and stole 4-5 ms from
-# whatever this loop timed next (every short operation's p99). An operator's setting wins.
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-
-import numpy as np  # noqa: E402
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from omega.blas import one_blas_thread  # noqa: E402
+
+# As BENCHMARKS.md §2 asks and omega-node does: OpenBLAS's second thread spun after
+# each call and stole 4-5 ms from whatever this loop timed next.
+one_blas_thread()
+
+import numpy as np  # noqa: E402
 
 from omega import Brain, Content, ViewingEvent  # noqa: E402
 from omega.brain.settings import BrainSettings  # noqa: E402

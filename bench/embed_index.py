@@ -30,14 +30,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-# One BLAS thread, as BENCHMARKS.md §2 asks and omega-node sets for a node: a second
-# OpenBLAS thread spins after each call and slows whatever is timed next.
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from omega.blas import one_blas_thread  # noqa: E402
+
+one_blas_thread()  # as BENCHMARKS.md §2 asks and omega-node does, before numpy loads
 
 import numpy as np  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 SHORT_TEXT = "Toy Story (1995). Genres: Adventure, Animation, Children"
 DEFAULT_MOVIES = ROOT.parent / "shared" / "data" / "ml-latest-small" / "movies.csv"
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from omega.blas import one_blas_thread
 from omega.config import ROLES, Overrides, Role, load_config
 from omega.errors import ConfigError, OmegaError
 
@@ -167,11 +167,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run_node(args: argparse.Namespace) -> int:
     role: Role = args.role
-    # One BLAS thread per node, set before numpy loads: the brain's matrix-vector
-    # products are tiny, and two OpenBLAS threads on a busy 2-core box went from
-    # 0.35 ms to 8 ms (docs/embedder-and-index.md). An operator's setting wins.
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
+    one_blas_thread()  # before numpy loads
     overrides = Overrides(data_dir=args.data_dir, listen=args.listen, log_level=args.log_level)
     cfg = load_config(role, args.config, overrides)
     from omega.node import run_node
