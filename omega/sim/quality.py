@@ -30,6 +30,7 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -227,17 +228,10 @@ def run_quality(
     if brain_factory is not None:
         t = time.perf_counter()
         shared = SharedEmbedder(embedder, texts, vectors)
-        run = replay_brain(
-            brain_factory,
-            users,
-            data.items,
-            shared,
-            k=s.k,
-            cold_start=cold_start,
-            work_dir=work_dir,
-            progress=progress,
-            held_out=s.held_out_positions,
-        )
+        # Every replay (the plain brain, the [crowd] rows) sees the same users and catalog.
+        replay = partial(replay_brain, users=users, items=data.items, embedder=shared, k=s.k,
+                         work_dir=work_dir, progress=progress)
+        run = replay(brain_factory, cold_start=cold_start, held_out=s.held_out_positions)
         seconds = time.perf_counter() - t
         timings["brain"] = seconds
         if s.held_out_positions > 0:
@@ -256,17 +250,7 @@ def run_quality(
         if crowd_variants:
             for name, factory in _crowd_factories(data.items, train):
                 t = time.perf_counter()
-                crowd_run = replay_brain(
-                    factory,
-                    users,
-                    data.items,
-                    shared,
-                    k=s.k,
-                    cold_start=False,
-                    work_dir=work_dir,
-                    progress=progress,
-                    label=name,
-                )
+                crowd_run = replay(factory, cold_start=False, label=name)
                 took = time.perf_counter() - t
                 timings[name] = took
                 test = SliceResult.of(pad_lists(crowd_run.test, s.k), test_targets, n)
