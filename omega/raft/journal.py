@@ -103,6 +103,11 @@ class DurableJournal:
 
     # -- durability ------------------------------------------------------------------------
 
+    def stats(self) -> dict[str, Any]:
+        """For ``status()``: syncs made, their total time and the slowest."""
+        return {"fsync": True, "syncs": self.syncs, "sync_seconds": round(self.sync_seconds, 3),
+                "max_sync_ms": round(self.max_sync_seconds * 1000, 2)}
+
     @property
     def dirty(self) -> bool:
         """Changed since the last :meth:`sync`."""

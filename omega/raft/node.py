@@ -528,16 +528,8 @@ class ReplicatedLmdb:
             "slow_ticks": self._slow_ticks,
             "resent_applied_entries": _ResendFilter.count,
             "storage_error": self._storage_error,
-            "journal": self._journal_status(core),
+            "journal": core.journal.stats() if core.journal is not None else {"fsync": False},
         }
-
-    @staticmethod
-    def _journal_status(core: _Core) -> dict[str, Any]:
-        j = core.journal
-        if j is None:
-            return {"fsync": False}
-        return {"fsync": True, "syncs": j.syncs, "sync_seconds": round(j.sync_seconds, 3),
-                "max_sync_ms": round(j.max_sync_seconds * 1000, 2)}
 
     def state_hash(self) -> str:
         """SHA-256 over every application database (equal on replicas at equal index)."""
