@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from omega.errors import ConfigError
 from omega.schema import SettingError, load, require
+from omega.sync.settings import SyncSettings
 from omega.transport.settings import TransportSettings
 
 if TYPE_CHECKING:
@@ -107,21 +108,6 @@ class SecretsSettings:
 
 
 @dataclass(frozen=True)
-class SyncSettings:
-    """How a TV reaches its shard (the sync agent lands with federation)."""
-
-    device_id: str = "tv-local"
-    endpoints: tuple[str, ...] = ()
-    region: str = "local"
-    interval_s: float = 600.0
-
-    def __post_init__(self) -> None:
-        for i, ep in enumerate(self.endpoints):
-            check_address(ep, f"endpoints[{i}]")
-        require(5 <= self.interval_s <= 86_400, "interval_s", "must be between 5 s and a day")
-
-
-@dataclass(frozen=True)
 class UpstreamSettings:
     """Aggregator and hub: where summaries go next and how often they are made."""
 
@@ -159,7 +145,7 @@ def _shard() -> ShardSettings:
 @dataclass(frozen=True)
 class TvConfig(BaseConfig):
     brain: BrainSettings = field(default_factory=_brain)
-    sync: SyncSettings = SyncSettings()
+    sync: SyncSettings = field(default_factory=SyncSettings)
 
 
 @dataclass(frozen=True)

@@ -427,14 +427,17 @@ class Brain:
 
     # -- catalog -------------------------------------------------------------------------
 
-    def add_content(self, items: Iterable[Content], *, progress: bool | None = None
-                    ) -> CatalogUpdate:
+    def add_content(self, items: Iterable[Content], *, progress: bool | None = None,
+                    vectors: Mapping[str, npt.ArrayLike] | None = None) -> CatalogUpdate:
         """Add or update catalog items; new or changed text is embedded here, once.
 
         A repeated id updates the item (the last one in ``items`` wins). All items
         are validated and embedded before anything is written, then stored in one
         transaction. ``progress``: show a progress bar (default: large catalogs).
+        ``vectors``: embeddings that come with items (the crowd's new content, as
+        float16 on the wire): used instead of embedding their text here.
         """
+        given = self._given_vectors(vectors)
         with self._mutex:
             mem = self._memory
             batch: dict[str, Content] = {}
@@ -468,10 +471,15 @@ class Brain:
                 plan.append((rec, item, text))
             if not plan:
                 return CatalogUpdate(0, 0, unchanged)
-            to_embed = [i for i, (rec, _, _) in enumerate(plan)
-                        if rec.idx >= len(cat) or cat.records[rec.idx].text_hash != rec.text_hash]
+            changed = [i for i, (rec, _, _) in enumerate(plan)
+                       if rec.idx >= len(cat) or cat.records[rec.idx].text_hash != rec.text_hash
+                       or rec.content_id in given]
+            to_embed = [i for i in changed if plan[i][0].content_id not in given]
             vecs = self._embed([plan[i][2] for i in to_embed], progress=progress)
             vec_of = {i: vecs[j] for j, i in enumerate(to_embed)}
+            vec_of.update({i: given[plan[i][0].content_id] for i in changed
+                           if plan[i][0].content_id in given})
+            to_embed = changed
             writes = [(rec, vec_of[i] if i in vec_of else cat.embeddings[rec.idx].copy())
                       for i, (rec, _, _) in enumerate(plan)]
             gen = int(self._meta.get("catalog_gen", 0)) + 1
@@ -491,6 +499,16 @@ class Brain:
             log.info("catalog updated", extra={"fields": {
                 "added": added, "updated": len(plan) - added, "embedded": len(to_embed)}})
             return CatalogUpdate(added, len(plan) - added, unchanged)
+
+    def _given_vectors(self, vectors: Mapping[str, npt.ArrayLike] | None) -> dict[str, F32]:
+        out: dict[str, F32] = {}
+        for cid, vec in (vectors or {}).items():
+            v = np.asarray(vec, dtype=np.float32).reshape(-1)
+            if v.size != self._embedder.dim or not np.isfinite(v).all() or not v.any():
+                raise InvalidContent(cid, "embedding",
+                                     f"must be {self._embedder.dim} finite floats, not all 0")
+            out[cid] = _normalized(v)
+        return out
 
     def _embed(self, texts: Sequence[str], progress: bool | None = None) -> F32:
         dim = self._embedder.dim
