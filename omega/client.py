@@ -263,7 +263,8 @@ class DeviceClient:
             try:
                 reply = decode(raw, allowed=(expect, ErrorReply))
             except ProtocolError as exc:
-                raise BadRequest(f"the shard sent an unreadable reply: {exc}") from None
+                # Chained: a caller may tell an oversized reply from a malformed one.
+                raise BadRequest(f"the shard sent an unreadable reply: {exc}") from exc
             if isinstance(reply, expect):
                 return reply
             assert isinstance(reply, ErrorReply)
