@@ -72,9 +72,12 @@ class NodeContext:
 
 def read_role_secrets(cfg: NodeConfig) -> dict[str, bytes]:
     """Resolve the secrets the role needs before any actor starts (ConfigError if absent)."""
-    from omega.config import ShardConfig, read_secret
+    from omega.config import ShardConfig, TvConfig, read_secret
 
     out: dict[str, bytes] = {}
+    if isinstance(cfg, TvConfig) and cfg.sync.enabled:
+        # The TV's own provisioned key (never the fleet key: a TV does not hold it).
+        out["device_key"] = _secret(cfg, "device_key")
     if isinstance(cfg, ShardConfig):
         out["fleet_key"] = _secret(cfg, "fleet_key")
         out["dedup_secret"] = _secret(cfg, "dedup_secret")

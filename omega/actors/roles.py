@@ -6,7 +6,8 @@ takes down with it:
 
 - shard: ``rest_for_one`` over store → sync → control: the sync server serves the
   store's service, so it restarts after the store does; control restarts alone.
-- tv: ``rest_for_one`` over brain → control (the local API asks the brain).
+- tv: ``rest_for_one`` over brain → sync (when ``[sync] enabled``) → control (the local
+  API asks the brain).
 - aggregator, hub: ``one_for_one`` over api → control (their federation actors
   land with the federation work; today they answer health and ctl).
 """
@@ -78,6 +79,12 @@ def tree_for(cfg: NodeConfig, ctx: NodeContext) -> SupervisorSpec:
             ),
             control,
         ]
+        if cfg.sync.enabled:
+            from omega.actors.sync import SyncAgent
+
+            # After the brain (it syncs the brain's state; a brain restart restarts it).
+            children.insert(1, ChildSpec(name="sync", start=partial(SyncAgent.start, ctx),
+                                         shutdown_s=shutdown))
         if cfg.node.listen:
             children.insert(1, health_api)
         strategy = "rest_for_one"

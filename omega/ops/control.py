@@ -155,7 +155,12 @@ class ControlHandler:
         if isinstance(msg, TvImportCatalog):
             return TvOk(payload=proxy.import_catalog(msg.items).get(timeout=BRAIN_ASK_TIMEOUT_S))
         if isinstance(msg, TvStatus):
-            return TvOk(payload=proxy.status().get(timeout=BRAIN_ASK_TIMEOUT_S))
+            payload = dict(proxy.status().get(timeout=BRAIN_ASK_TIMEOUT_S))
+            # The sync agent's state lives in the brain's LMDB: read it here rather than
+            # wait behind a sync that may be waiting for the network.
+            sync = self.ctx.resource("sync")
+            payload["sync"] = sync.status() if sync is not None else {"enabled": False}
+            return TvOk(payload=payload)
         raise ProtocolError(f"unexpected message {type(msg).__name__}")
 
     def _brain(self) -> Any:

@@ -46,3 +46,18 @@ class DeviceLink:
 
     def close(self) -> None:
         self._client.close()
+
+
+def device_key_from_secret(secret: bytes, source: str = "<config>") -> bytes:
+    """The device key from its secret: 64 hex digits, as ``omega-node tv provision`` writes."""
+    from omega.errors import ConfigError
+
+    try:
+        key = bytes.fromhex(secret.decode("ascii").strip())
+    except (UnicodeDecodeError, ValueError):
+        key = b""
+    if len(key) != 32:
+        raise ConfigError(source, "secrets.device_key",
+                          "the device key must be 64 hex digits (32 bytes): provision the TV "
+                          "with `omega-node tv provision`")
+    return key
