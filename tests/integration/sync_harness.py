@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from omega.federation.report import HubKey, open_report
-from omega.protocol import CatalogEntry, TvImportCatalog, TvObserve, TvOk, TvStatus, derive_device_key
+from omega.protocol import (
+    CatalogEntry,
+    TvImportCatalog,
+    TvObserve,
+    TvOk,
+    TvStatus,
+    derive_device_key,
+)
 from tests.integration.shard_harness import FLEET_KEY, ShardCluster, _toml
 from tests.nodeproc import ask, node_env, start_node
 
