@@ -278,10 +278,14 @@ class SyncCore:
     def applied_version(self) -> int:
         return int(self.brain.status()["crowd_version"])
 
-    def pull(self) -> int:
-        """Pull until the announced version is merged; returns the number of pulls."""
+    def pull(self, ask_version: bool = True) -> int:
+        """Pull until the announced version is merged; returns the number of pulls.
+
+        ``ask_version``: learn the shard's version by a heartbeat first (not needed
+        right after a push: its ack says it).
+        """
         link = self._link_now()
-        if self._announced <= self.applied_version():
+        if ask_version and self._announced <= self.applied_version():
             self._announced = max(self._announced, link.heartbeat().global_version)
         rounds = 0
         while rounds < self.settings.pull_max_rounds:
@@ -330,7 +334,7 @@ class SyncCore:
             ack = self.push()
             if ack is not None:
                 seq, pushed = ack.seq, self.last_push_real
-            pulls = self.pull()
+            pulls = self.pull(ask_version=ack is None)
         except OmegaError as exc:  # protocol, transport, brain, no group: all retried later
             retry = exc.retry_after_s if isinstance(exc, RateLimited) and exc.retry_after_s \
                 else 0.0
