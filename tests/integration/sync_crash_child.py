@@ -17,15 +17,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from omega.brain.api import ViewingEvent  # noqa: E402
-from omega.client import ClientSettings  # noqa: E402
-from omega.federation.report import HubKey  # noqa: E402
-from omega.protocol import derive_device_key  # noqa: E402
-from omega.sync.core import SyncCore  # noqa: E402
-from omega.sync.link import DeviceLink  # noqa: E402
-from omega.sync.settings import ShardGroup  # noqa: E402
-from tests.integration.shard_harness import FLEET_KEY  # noqa: E402
-from tests.sync_support import open_brain, sync_settings  # noqa: E402
+from omega.brain.api import ViewingEvent
+from omega.client import ClientSettings
+from omega.federation.report import HubKey
+from omega.protocol import derive_device_key
+from omega.sync.core import SyncCore
+from omega.sync.link import DeviceLink
+from omega.sync.settings import ShardGroup
+from tests.integration.shard_harness import FLEET_KEY
+from tests.sync_support import open_brain, sync_settings
 
 T0 = 1_700_000_000.0
 
