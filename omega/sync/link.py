@@ -8,7 +8,8 @@ deadline. An unreadable pull answer becomes a typed ``MalformedPull`` (or
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 from omega.client import BadRequest, ClientSettings, DeviceClient
 from omega.protocol import HeartbeatAck, PullResp, PushAck, TooLarge
@@ -23,10 +24,11 @@ class DeviceLink:
     def __init__(self, group: ShardGroup, device_id: str, device_key: bytes,
                  client: ClientSettings | None = None,
                  transport: TransportSettings | None = None, *,
-                 requester: Requester | None = None) -> None:
+                 requester: Requester | None = None,
+                 wall: Callable[[], float] = time.time) -> None:
         self.group = group
         self._client = DeviceClient(group.endpoints, device_id, device_key, client,
-                                    transport=transport, requester=requester)
+                                    transport=transport, requester=requester, wall=wall)
 
     def push(self, seq: int, reports: Sequence[bytes]) -> PushAck:
         return self._client.push_seq(seq, reports)
