@@ -25,15 +25,15 @@ import zstandard
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from omega.protocol import Heartbeat, PullResp, Push, decode  # noqa: E402
-from omega.sim.tvweek import simulate_week  # noqa: E402
+from omega.protocol import Heartbeat, PullResp, Push, decode
+from omega.sim.tvweek import simulate_week
 
 
 def summary(sizes: list[int]) -> dict[str, float]:
     s = sorted(sizes)
     if not s:
         return {"median": 0, "p99": 0, "max": 0, "n": 0}
-    p99 = s[min(len(s) - 1, int(round(0.99 * (len(s) - 1))))]
+    p99 = s[min(len(s) - 1, round(0.99 * (len(s) - 1)))]
     return {"median": statistics.median(s), "p99": p99, "max": s[-1], "n": len(s)}
 
 
@@ -86,7 +86,8 @@ def main() -> int:
         assert isinstance(s, dict)
         z = out["zstd"].get(key) if isinstance(out["zstd"], dict) else None
         zs = f"{z['median']:.0f} / {z['max']:.0f}" if z else "-"
-        print(f"{name:<10} {s['n']:>6} {s['median']:>9.0f} {s['p99']:>7.0f} {s['max']:>7.0f}   {zs}")
+        print(f"{name:<10} {s['n']:>6} {s['median']:>9.0f} {s['p99']:>7.0f} "
+              f"{s['max']:>7.0f}   {zs}")
     print(f"sent {out['bytes_sent_total']:,} B, received {out['bytes_received_total']:,} B "
           "in the week")
     return 0
