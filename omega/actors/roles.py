@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 
 CONTROL_WORKERS = 4
+TV_CONTROL_WORKERS = 1
 
 
 def _rpc_server(name: str, address: str, handler: Handler, transport: TransportSettings,
@@ -46,8 +47,11 @@ def tree_for(cfg: NodeConfig, ctx: NodeContext) -> SupervisorSpec:
     sup = cfg.supervision
     shutdown = max(0.1, min(cfg.node.shutdown_timeout_s / 2, 5.0))
     # Operators and the TV's UI send a request at a time; idle workers cost CPU.
+    # A TV is idle most of the time and every idle worker wakes 4 times a second
+    # (omega.transport.server): its UI's requests share one (docs/benchmarks.md, TV idle).
+    workers = TV_CONTROL_WORKERS if isinstance(cfg, TvConfig) else CONTROL_WORKERS
     control = _rpc_server("control", cfg.node.control_address, ControlHandler(ctx).handle,
-                          replace(cfg.transport, workers=CONTROL_WORKERS), shutdown)
+                          replace(cfg.transport, workers=workers), shutdown)
     # Aggregator, hub and a TV given a listen address answer health there.
     health_api = _rpc_server("api", cfg.node.listen, health_only_handler(ctx), cfg.transport,
                              shutdown)

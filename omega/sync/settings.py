@@ -74,8 +74,9 @@ class SyncSettings:
     window: int = 3
     #: Randomized response: probability that a report's true pair is sent.
     keep: float = 0.5
-    #: The shard forwards reports in shuffled batches from at least k devices.
-    k_anonymity: int = 10
+    #: The shard forwards reports in shuffled batches from at least k devices (the
+    #: shard's own ``k_anonymity``; the accountant's amplification uses it).
+    k_anonymity: int = 50
     #: δ of the accountant's (ε, δ) figures.
     delta: float = 1e-6
     #: Real reports waiting at most (about a week of budget); beyond it none are built.
