@@ -27,6 +27,9 @@ class DeviceLink:
                  requester: Requester | None = None,
                  wall: Callable[[], float] = time.time) -> None:
         self.group = group
+        # A catch-up pulls many times in a row: wait out the shard's read limit (about
+        # a pull a second after a burst) rather than give up the sync.
+        client = client or ClientSettings(wait_rate_limit_max_s=2.0)
         self._client = DeviceClient(group.endpoints, device_id, device_key, client,
                                     transport=transport, requester=requester, wall=wall)
 

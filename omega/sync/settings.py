@@ -85,7 +85,7 @@ class SyncSettings:
     hub_key_id: int = 0
     hub_public_key: str = ""
     #: Pull requests per sync at most (a long delta comes in bounded pieces).
-    pull_max_rounds: int = 16
+    pull_max_rounds: int = 64
 
     def __post_init__(self) -> None:
         require(0 < len(self.device_id) <= 31 and set(self.device_id) <= _LABEL_CHARS,

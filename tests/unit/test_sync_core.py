@@ -216,13 +216,15 @@ def test_pull_merges_crowd_lists_and_new_content_with_its_embedding(
 
 def test_catch_up_after_a_long_absence_takes_one_sync(
         brain: Brain, svc: ShardService, wall: Wall) -> None:
-    for v in range(1, 8):  # a week of releases, 400 titles each time
-        _release(svc, v, neighbours=tuple((f"m{i % 30}", ((f"m{(i + 1) % 30}", 0.5 + v / 100),))
-                                          for i in range(30)),
-                 popularity=tuple((f"m{i}", float(v)) for i in range(30)))
+    rng = random.Random(4)
+    for v in range(1, 8):  # a week of daily releases: 150 titles' top-20 lists each
+        titles = rng.sample(range(1000), 150)
+        _release(svc, v, neighbours=tuple(
+            (f"t{i}", tuple((f"t{j}", 0.5) for j in rng.sample(range(1000), 20) if j != i))
+            for i in titles), popularity=tuple((f"t{i}", float(v)) for i in titles))
     c = core(brain, svc, wall)
     out = c.sync()
-    assert out.error == ""
+    assert out.error == "" and 1 < out.pulls <= 64  # bounded pieces, one sync
     with svc._store.read() as kv:
         current = state.global_version(kv)
     assert brain.status()["crowd_version"] == current
