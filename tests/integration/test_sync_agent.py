@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pytest
 from omega.federation.report import HubKey, UnknownReportKey, UnopenableReport, open_report
 from tests.integration.shard_harness import cluster
 from tests.integration.sync_harness import HUB, TvNode, real_reports
-from tests.nodeproc import wait_for
+from tests.nodeproc import run_cli, wait_for
 
 pytestmark = [pytest.mark.slow]
 
@@ -52,6 +53,12 @@ def test_views_become_acked_pushes_and_a_release_reaches_the_brain(tmp_path: Pat
             assert s["group"] == "g1" and s["hub_key_id"] == HUB.key_id
             assert s["epsilon_today"]["reports"] == 6
             print(f"views -> acked push in {took:.2f} s (interval 0.5 s)")
+            shown = run_cli(["tv", "--control", tv.control, "status"])
+            assert shown.returncode == 0, shown.stderr
+            sync = json.loads(shown.stdout)["sync"]
+            for key in ("last_push", "last_pull", "queue", "backoff", "global_version",
+                        "hub_key_id", "epsilon_today", "group"):
+                assert key in sync, key
             # A release into the shard reaches the brain by pull.
             leader = c.leader()
             assert leader is not None
