@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from omega.errors import ConfigError
 from omega.schema import SettingError, load, require
-from omega.transport.settings import TransportSettings
+from omega.transport_settings import TransportSettings
 
 if TYPE_CHECKING:
     from omega.brain.settings import BrainSettings
