@@ -25,8 +25,8 @@ from omega.reply import Handler
 from omega.transport_settings import TransportSettings
 
 if TYPE_CHECKING:
+    from omega.actors.context import NodeContext
     from omega.config import NodeConfig
-    from omega.node import NodeContext
 
 
 CONTROL_WORKERS = 4

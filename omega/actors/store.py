@@ -18,7 +18,7 @@ from omega.protocol import ErrorReply, encode
 from omega.reply import Handler, Reply
 
 if TYPE_CHECKING:
-    from omega.node import NodeContext
+    from omega.actors.context import NodeContext
     from omega.raft import ReplicatedLmdb
     from omega.shard import ShardService
 
