@@ -19,7 +19,7 @@ import pykka
 from omega.actors.base import OmegaActor
 
 if TYPE_CHECKING:
-    from omega.node import NodeContext
+    from omega.actors.context import NodeContext
     from omega.sync.core import SyncCore
 
 log = logging.getLogger("omega.actors.sync")
