@@ -5,6 +5,7 @@ shard suite), and a hash of a brain's whole LMDB content."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import lmdb
 from omega.brain.api import Brain, Content
 from omega.brain.embedder import HashEmbedder
 from omega.brain.settings import BrainSettings
-from omega.federation.report import HubKey
+from omega.federation.report import HubKey, open_report
 from omega.shard import ShardService
 from omega.sync.link import DeviceLink
 from omega.sync.settings import ShardGroup, SyncSettings
@@ -21,7 +22,7 @@ from omega.transport import InMemoryRequester
 from tests.unit.test_shard_service import DEDUP, FLEET, FakeStore, Wall, key, settings
 
 __all__ = ["DEDUP", "FLEET", "FakeStore", "Wall", "brain_hash", "catalog", "in_process_link",
-           "key", "open_brain", "shard_settings", "sync_settings"]
+           "key", "open_brain", "opened_counts", "shard_settings", "sync_settings"]
 
 shard_settings = settings
 
@@ -56,6 +57,17 @@ def in_process_link(svc: ShardService, device_id: str = "tv1") -> DeviceLink:
     return DeviceLink(ShardGroup("g1", "local", ("inproc://unused",)), device_id,
                       key(device_id), ClientSettings(attempts=3, backoff_s=0.0),
                       requester=req)
+
+
+def opened_counts(blobs: Iterable[bytes], hub: HubKey) -> tuple[int, int]:
+    """(real, dummy) among sealed reports, opened with the hub's private key."""
+    real = dummy = 0
+    for blob in blobs:
+        if open_report({hub.key_id: hub}, blob).coview is None:
+            dummy += 1
+        else:
+            real += 1
+    return real, dummy
 
 
 def brain_hash(data_dir: Path) -> str:

@@ -57,7 +57,7 @@ class SyncAgent(OmegaActor):
         log.info("sync agent started", extra={"fields": {
             "group": self._core.group.name if self._core.group else None,
             "interval_s": settings.interval, "tier": settings.tier}})
-        self._arm(self._core.schedule.sleep_for(self._core._mono()))
+        self._arm(self._core.sleep_for())
 
     def _arm(self, seconds: float) -> None:
         ref = self.actor_ref

@@ -62,6 +62,8 @@ K_PUSH = "sync.push"
 K_HUB = "sync.hub_key"
 K_INFO = "sync.info"
 K_LEDGER = "sync.ledger"
+#: New views a build reads at most.
+MAX_NEW_VIEWS = 500
 
 
 class ShardLink(Protocol):
@@ -202,8 +204,10 @@ class SyncCore:
         total = int(self.brain.status()["episodes"])
         if total <= done:
             return 0
-        new = total - done
-        events = list(reversed(self.brain.history(min(1_000_000, new + s.window))))
+        # Views older than the last few hundred (a TV that enabled sync late) are
+        # marked reported unread: the day's budget could not take their pairs anyway.
+        new = min(total - done, MAX_NEW_VIEWS)
+        events = list(reversed(self.brain.history(new + s.window)))
         bs = self.brain.settings
         views = [(e.content_id, view_weight(e.watch_fraction, bs.success_threshold,
                                             bs.abandoned_weight)) for e in events]
@@ -358,6 +362,10 @@ class SyncCore:
         except OmegaError as exc:
             log.info("heartbeat failed", extra={"fields": {"error": str(exc)[:200]}})
         self.schedule.heartbeat_done(self._mono())
+
+    def sleep_for(self) -> float:
+        """Seconds until the next sync or heartbeat is due."""
+        return self.schedule.sleep_for(self._mono())
 
     def tick(self) -> float:
         """Run whatever is due; returns the seconds the caller may sleep."""

@@ -69,8 +69,6 @@ class Schedule:
     def failed(self, now: float, retry_after_s: float = 0.0) -> float:
         """A sync failed: back off (never sooner than the shard asked); returns the wait."""
         wait = max(self.backoff.fail(), retry_after_s)
-        # A sync that fails keeps its regular slot as an upper bound: backoff only
-        # ever retries sooner than the next regular sync would come, or at the cap.
         self.next_sync = now + wait
         return wait
 

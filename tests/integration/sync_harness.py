@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from omega.federation.report import HubKey, open_report
+from omega.federation.report import HubKey
 from omega.protocol import (
     CatalogEntry,
     TvImportCatalog,
@@ -18,6 +18,7 @@ from omega.protocol import (
 )
 from tests.integration.shard_harness import FLEET_KEY, ShardCluster, _toml
 from tests.nodeproc import ask, node_env, start_node
+from tests.sync_support import opened_counts
 
 HUB = HubKey.generate(1)
 
@@ -89,13 +90,7 @@ class TvNode:
 
 def real_reports(blobs: Any) -> tuple[int, int]:
     """(real, dummy) among stored reports, opened with the hub's private key."""
-    real = dummy = 0
-    for b in blobs:
-        if open_report({HUB.key_id: HUB}, b).coview is None:
-            dummy += 1
-        else:
-            real += 1
-    return real, dummy
+    return opened_counts(blobs, HUB)
 
 
 __all__ = ["HUB", "ShardCluster", "TvNode", "real_reports"]

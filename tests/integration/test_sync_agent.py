@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from omega.federation.report import HubKey, UnknownReportKey, UnopenableReport, open_report
-from tests.integration.shard_harness import cluster
+from tests.integration.shard_harness import OfflineState, ShardCluster, cluster
 from tests.integration.sync_harness import HUB, TvNode, real_reports
 from tests.nodeproc import run_cli, wait_for
 
@@ -34,6 +34,20 @@ def _synced(tv: TvNode, built_at_least: int) -> dict | None:  # type: ignore[typ
     ok = (s["reports_built"] >= built_at_least and s["queue"] == 0
           and s["reports_pushed"] == s["reports_built"])
     return st if ok else None
+
+
+def _stored_once(c: ShardCluster, built: int) -> list[OfflineState]:
+    """Stop the group; on every replica: ``built`` real reports, each stored once, and
+    every push whole (8 reports: real ones, the rest dummies)."""
+    c.stop()
+    out = []
+    for node in c.nodes:
+        off = node.offline()
+        real, dummy = real_reports(off.reports)
+        assert real == built, (node.name, real, built)
+        assert (real + dummy) % 8 == 0 and set(off.reports.values()) == {1}
+        out.append(off)
+    return out
 
 
 def test_views_become_acked_pushes_and_a_release_reaches_the_brain(tmp_path: Path) -> None:
@@ -68,12 +82,7 @@ def test_views_become_acked_pushes_and_a_release_reaches_the_brain(tmp_path: Pat
         finally:
             tv.stop()
             print(tv.tail())
-        c.stop()
-        for node in c.nodes:
-            off = node.offline()
-            real, dummy = real_reports(off.reports)
-            # Every push carried 8 reports: 6 real ones, the rest dummies; each stored once.
-            assert real == 6 and (real + dummy) % 8 == 0 and set(off.reports.values()) == {1}
+        for off in _stored_once(c, 6):
             blob = next(iter(off.reports))
             with pytest.raises(UnknownReportKey):
                 open_report({2: HubKey.generate(2)}, blob)
@@ -108,9 +117,4 @@ def test_group_down_then_back_delivers_every_queued_report_exactly_once(
         finally:
             tv.stop()
             print(tv.tail())
-        c.stop()
-        for node in c.nodes:
-            off = node.offline()
-            real, _ = real_reports(off.reports)
-            assert real == built, (node.name, real, built)
-            assert set(off.reports.values()) == {1}
+        _stored_once(c, built)

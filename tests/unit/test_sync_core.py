@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from omega.brain.api import Brain, ViewingEvent
-from omega.federation.report import REPORT_BYTES, HubKey, open_report
+from omega.federation.report import REPORT_BYTES, HubKey
 from omega.protocol import EMBEDDING_BYTES, GlobalUpdate, NewContent, PullResp
 from omega.protocol.vectors import embedding_to_wire
 from omega.raft import LeaderChanged
@@ -36,6 +36,7 @@ from tests.sync_support import (
     brain_hash,
     in_process_link,
     open_brain,
+    opened_counts,
     shard_settings,
     sync_settings,
 )
@@ -86,13 +87,7 @@ def stored(store: FakeStore) -> Counter[bytes]:
 
 
 def opened(blobs: Counter[bytes]) -> tuple[int, int]:
-    real = dummies = 0
-    for blob in blobs:
-        if open_report({HUB.key_id: HUB}, blob).coview is None:
-            dummies += 1
-        else:
-            real += 1
-    return real, dummies
+    return opened_counts(blobs, HUB)
 
 
 def test_views_become_one_constant_push_acked_then_the_queue_is_empty(
