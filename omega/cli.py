@@ -133,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     privacy.add_argument("--data", type=Path, required=True, help="a MovieLens directory")
     privacy.add_argument("--json", action="store_true", help="print the rows as JSON")
-    privacy.add_argument("--users", type=int, default=0, help="at most this many users (0: all)")
+    privacy.add_argument("--users", type=int, default=0,
+                         help="at most this many users (0: all; more than k, or no batch forms)")
     privacy.add_argument("--days", type=int, default=7, help="days of viewing replayed per TV")
     privacy.add_argument("--seed", type=int, default=0)
 

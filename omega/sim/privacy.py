@@ -378,13 +378,41 @@ def run_rows(users: Sequence[Sequence[tuple[str, float]]], catalog: Sequence[str
     return rows
 
 
+def release_rows(data: Path, seed: int) -> list[dict[str, Any]]:
+    """The third adversary's rows (a reader of the published lists), when the federation
+    release's ``omega.sim.membership`` is installed; its settings are ε per release."""
+    import importlib
+
+    try:
+        membership = importlib.import_module("omega.sim.membership")
+        federated = importlib.import_module("omega.sim.federated")
+    except ImportError:
+        return []
+    from omega.sim.movielens import load_movielens, split_leave_last
+
+    ml = load_movielens(data)
+    rows = membership.release_adversary(split_leave_last(ml).users, ml.items,
+                                        federated.FederatedSettings(), with_quality=False,
+                                        seed=seed)
+    return [dict(r) for r in rows]
+
+
 def run_privacy(args: argparse.Namespace) -> int:
     users, catalog = load_users(args.data, args.users)
     rows = run_rows(users, catalog, DEFAULT_SETTINGS, days=args.days, seed=args.seed,
                     show_progress=not args.json)
+    release = release_rows(args.data, args.seed)
     if args.json:
-        print(json.dumps([r.as_dict() for r in rows]))
+        print(json.dumps([r.as_dict() for r in rows] + release))
+        return 0
+    print(f"{len(users)} TVs, {len(catalog)} titles, {args.days} days")
+    print(table(rows))
+    if release:
+        print(table([Row(str(r["adversary"]), str(r["setting"]), bool(r["default"]),
+                         float(r["top1"]), float(r["top10"]), float(r["chance_top1"]),
+                         float(r["chance_top10"]),
+                         float(r["epsilon_per_day"]) if r.get("epsilon_per_day") is not None
+                         else math.inf) for r in release]))
     else:
-        print(f"{len(users)} TVs, {len(catalog)} titles, {args.days} days")
-        print(table(rows))
+        print("(the release adversary comes with the federation release: omega.sim.membership)")
     return 0
