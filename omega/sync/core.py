@@ -250,31 +250,41 @@ class SyncCore:
         return self._link
 
     def push(self) -> PushAck | None:
-        """Send the pending push, or make one; returns the shard's ack."""
+        """Send the pending push, or make one; returns the shard's ack.
+
+        The queue's entries are matched by content, not by their sequence numbers:
+        the brain numbers a queue that ran empty from 1 again, so a number alone
+        cannot say whether an entry belongs to a push made before a crash.
+        """
         s = self.settings
         hub = self.hub_key()
         state = _unpack(self.brain.sync_state(K_PUSH), {"last": 0, "pending": None})
         pending = state.get("pending")
         queue = self.brain.peek_outbound(s.reports_per_push)
-        if pending and pending["upto"] and (not queue or queue[0][0] > pending["upto"]):
-            pending = None  # acked here already (a crash came between the two writes)
+        if pending and pending["real"]:
+            mine = {bytes(r) for r in pending["real"]}
+            if not any(p in mine for _, p in queue):
+                pending = None  # its reports left the queue: the shard acked it already
         if pending is None:
             if hub is None:
                 return None  # no key to seal even a dummy with
             real = [p for _, p in queue]
             seq = max(int(state["last"]) + 1, int(self._wall() * 1_000_000))
-            pending = {"seq": seq, "upto": queue[-1][0] if queue else 0, "real": len(real),
+            pending = {"seq": seq, "real": real,
                        "reports": fill(real, s.reports_per_push, hub, self._rng)}
             state = {"last": seq, "pending": pending}
             self.brain.set_sync_state(K_PUSH, _pack(state))  # before it leaves
         ack = self._link_now().push(int(pending["seq"]), [bytes(r) for r in pending["reports"]])
         self._announced = max(self._announced, ack.global_version)
-        if pending["upto"]:
-            self.brain.ack_outbound(int(pending["upto"]))
+        mine = {bytes(r) for r in pending["real"]}
+        # The push took the oldest entries, so its own are the queue's first ones.
+        done = [q for q, p in self.brain.peek_outbound(s.reports_per_push) if p in mine]
+        if done:
+            self.brain.ack_outbound(max(done))
         self.brain.set_sync_state(K_PUSH, _pack({"last": state["last"], "pending": None}))
-        self.last_push_real = int(pending["real"])
+        self.last_push_real = len(pending["real"])
         self._info(last_push=self._wall(), last_push_seq=int(pending["seq"]),
-                   pushed_real=self._get_info().get("pushed_real", 0) + int(pending["real"]))
+                   pushed_real=self._get_info().get("pushed_real", 0) + len(pending["real"]))
         return ack
 
     # -- pull ----------------------------------------------------------------------

@@ -321,3 +321,29 @@ def test_check_pull_refuses_embeddings_of_another_model_size() -> None:
     assert EMBEDDING_BYTES == 768
     vecs, _ = check_pull(resp, 1, 2, dim=384)
     assert vecs["x1"].shape == (384,)
+
+
+def test_a_crash_after_the_queue_ack_never_acks_reports_queued_later(
+        brain: Brain, svc: ShardService, store: FakeStore, wall: Wall) -> None:
+    """The brain numbers an emptied queue from 1 again: a push remembered from before a
+    crash must not take the new entries for its own."""
+    c = core(brain, svc, wall)
+    watch(brain, ["m1", "m2"])
+    c.build()
+    assert c.push() is not None and c.queued() == 0
+    state = msgpack.unpackb(brain.sync_state(K_PUSH))
+    assert state["pending"] is None
+    # As if the TV died between acking the queue and clearing its pending push.
+    sent = list(stored(store))
+    real = [b for b in sent if _is_real(b)]
+    state["pending"] = {"seq": state["last"], "real": real, "reports": sent}
+    brain.set_sync_state(K_PUSH, msgpack.packb(state))
+    watch(brain, ["m3"], t0=T0 + 1000)
+    assert c.build() == 2  # (1,3) (2,3): queued as entries 1 and 2 again
+    assert c.sync().error == ""
+    assert c.queued() == 0
+    assert opened(stored(store))[0] == 3  # the two new reports reached the shard
+
+
+def _is_real(blob: bytes) -> bool:
+    return opened_counts([blob], HUB)[0] == 1
