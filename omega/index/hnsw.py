@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 import faiss
 import numpy as np
 
-from omega.index.base import F32, I64, IndexCore, check_unit_rows
+from omega.index.core import F32, I64, IndexCore, check_unit_rows
 from omega.index.settings import DEFAULT_CAPACITY, STORAGES, IndexSettings
 
 __all__ = ["HnswIndex"]
