@@ -14,10 +14,8 @@ Exit codes: 0 ok, 1 runtime failure (including a root supervisor giving up),
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
-from typing import Any
 
 from omega.blas import one_blas_thread
 from omega.config import ROLES, Overrides, Role, load_config
@@ -173,10 +171,6 @@ def _run_node(args: argparse.Namespace) -> int:
     from omega.node import run_node
 
     return run_node(cfg)
-
-
-def print_json(obj: Any) -> None:
-    print(json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
 if __name__ == "__main__":

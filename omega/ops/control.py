@@ -30,6 +30,7 @@ from omega.protocol import (
     TvRecommend,
     TvRecommendReply,
     TvStatus,
+    Unavailable,
     decode,
     encode,
 )
@@ -54,10 +55,6 @@ BRAIN_ASK_TIMEOUT_S = 600.0
 def error_reply(exc: BaseException) -> bytes:
     """The wire answer to a failed request: typed code, no internals."""
     return encode(ErrorReply.from_error(exc))
-
-
-class Unavailable(ProtocolError):
-    code = "unavailable"
 
 
 def health_reply(ctx: NodeContext) -> HealthReply:
