@@ -36,7 +36,6 @@ DOMAIN = (
     "omega.brain.learning",
     "omega.brain.recommender",
     "omega.brain.errors",
-    "omega.index.base",
     "omega.index.interface",
     "omega.index.brute",
     "omega.index.errors",
