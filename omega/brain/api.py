@@ -780,7 +780,8 @@ class Brain:
                 anchor_finished=bool(fracs[anchor] >= s.success_threshold) if anchor >= 0
                 else True,
                 genre=genre, daypart=part)
-            out.append(Recommendation(cat.ids[r.item], round(r.score, 6), text, r.source))
+            out.append(Recommendation(cat.ids[r.item], round(r.score, 6), text, r.source,
+                                      cat.title(r.item)))
         return out
 
     def _best_genre(self, pos: int, part: str) -> str | None:

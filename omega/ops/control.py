@@ -34,6 +34,7 @@ from omega.protocol import (
     decode,
     encode,
 )
+from omega.protocol.limits import REASON_MAX_LEN, TITLE_MAX_LEN
 
 if TYPE_CHECKING:
     from omega.actors.context import NodeContext
@@ -147,8 +148,13 @@ class ControlHandler:
                 )
             )
         if isinstance(msg, TvRecommend):
-            items = proxy.recommend(msg.k, msg.timestamp).get(timeout=BRAIN_ASK_TIMEOUT_S)
-            return TvRecommendReply(items=tuple(items))
+            recs = proxy.recommend(msg.k, msg.timestamp).get(timeout=BRAIN_ASK_TIMEOUT_S)
+            return TvRecommendReply(
+                items=tuple(
+                    (r.content_id, float(r.score), r.reason[:REASON_MAX_LEN]) for r in recs
+                ),
+                titles=tuple(r.title[:TITLE_MAX_LEN] for r in recs),
+            )
         if isinstance(msg, TvImportCatalog):
             return TvOk(payload=proxy.import_catalog(msg.items).get(timeout=BRAIN_ASK_TIMEOUT_S))
         if isinstance(msg, TvStatus):
