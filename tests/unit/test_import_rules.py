@@ -37,7 +37,6 @@ DOMAIN = (
     "omega.brain.recommender",
     "omega.brain.errors",
     "omega.index.interface",
-    "omega.index.brute",
     "omega.index.errors",
     "omega.index.settings",
     "omega.federation.report",
