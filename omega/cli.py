@@ -167,7 +167,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     if _wants(argv, "bench"):  # its options live with the simulator (numpy): loaded when asked
         from omega.sim.cli import add_quality_arguments
 
-        add_quality_arguments(quality)
+        try:
+            add_quality_arguments(quality)
+        except ModuleNotFoundError as exc:  # say so in its help; running it will say more
+            quality.description = f"(its options need the missing package {exc.name!r})"
 
     cluster = sub.add_parser(
         "local-cluster",
