@@ -59,7 +59,10 @@ def error_reply(exc: BaseException) -> bytes:
 
 
 def health_reply(ctx: NodeContext) -> HealthReply:
-    status = "stopping" if ctx.stop_requested.is_set() else "ok"
+    # "starting" until the whole tree is up: the control socket answers before the
+    # supervisor has handed over its handle, and TV commands need that handle.
+    status = ("stopping" if ctx.stop_requested.is_set()
+              else "starting" if ctx.handle is None else "ok")
     return HealthReply(
         role=ctx.cfg.role,
         name=ctx.cfg.node.name,

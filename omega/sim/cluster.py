@@ -340,7 +340,7 @@ def _bring_up(c: Cluster, files: dict[str, Path]) -> None:
     tv_control = f"ipc://{c.tv_dir / 'control.sock'}"
     t = time.monotonic()
     reply = wait_for(
-        lambda: _health(tv_control), 180, "tv-1 health (loads the ONNX model)",
+        lambda: _healthy(tv_control), 180, "tv-1 health ok (loads the ONNX model)",
         alive=c.check_alive,
     )
     say(

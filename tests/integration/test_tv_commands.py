@@ -16,10 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from omega.protocol import HealthReply
 from tests.nodeproc import REPO, health, kill_all, run_cli, stop, wait_for
 
 DEMO = REPO / "omega" / "sim" / "demo_catalog.jsonl"
 NOBODY = 65534
+
+
+def _ok(reply: HealthReply | None) -> bool:
+    return reply is not None and reply.status == "ok"  # "starting" until the tree is up
 
 
 def _owner_only_umask() -> None:
@@ -40,7 +45,7 @@ def tv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         )
     try:
         control = f"ipc://{data}/control.sock"
-        wait_for(lambda: proc.poll() is None and health(control), 240,
+        wait_for(lambda: proc.poll() is None and _ok(health(control)), 240,
                  "the TV node (it prepares the ONNX model on its first start)")
         yield data
         code, _ = stop(proc)
