@@ -130,3 +130,13 @@ def test_a_missing_dependency_says_how_to_install() -> None:
     line = out.stderr.strip().splitlines()[0]
     assert "is missing" in line and "Traceback" not in out.stderr
     assert "pip install -e ." in out.stderr
+
+
+def test_a_node_that_fails_to_start_leaves_no_data_dir(tmp_path: Path) -> None:
+    cfg = tmp_path / "tv.toml"
+    cfg.write_text('role = "tv"\n[brain.embedder]\nmodel_path = "/nonexistent/model.onnx"\n')
+    data = tmp_path / "data"
+    out = run_cli(["--role", "tv", "--config", str(cfg), "--data-dir", str(data)], timeout=120)
+    assert out.returncode == 1
+    assert "the model file /nonexistent/model.onnx does not exist" in out.stderr
+    assert not data.exists()
