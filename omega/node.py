@@ -42,7 +42,8 @@ EXIT_FAILURE = 1
 
 
 def tcp_binds(cfg: NodeConfig) -> list[tuple[str, str]]:
-    """The ``(config key, address)`` of every TCP port this node will listen on."""
+    """The ``(config key, address)`` of every TCP port this node will listen on (a role
+    that listens on another port adds it here, so a taken port is one clear line)."""
     out = [("node.listen", cfg.node.listen)] if cfg.node.listen else []
     if isinstance(cfg, ShardConfig):
         out.append(("shard.raft.self_address", cfg.shard.raft.self_address))
@@ -55,7 +56,8 @@ def check_ports_free(cfg: NodeConfig) -> None:
         raise ConfigError(
             cfg.source, key,
             f"{address} is already in use by another process: stop it, or choose "
-            f"another port ({key} in the config, or --listen)",
+            f"another port ({key} in the config"
+            + (", or --listen)" if key == "node.listen" else ")"),
         )
 
 
