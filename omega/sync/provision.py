@@ -20,7 +20,7 @@ from omega.federation.report import HubKey
 from omega.protocol import derive_device_key
 from omega.sync.settings import ShardGroup, SyncSettings, Tier
 
-__all__ = ["Provisioned", "parse_group", "provision"]
+__all__ = ["Provisioned", "parse_group", "provision", "toml_value"]
 
 
 def parse_group(spec: str, region: str) -> ShardGroup:
@@ -43,13 +43,14 @@ class Provisioned:
     settings: SyncSettings
 
 
-def _toml(value: object) -> str:
+def toml_value(value: object) -> str:
+    """A TOML literal for a bool, string, number or list of them."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     return repr(value)
 
 
@@ -77,16 +78,17 @@ def provision(out_dir: Path, *, device_id: str, region: str, groups: Sequence[Sh
     data = (data_dir or out_dir / "data").resolve()
     lines = [
         "# Written by `omega-node tv provision`. The device key is in device.key (0600).",
-        'role = "tv"', "", "[node]", f"name = {_toml(device_id)}",
-        f"data_dir = {_toml(str(data))}", 'listen = ""', "",
-        "[secrets.device_key]", f"file = {_toml(str(key_file.resolve()))}", "",
-        "[sync]", "enabled = true", f"device_id = {_toml(device_id)}",
-        f"region = {_toml(region)}", f"tier = {_toml(tier)}",
-        f"hub_key_id = {hub.key_id}", f"hub_public_key = {_toml(hub.public.hex())}",
+        'role = "tv"', "", "[node]", f"name = {toml_value(device_id)}",
+        f"data_dir = {toml_value(str(data))}", 'listen = ""', "",
+        "[secrets.device_key]", f"file = {toml_value(str(key_file.resolve()))}", "",
+        "[sync]", "enabled = true", f"device_id = {toml_value(device_id)}",
+        f"region = {toml_value(region)}", f"tier = {toml_value(tier)}",
+        f"hub_key_id = {hub.key_id}", f"hub_public_key = {toml_value(hub.public.hex())}",
     ]
     for g in groups:
-        lines += ["", "[[sync.groups]]", f"name = {_toml(g.name)}",
-                  f"region = {_toml(g.region)}", f"endpoints = {_toml(list(g.endpoints))}"]
+        lines += ["", "[[sync.groups]]", f"name = {toml_value(g.name)}",
+                  f"region = {toml_value(g.region)}",
+                  f"endpoints = {toml_value(list(g.endpoints))}"]
     tmp = cfg.with_name(cfg.name + ".tmp")
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, cfg)

@@ -30,6 +30,7 @@ from omega.errors import OmegaError, ProtocolError
 from omega.protocol import CtlReply, CtlRequest, decode, derive_device_key, encode
 from omega.raft.kv import LmdbStore
 from omega.shard import state
+from omega.sync.provision import toml_value
 from omega.transport import RpcClient, TransportSettings
 
 # Also imported by bench/shard.py, outside pytest: the repo root holds tests/.
@@ -44,14 +45,7 @@ Launcher = Literal["runner", "omega-node"]
 T = TypeVar("T")
 
 
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    return repr(value)
+_toml = toml_value
 
 
 class ShardProc:
