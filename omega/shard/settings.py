@@ -63,7 +63,7 @@ class ShardSettings:
     push_timeout_s: float = 3.0
 
     # -- storage and forwarding --------------------------------------------------
-    #: k: a report bucket is sealed (forwardable) once this many distinct devices fed it.
+    #: k: a report bucket is closed (forwardable) once this many distinct devices fed it.
     k_anonymity: int = 50
     #: Back-pressure: refuse pushes (``unavailable``) when this many reports wait.
     max_stored_reports: int = 5_000_000
