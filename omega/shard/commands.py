@@ -22,8 +22,9 @@ COMMAND_VERSION = 1
 
 DHASH_LEN = 32
 DIGEST_LEN = 16
-#: Global record kinds (see ``state``): neighbours, popularity, trends, content.
-RECORD_KINDS = (b"n", b"p", b"r", b"c")
+#: Global record kinds (see ``state``): neighbours, popularity, trends, content, and
+#: the hub's current report key.
+RECORD_KINDS = (b"n", b"p", b"r", b"c", b"k")
 MAX_RECORD_KEY = 255
 
 

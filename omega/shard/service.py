@@ -350,7 +350,8 @@ class ShardService:
             plan = build_pull(state.changes_since(kv, since), current=current,
                               region=msg.region, wanted=wanted,
                               max_records=self.settings.pull_max_records,
-                              max_bytes=self.settings.pull_max_bytes)
+                              max_bytes=self.settings.pull_max_bytes,
+                              hub_key=state.hub_key(kv))
         self._count("pull.records", n=plan.records)
         frame = encode(plan.response)
         if not msg.want:

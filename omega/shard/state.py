@@ -17,7 +17,7 @@ numeric order)::
     b:<bucket u64>               report bucket header: [devices, reports, closed, bytes]
     bm:<bucket u64><h 16>        "some device fed this bucket" (h = H(bucket, dhash)), until closed
     q:<bucket u64><h 16>         one sealed report, opaque (h = H(index, position, report))
-    g:<kind 1><id>               global record: [cursor, value]  (kind: n p r c, see KIND_*)
+    g:<kind 1><id>               global record: [cursor, value]  (kind: n p r c k, see KIND_*)
     v:<cursor u64>               change index: <kind><id> changed at that cursor
 
 Privacy: a report is stored under a key derived from the Raft index and its own
@@ -82,8 +82,10 @@ P_GLOBAL = b"g:"
 P_CHANGE = b"v:"
 
 #: Global record kinds: per-title neighbour list, per-title popularity, per-region
-#: trends, new content (title and embedding).
-KIND_NEIGHBOURS, KIND_POPULARITY, KIND_TRENDS, KIND_CONTENT = RECORD_KINDS
+#: trends, new content (title and embedding), the hub's report key (one record).
+KIND_NEIGHBOURS, KIND_POPULARITY, KIND_TRENDS, KIND_CONTENT, KIND_HUB_KEY = RECORD_KINDS
+#: The key of the one ``KIND_HUB_KEY`` record: value ``[key_id, public_key]``.
+HUB_KEY_RECORD = b"hub"
 
 REGISTERED, REVOKED = 1, 2
 
@@ -239,6 +241,15 @@ def global_record(kv: KvReader, kind: bytes, key: bytes) -> Change | None:
         return None
     cursor, value = _unpack(raw)
     return Change(kind, key, cursor, value)
+
+
+def hub_key(kv: KvReader) -> tuple[int, bytes]:
+    """The hub's current report key as the newest release announced it, or (0, b"")."""
+    rec = global_record(kv, KIND_HUB_KEY, HUB_KEY_RECORD)
+    if rec is None or not rec.value:
+        return 0, b""
+    key_id, public = _unpack(rec.value)
+    return int(key_id), bytes(public)
 
 
 def changes_since(kv: KvReader, cursor: int) -> Iterator[Change]:
