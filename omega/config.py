@@ -24,6 +24,7 @@ from omega.transport.settings import TransportSettings
 
 if TYPE_CHECKING:
     from omega.brain.settings import BrainSettings
+    from omega.federation.settings import AggregatorSettings, HubSettings
     from omega.shard.settings import ShardSettings
 
 Role = Literal["tv", "shard", "aggregator", "hub"]
@@ -122,18 +123,6 @@ class SyncSettings:
 
 
 @dataclass(frozen=True)
-class UpstreamSettings:
-    """Aggregator and hub: where summaries go next and how often they are made."""
-
-    upstream: str = ""
-    interval_s: float = 300.0
-
-    def __post_init__(self) -> None:
-        check_address(self.upstream, "upstream", allow_empty=True)
-        require(1 <= self.interval_s <= 86_400, "interval_s", "must be between 1 s and a day")
-
-
-@dataclass(frozen=True)
 class BaseConfig:
     node: NodeSettings = NodeSettings()
     supervision: SupervisionSettings = SupervisionSettings()
@@ -156,6 +145,18 @@ def _shard() -> ShardSettings:
     return ShardSettings()
 
 
+def _aggregator() -> AggregatorSettings:
+    from omega.federation.settings import AggregatorSettings
+
+    return AggregatorSettings()
+
+
+def _hub() -> HubSettings:
+    from omega.federation.settings import HubSettings
+
+    return HubSettings()
+
+
 @dataclass(frozen=True)
 class TvConfig(BaseConfig):
     brain: BrainSettings = field(default_factory=_brain)
@@ -169,12 +170,12 @@ class ShardConfig(BaseConfig):
 
 @dataclass(frozen=True)
 class AggregatorConfig(BaseConfig):
-    aggregator: UpstreamSettings = UpstreamSettings()
+    aggregator: AggregatorSettings = field(default_factory=_aggregator)
 
 
 @dataclass(frozen=True)
 class HubConfig(BaseConfig):
-    hub: UpstreamSettings = UpstreamSettings()
+    hub: HubSettings = field(default_factory=_hub)
 
 
 NodeConfig = TvConfig | ShardConfig | AggregatorConfig | HubConfig

@@ -413,6 +413,16 @@ class ShardService:
         secrets.SystemRandom().shuffle(reports)
         return ReportBatch(batch.bucket, batch.devices, tuple(reports))
 
+    def is_leader(self) -> bool:
+        """Whether this replica leads its group now (forwarding runs only there)."""
+        return self._store.is_leader()
+
+    def release_versions(self) -> tuple[int, int]:
+        """``(newest hub release seen, newest release with every part applied)``."""
+        with self._store.read() as kv:
+            c = state.counters(kv)
+        return c["release"], c["release_complete"]
+
     def close_open_bucket(self, min_devices: int | None = None) -> Any:
         """Close the open bucket early if at least ``max(min_devices, k)`` devices fed it
         (a forward on demand); ``("closed"|"open", bucket)``."""

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Literal
 from omega.schema import require
 
 if TYPE_CHECKING:
+    from omega.federation.settings import ShardFederationSettings
     from omega.raft.settings import RaftSettings
 
 _SCHEMES = ("tcp://", "ipc://", "tls+tcp://", "inproc://")
@@ -23,11 +24,19 @@ def _raft() -> RaftSettings:
     return RaftSettings()
 
 
+def _federation() -> ShardFederationSettings:
+    from omega.federation.settings import ShardFederationSettings
+
+    return ShardFederationSettings()
+
+
 @dataclass(frozen=True)
 class ShardSettings:
     """Device-facing sync service of one shard replica."""
 
     raft: RaftSettings = field(default_factory=_raft)
+    #: ``[shard.federation]``: forwarding to the aggregator, following the hub.
+    federation: ShardFederationSettings = field(default_factory=_federation)
 
     # -- addresses ---------------------------------------------------------------
     #: Address devices should dial for this node (sent in ``not_leader`` replies).

@@ -161,7 +161,7 @@ name = "aggregator-1"
 data_dir = "{self.root / "aggregator-1"}"
 listen = "{self.aggregator}"
 [aggregator]
-upstream = "{self.hub}"
+hub = ["{self.hub}"]
 """,
         )
         files["hub"] = self._write(
