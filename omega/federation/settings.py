@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from omega.schema import require
 
 if TYPE_CHECKING:
+    from omega.brain.embedder import EmbedderSettings
     from omega.raft.settings import RaftSettings
 
 _SCHEMES = ("tcp://", "ipc://", "tls+tcp://", "inproc://")
@@ -102,6 +103,12 @@ def _raft() -> RaftSettings:
     return RaftSettings(self_address="127.0.0.1:7450")
 
 
+def _embedder() -> EmbedderSettings:
+    from omega.brain.embedder import EmbedderSettings
+
+    return EmbedderSettings()
+
+
 @dataclass(frozen=True)
 class HubSettings:
     """``[hub]``: one replica of the hub's Raft group."""
@@ -119,9 +126,9 @@ class HubSettings:
     key_grace_s: float = 7 * 86_400.0
     #: Received batch ids are remembered this long.
     retention_s: float = 7 * 86_400.0
-    #: The ONNX model that embeds new titles without an embedding (the TV's embedder).
-    #: Empty: the TV's default model.
-    embedder_model: str = ""
+    #: ``[hub.embedder]``: the TV's embedder, for titles added without an embedding
+    #: (loaded on first use).
+    embedder: EmbedderSettings = field(default_factory=_embedder)
 
     def __post_init__(self) -> None:
         require(self.publish == "" or self.publish.startswith(_SCHEMES), "publish",
