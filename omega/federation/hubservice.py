@@ -217,7 +217,7 @@ class HubService:
         with self._lock:
             with self._store.read() as kv:
                 ids = [k.key_id for k in hub.keys(kv)]
-                nxt = max(ids + [hub.counters(kv)["key"]]) + 1
+                nxt = max([*ids, hub.counters(kv)["key"]]) + 1
             if nxt > KEY_ID_MAX:
                 raise BadRequest("key ids exhausted")
             key = HubKey.generate(nxt)
