@@ -72,13 +72,14 @@ class NodeContext:
 
 def read_role_secrets(cfg: NodeConfig) -> dict[str, bytes]:
     """Resolve the secrets the role needs before any actor starts (ConfigError if absent)."""
-    from omega.config import ShardConfig, read_secret
+    from omega.config import HubConfig, ShardConfig, read_secret
 
     out: dict[str, bytes] = {}
-    if isinstance(cfg, ShardConfig):
-        out["fleet_key"] = _secret(cfg, "fleet_key")
-        out["dedup_secret"] = _secret(cfg, "dedup_secret")
-        raft = cfg.shard.raft
+    if isinstance(cfg, ShardConfig | HubConfig):
+        if isinstance(cfg, ShardConfig):
+            out["fleet_key"] = _secret(cfg, "fleet_key")
+            out["dedup_secret"] = _secret(cfg, "dedup_secret")
+        raft = cfg.shard.raft if isinstance(cfg, ShardConfig) else cfg.hub.raft
         pw = read_secret(
             cfg.secrets.raft_password,
             source=cfg.source,

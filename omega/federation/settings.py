@@ -15,6 +15,7 @@ from omega.schema import require
 
 if TYPE_CHECKING:
     from omega.brain.embedder import EmbedderSettings
+    from omega.federation.release import ReleaseSettings
     from omega.raft.settings import RaftSettings
 
 _SCHEMES = ("tcp://", "ipc://", "tls+tcp://", "inproc://")
@@ -109,11 +110,19 @@ def _embedder() -> EmbedderSettings:
     return EmbedderSettings()
 
 
+def _release() -> ReleaseSettings:
+    from omega.federation.release import ReleaseSettings
+
+    return ReleaseSettings()
+
+
 @dataclass(frozen=True)
 class HubSettings:
     """``[hub]``: one replica of the hub's Raft group."""
 
     raft: RaftSettings = field(default_factory=_raft)
+    #: ``[hub.release]``: ε and δ per release, thresholds, top-k (``ReleaseSettings``).
+    release: ReleaseSettings = field(default_factory=_release)
     #: Pub/Sub address this replica broadcasts releases on (shards subscribe to each
     #: replica's). Empty: no broadcast (shards catch up by version only).
     publish: str = ""
