@@ -285,15 +285,16 @@ class HubService:
         key_id = key.key_id if key else 0
         cids = sorted(catalog.values())
         prev_body = prev[2] if prev else None
+        old = read_body(prev_body) if prev_body is not None else None
+        summed = int(old[5].get("reports", 0)) if old is not None else 0
         if not pending:
-            if prev_body is not None and not announce:
-                old = read_body(prev_body)
-                if old[3] == cids and old[4] == key_id:
-                    return {"released": False, "reason": "nothing new", "version": c["version"]}
+            if old is not None and not announce and old[3] == cids and old[4] == key_id:
+                return {"released": False, "reason": "nothing new", "version": c["version"]}
             rel = None
             acc = PrivacyAccountant.from_bytes(acc_raw) if acc_raw else PrivacyAccountant()
         else:
             sums = current_sums(folded, [d[2] for d in pending])
+            summed = sums.reports
             by_region: dict[str, list[bytes]] = {}
             for _, region, _, window in pending:
                 by_region.setdefault(region, []).append(window)
@@ -302,7 +303,7 @@ class HubService:
             acc = PrivacyAccountant.from_bytes(acc_raw) if acc_raw else PrivacyAccountant()
             if s.noise:
                 acc.spend(s.sigma, s.sensitivity)
-        stats = {"reports": c["opened"], "titles_published": rel.titles_published if rel else 0,
+        stats = {"reports": summed, "titles_published": rel.titles_published if rel else 0,
                  "pairs_published": rel.pairs_published if rel else 0}
         body = release_body(rel, prev_body, cids, key_id, stats)
         version = c["version"] + 1
@@ -315,8 +316,8 @@ class HubService:
         eps_total = acc.epsilon(s.delta) if acc.releases else 0.0
         info = {
             "released": True, "version": version, "time": now, "spent": bool(pending),
-            "epsilon": rel.epsilon if rel else 0.0,
-            "epsilon_total": eps_total if math.isfinite(eps_total) else "inf",
+            "epsilon": _finite(rel.epsilon) if rel else 0.0,
+            "epsilon_total": _finite(eps_total),
             "sigma": rel.sigma if rel else 0.0,
             "titles_published": stats["titles_published"],
             "pairs_published": stats["pairs_published"],
@@ -348,7 +349,7 @@ class HubService:
         if acc_raw:
             acc = PrivacyAccountant.from_bytes(acc_raw)
             eps = acc.epsilon(self.release_settings.delta) if acc.releases else 0.0
-            out["epsilon_spent"] = eps if math.isfinite(eps) else "inf"
+            out["epsilon_spent"] = _finite(eps)
             out["releases_spent"] = acc.releases
         with self._counts_lock:
             out["requests"] = dict(self._counts)
@@ -362,6 +363,11 @@ class HubService:
     def _count(self, key: str, n: int = 1) -> None:
         with self._counts_lock:
             self._counts[key] += n
+
+
+def _finite(x: float) -> float | str:
+    """JSON-safe: ε is infinite after a release without noise."""
+    return x if math.isfinite(x) else "inf"
 
 
 def _content_row(i: int, item: Mapping[str, Any]) -> tuple[str, str, str, bytes | None]:
