@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from omega.protocol import (
-    BatchAck,
     MAX_FRAME,
+    BatchAck,
     CatalogEntry,
     CtlReply,
     CtlRequest,

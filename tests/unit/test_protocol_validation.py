@@ -15,10 +15,10 @@ import pytest
 from test_protocol_samples import EMB, FRAMES, NOW_MS, SAMPLES
 
 from omega.protocol import (
-    BatchAck,
     ERROR_CODES,
     MAX_FRAME_BYTES,
     BadRequest,
+    BatchAck,
     CatalogEntry,
     CtlReply,
     CtlRequest,
