@@ -31,10 +31,10 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
+    from omega.actors.context import NodeContext
     from omega.federation.aggregator import AggregatorService
     from omega.federation.hubservice import HubService
     from omega.federation.shuffle import ShuffleStore
-    from omega.node import NodeContext
     from omega.raft import ReplicatedLmdb
     from omega.shard.state import ReportBatch
     from omega.transport import Handler, Publisher, Subscriber

@@ -19,9 +19,9 @@ from typing import Any
 
 from omega import __version__
 from omega.errors import OmegaError, ProtocolError
+from omega.federation.batches import UnexpectedReply
 from omega.federation.settings import AggregatorSettings
 from omega.federation.shuffle import ShuffleFull, ShuffleStore
-from omega.federation.upstream import UnexpectedReply
 from omega.protocol import (
     BatchAck,
     ErrorReply,

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from omega.protocol import BatchAck, GlobalUpdate, ShardBatch, UpdateRequest
 from omega.shard.state import ReportBatch
 
-from .upstream import UnexpectedReply, batch_id, split_parts
+from .batches import UnexpectedReply, batch_id, split_parts
 
 log = logging.getLogger("omega.federation.forward")
 

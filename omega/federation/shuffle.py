@@ -34,7 +34,7 @@ import msgpack
 from omega.errors import StoreError
 from omega.federation.report import REPORT_BYTES, REPORT_FORMAT
 
-from .upstream import batch_id, split_parts
+from .batches import batch_id, split_parts
 
 _U64 = struct.Struct(">Q")
 _META_NEXT = b"next"

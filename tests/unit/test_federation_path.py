@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from omega.federation import hub
+from omega.federation.batches import batch_id, split_parts
 from omega.federation.forward import ReleaseFollower, ShardForwarder
 from omega.federation.hubservice import ContentError, HubService
 from omega.federation.publish import fold, read_body
@@ -22,7 +23,6 @@ from omega.federation.release import ReleaseSettings
 from omega.federation.report import HubKey, coview, seal, title_key
 from omega.federation.settings import HubSettings
 from omega.federation.shuffle import ShuffleStore
-from omega.federation.upstream import batch_id, split_parts
 from omega.protocol import (
     BatchAck,
     ErrorReply,
