@@ -24,6 +24,7 @@ from omega.actors.rpc import RpcServerActor
 from omega.actors.spec import ChildSpec, Strategy, SupervisorSpec
 from omega.config import AggregatorConfig, HubConfig, ShardConfig, TvConfig
 from omega.ops.control import ControlHandler, error_reply, health_only_handler
+from omega.protocol.limits import MAX_FRAME_BYTES
 from omega.reply import Handler
 from omega.transport_settings import TransportSettings
 
@@ -99,8 +100,11 @@ def tree_for(cfg: NodeConfig, ctx: NodeContext) -> SupervisorSpec:
                       shutdown_s=shutdown, start_timeout_s=60.0),
         ]
         if cfg.node.listen:
+            # Batches of sealed reports come in frames of up to the protocol's limit.
+            big = replace(cfg.transport,
+                          recv_max_size=max(cfg.transport.recv_max_size, MAX_FRAME_BYTES + 1024))
             children.append(_rpc_server("api", cfg.node.listen, resource_handler(ctx, owner),
-                                        cfg.transport, shutdown))
+                                        big, shutdown))
         children.append(control)
         strategy = "rest_for_one"
     else:

@@ -101,7 +101,12 @@ class AggregatorSettings:
 def _raft() -> RaftSettings:
     from omega.raft.settings import RaftSettings
 
-    return RaftSettings(self_address="127.0.0.1:7450")
+    # Slower than a shard's: the hub's writes are a few batches a minute, and its
+    # leader does CPU-heavy work (opening reports, embedding titles, the release)
+    # that must not cost it its leadership on a busy machine.
+    return RaftSettings(self_address="127.0.0.1:7450", election_timeout_min_s=1.0,
+                        election_timeout_max_s=2.0, heartbeat_s=0.2,
+                        leader_fallback_timeout_s=6.0, connection_timeout_s=8.0)
 
 
 def _embedder() -> EmbedderSettings:

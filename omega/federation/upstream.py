@@ -9,9 +9,11 @@ protocol's typed exception, so a caller only sees an ack or an error to retry.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TypeVar
 
 from omega.protocol import ErrorReply, Message, NotLeaderError, decode, encode
+from omega.protocol.limits import MAX_FRAME_BYTES
 from omega.transport import RpcClient, TransportSettings
 
 from .batches import UnexpectedReply
@@ -24,6 +26,9 @@ class Upstream:
     def __init__(self, endpoints: Sequence[str], settings: TransportSettings, *,
                  name: str = "upstream", redirects: int = 3) -> None:
         self._eps = list(dict.fromkeys(endpoints))
+        # Replies may be whole GlobalUpdate parts (catch-up): up to the frame limit.
+        settings = replace(settings,
+                           recv_max_size=max(settings.recv_max_size, MAX_FRAME_BYTES + 1024))
         self._rpc = RpcClient(self._eps, settings, name=name)
         self._redirects = redirects
 

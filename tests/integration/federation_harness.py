@@ -233,8 +233,9 @@ def ctl_target(control: str, command: str, target: str, timeout: float = 10.0) -
 
 def tv(endpoints: Sequence[str], name: str) -> DeviceClient:
     return DeviceClient(endpoints, name, derive_device_key(FLEET_KEY, name),
-                        ClientSettings(request_timeout_s=2.0, call_timeout_s=30.0, attempts=20,
-                                       backoff_s=0.05, backoff_max_s=0.5))
+                        ClientSettings(request_timeout_s=2.0, call_timeout_s=60.0, attempts=30,
+                                       backoff_s=0.05, backoff_max_s=0.5,
+                                       wait_rate_limit_max_s=5.0))
 
 
 def hub_key(endpoints: Sequence[str], name: str = "tv-keyprobe") -> HubKey:
@@ -298,8 +299,8 @@ def pull_all(dev: DeviceClient, since: int = 0, max_pulls: int = 200) -> tuple[i
     trends: tuple[Any, ...] = ()
     key = (0, b"")
     version = since
+    current = dev.heartbeat().global_version
     for _ in range(max_pulls):
-        current = dev.heartbeat().global_version
         r = dev.pull(version, REGION)
         nb.update(dict(r.neighbours))
         pop.update(dict(r.popularity))
