@@ -247,3 +247,25 @@ def test_kill_9_hub_leader_during_a_round(const: Constellation) -> None:
         lead.spawn()
 
     _round(const, "k9h", kill)
+
+
+def test_rotate_key_tvs_learn_it_and_old_reports_still_open(const: Constellation) -> None:
+    old = hub_key(const.shards["b"].endpoints, "rot-probe-1")
+    lead = const.wait_hub()
+    out = run_cli(["ctl", "--control", lead.control, "federation", "rotate-key"])
+    assert out.returncode == 0, out.stderr
+    new_id = json.loads(out.stdout)["key_id"]
+    assert new_id == old.key_id + 1
+
+    def learned() -> HubKey | None:
+        k = hub_key(const.shards["b"].endpoints, "rot-probe-2")
+        return k if k.key_id == new_id else None
+
+    new = wait_for(learned, 30, "TVs learn the new key", interval=0.2)
+    start = const.hub_status()["counters"]
+    # A TV that has not pulled since still seals to the old key: opened in the grace period.
+    a = push_coviews(const.shards["b"].endpoints, old, _devices("rot-old", K, [(ANCHOR, FAR)]))
+    b = push_coviews(const.shards["b"].endpoints, new, _devices("rot-new", K, [(ANCHOR, FAR)]))
+    st = const.flush(start["reports"] + a.reports + b.reports)
+    assert st["counters"]["opened"] == start["opened"] + a.reports + b.reports
+    assert st["counters"]["dropped"] == start["dropped"]
