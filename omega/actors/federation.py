@@ -219,9 +219,11 @@ class ShardFederationActor(OmegaActor):
         shard = _CurrentShard(self._ctx)
         svc = self._ctx.resource("shard")
         state = svc.stats()["state"] if svc is not None else {}
+        buckets, in_buckets = svc.held_buckets() if svc is not None else (0, 0)
         return {
             "role": "shard", "leader": shard.is_leader(),
             "reports_held": state.get("reports_stored"),
+            "batches_held": buckets, "reports_in_held_batches": in_buckets,
             "batches_forwarded": self.forwarder.forwarded_batches if self.forwarder else 0,
             "reports_forwarded": self.forwarder.forwarded_reports if self.forwarder else 0,
             "last_forward": self.last_forward,

@@ -23,6 +23,7 @@ from omega.federation.batches import UnexpectedReply
 from omega.federation.settings import AggregatorSettings
 from omega.federation.shuffle import ShuffleFull, ShuffleStore
 from omega.protocol import (
+    BadRequest,
     BatchAck,
     ErrorReply,
     Health,
@@ -123,6 +124,11 @@ class AggregatorService:
 
     def trigger(self) -> dict[str, Any]:
         return self.round(force=True)
+
+    def add_content(self, items: Any) -> dict[str, Any]:
+        """Titles are registered at the hub, not here (the admin API's uniform hook)."""
+        raise BadRequest("content is added at the hub: `omega-node ctl ... content add FILE` "
+                         "against a hub node")
 
     def _count(self, key: str, n: int = 1) -> None:
         with self._counts_lock:

@@ -417,6 +417,12 @@ class ShardService:
         """Whether this replica leads its group now (forwarding runs only there)."""
         return self._store.is_leader()
 
+    def held_buckets(self) -> tuple[int, int]:
+        """``(closed buckets waiting to be forwarded, reports in them)``."""
+        with self._store.read() as kv:
+            closed = [b for b in state.buckets(kv) if b.closed]
+        return len(closed), sum(b.reports for b in closed)
+
     def release_versions(self) -> tuple[int, int]:
         """``(newest hub release seen, newest release with every part applied)``."""
         with self._store.read() as kv:
