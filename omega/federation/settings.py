@@ -104,9 +104,11 @@ def _raft() -> RaftSettings:
     # Slower than a shard's: the hub's writes are a few batches a minute, and its
     # leader does CPU-heavy work (opening reports, embedding titles, the release)
     # that must not cost it its leadership on a busy machine.
+    # A release is one command (its lists, zstd): room for ~100,000 titles' top-20.
     return RaftSettings(self_address="127.0.0.1:7450", election_timeout_min_s=1.0,
                         election_timeout_max_s=2.0, heartbeat_s=0.2,
-                        leader_fallback_timeout_s=6.0, connection_timeout_s=8.0)
+                        leader_fallback_timeout_s=6.0, connection_timeout_s=8.0,
+                        max_command_bytes=32 * 1024 * 1024)
 
 
 def _embedder() -> EmbedderSettings:
