@@ -259,3 +259,44 @@ def test_whole_path_in_process(tmp_path: Path, hub_svc: HubService) -> None:
     assert isinstance(req, GlobalUpdate) and req.neighbours == ()
     assert title_key("m7") != title_key("m8")
     agg.close()
+
+
+def test_aggregator_service_acks_stores_and_keeps_what_the_hub_did_not_ack(
+        tmp_path: Path) -> None:
+    from omega.federation.aggregator import AggregatorService
+    from omega.federation.settings import AggregatorSettings
+
+    key = HubKey.generate(1)
+    blobs = tuple(reports(key, [("m1", "m2")] * 3))
+    store = ShuffleStore(tmp_path / "agg.mdb", max_held_reports=4)
+    sent: list[RegionBatch] = []
+    hub_up = [False]
+
+    def send(msg: RegionBatch) -> BatchAck:
+        if not hub_up[0]:
+            raise ConnectionError("hub down")
+        sent.append(msg)
+        return BatchAck(msg.batch_id, msg.part)
+
+    svc = AggregatorService(AggregatorSettings(region="eu", min_batches=1), store, send,
+                            wall=lambda: 1000.0)
+    assert decode(svc.handle(encode(ShardBatch("b1", blobs)))) == BatchAck("b1", 0, False)
+    assert decode(svc.handle(encode(ShardBatch("b1", blobs)))) == BatchAck("b1", 0, True)
+    full = decode(svc.handle(encode(ShardBatch("b2", blobs))))  # 3 + 3 > 4 held
+    assert isinstance(full, ErrorReply) and full.code == "unavailable"
+    bad = decode(svc.handle(b"\x93\x14\x01\xc0"))
+    assert isinstance(bad, ErrorReply) and bad.code == "bad_request"
+    r = svc.round()
+    assert r["mixed"] and r["failed"] == 1 and store.stats()["pending_reports"] == 3
+    hub_up[0] = True
+    r = svc.round()
+    assert r["parts_sent"] == 1 and store.stats()["pending_reports"] == 0
+    assert sent[0].region == "eu" and sorted(sent[0].reports) == sorted(blobs)
+    assert svc.status()["forwarded_reports_total"] == 3
+    store.close()
+
+
+def test_catch_up_request_beyond_the_last_part_is_refused(hub_svc: HubService) -> None:
+    parts = hub_svc.release_parts()
+    err = decode(hub_svc.handle(encode(UpdateRequest(0, len(parts)))))
+    assert isinstance(err, ErrorReply) and err.code == "bad_request"
