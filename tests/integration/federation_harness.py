@@ -10,6 +10,7 @@ demand, so a test decides when privacy budget is spent.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -30,6 +31,69 @@ from omega.transport import RpcClient, TransportSettings
 from tests.nodeproc import free_ports
 
 RAFT_PASSWORD = "federation-test-raft-password-0123"
+
+
+class CaptureProxy:
+    """A TCP relay in front of a node that records every byte the node receives:
+    the byte capture of what a shard sends the aggregator, or the aggregator the hub."""
+
+    def __init__(self, target: str) -> None:
+        import socket
+
+        host, _, port = target.removeprefix("tcp://").rpartition(":")
+        self._target = (host, int(port))
+        self._srv = socket.create_server(("127.0.0.1", 0))
+        self.address = f"tcp://127.0.0.1:{self._srv.getsockname()[1]}"
+        self.received = bytearray()
+        self._lock = threading.Lock()
+        self._socks: list[Any] = [self._srv]
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True, name="capture").start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while not self._closed:
+            try:
+                client, _ = self._srv.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self._target, timeout=2)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._socks += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, src: Any, dst: Any, record: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if record:
+                    with self._lock:
+                        self.received += data
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.close()
+
+    def captured(self) -> bytes:
+        with self._lock:
+            return bytes(self.received)
+
+    def close(self) -> None:
+        self._closed = True
+        with self._lock:
+            socks = list(self._socks)
+        for s in socks:
+            with contextlib.suppress(OSError):
+                s.close()
 REGION = "eu"
 
 
@@ -117,7 +181,11 @@ class Constellation:
         hub_pub = [f"tcp://127.0.0.1:{p}" for p in ports[6:9]]
         self.aggregator_listen = f"tcp://127.0.0.1:{ports[9]}"
         self.hub_listen = hub_listen
-        peers = [f"{r}={ls}" for r, ls in zip(hub_raft, hub_listen, strict=True)]
+        # What the aggregator and each hub replica receive goes through a recording relay.
+        self.agg_capture = CaptureProxy(self.aggregator_listen)
+        self.hub_captures = [CaptureProxy(a) for a in hub_listen]
+        hub_via = [p.address for p in self.hub_captures]
+        peers = [f"{r}={ls}" for r, ls in zip(hub_raft, hub_via, strict=True)]
         self.hubs = [
             NodeProc(f"hub{i}", "hub", root, "\n".join([
                 f"listen = {_toml(hub_listen[i])}",
@@ -132,12 +200,12 @@ class Constellation:
         ]
         self.aggregator = NodeProc("agg", "aggregator", root, "\n".join([
             f"listen = {_toml(self.aggregator_listen)}",
-            "[aggregator]", f'region = "{REGION}"', f"hub = {_toml(hub_listen)}",
+            "[aggregator]", f'region = "{REGION}"', f"hub = {_toml(hub_via)}",
             "interval_s = 0.3", "min_batches = 1", "max_wait_s = 0.0",
         ]) + "\n")
         fed = "\n".join([
-            "[shard.federation]", f"aggregator = {_toml([self.aggregator_listen])}",
-            f"hub = {_toml(hub_listen)}", f"hub_publish = {_toml(hub_pub)}",
+            "[shard.federation]", f"aggregator = {_toml([self.agg_capture.address])}",
+            f"hub = {_toml(hub_via)}", f"hub_publish = {_toml(hub_pub)}",
             "forward_interval_s = 0.3", "catch_up_interval_s = 0.5",
         ])
         for name in ("a", "b"):
@@ -183,6 +251,8 @@ class Constellation:
         self.aggregator.close()
         for h in self.hubs:
             h.close()
+        for p in [self.agg_capture, *self.hub_captures]:
+            p.close()
 
     def logs(self) -> str:
         out = [f"--- {h.name} ---\n{h.log_tail()}" for h in [*self.hubs, self.aggregator]]

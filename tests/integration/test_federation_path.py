@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import random
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,10 +100,17 @@ def test_coviews_on_shard_a_change_recommendations_on_shard_b(
         assert FAR not in [r.content_id for r in before]
 
         key = hub_key(const.shards["a"].endpoints)
-        pushed = push_coviews(const.shards["a"].endpoints, key,
-                              _devices("tva", 2 * K, [(ANCHOR, FAR)]))
-        assert pushed.reports == 2 * K
         start = const.hub_status()["counters"]["reports"]
+        # 200 TVs on shard A: 10 watched the anchor then the far title; the others
+        # watched titles of one genre in a row (their own pairs).
+        plan = _devices("tva", 2 * K, [(ANCHOR, FAR)])
+        rng = random.Random(7)
+        by_genre = [[i["id"] for i in CATALOG[g * 3:(g + 1) * 3]] for g in range(len(GENRES))]
+        for n in range(190):
+            a, b = sorted(rng.sample(rng.choice(by_genre[1:]), 2))
+            plan[f"tvx{n:03d}"] = [(a, b)]
+        pushed = push_coviews(const.shards["a"].endpoints, key, plan)
+        assert pushed.reports == 200
         const.flush(start + pushed.reports)
         rel = const.hub_release()
         assert rel["released"] and rel["spent"] and rel["pairs_published"] >= 1
@@ -157,7 +165,7 @@ def _dhash(device: str) -> bytes:
     return hmac.new(DEDUP_SECRET, device.encode(), hashlib.sha256).digest()
 
 
-def test_no_node_holds_a_device_title_pair(const: Constellation) -> None:
+def test_no_node_holds_or_receives_a_device_title_pair(const: Constellation) -> None:
     """A TV's report names its titles by 64-bit key: the shard's files (LMDB, Raft
     journal, logs) hold device hashes and the public release it serves (title ids),
     but no title key; the aggregator's hold no device and no title in any form; the
@@ -180,6 +188,15 @@ def test_no_node_holds_a_device_title_pair(const: Constellation) -> None:
     # The hub knows titles (it opens reports) but no device.
     assert any(t in hub_files for t in title_bytes)
     assert not [d for d in device_bytes if d in hub_files]
+    # On the wire: what the aggregator received (from the shards) and what the hub
+    # received (from the aggregator, and the shards' catch-up requests), captured by
+    # relays in front of them: sealed reports only, no device, no title.
+    to_agg = const.agg_capture.captured()
+    to_hub = b"".join(p.captured() for p in const.hub_captures)
+    assert len(to_agg) > 2 * K * 73 and len(to_hub) > 2 * K * 73  # the reports went through
+    for wire in (to_agg, to_hub):
+        assert not [d for d in device_bytes if d in wire]
+        assert not [t for t in title_bytes if t in wire]
 
 
 def _round(const: Constellation, prefix: str, kill: Any) -> None:
