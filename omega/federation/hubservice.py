@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from omega import __version__
-from omega.errors import ProtocolError
+from omega.errors import ProtocolError, StoreError
 from omega.federation import hub
 from omega.federation.accountant import PrivacyAccountant
 from omega.federation.hub import AddContent, Ingest, Publish, RotateKey, encode_command
@@ -53,13 +53,14 @@ from omega.protocol import (
     HealthReply,
     NotLeaderError,
     RegionBatch,
+    Unavailable,
     UpdateRequest,
     decode,
     embedding_to_wire,
     encode,
 )
 from omega.protocol.limits import CONTENT_ID_MAX_LEN, TITLE_MAX_LEN
-from omega.raft import KvReader
+from omega.raft import KvReader, NotLeader
 
 log = logging.getLogger("omega.federation.hub")
 
@@ -128,6 +129,13 @@ class HubService:
         except ProtocolError as exc:
             self._count(f"error.{exc.code}")
             return encode(ErrorReply.from_error(exc))
+        except StoreError as exc:
+            # Leadership moved while the part was being stored: the sender retries
+            # (on the leader), and the part is stored once whatever happened here.
+            self._count("error.store")
+            err = self._not_leader() if isinstance(exc, NotLeader) else Unavailable(
+                f"not stored: {type(exc).__name__}; retry", retry_after_s=0.5)
+            return encode(ErrorReply.from_error(err))
         except Exception as exc:
             log.exception("hub request failed")
             return encode(ErrorReply.from_error(exc))

@@ -300,3 +300,24 @@ def test_catch_up_request_beyond_the_last_part_is_refused(hub_svc: HubService) -
     parts = hub_svc.release_parts()
     err = decode(hub_svc.handle(encode(UpdateRequest(0, len(parts)))))
     assert isinstance(err, ErrorReply) and err.code == "bad_request"
+
+
+def test_a_part_whose_commit_fails_is_answered_retry_and_stored_once_later(
+        hub_svc: HubService, monkeypatch: pytest.MonkeyPatch) -> None:
+    from omega.raft import CommitTimeout
+
+    store = hub_svc._store
+    assert isinstance(store, MemStore)
+    real = store.submit
+    blobs = tuple(reports(public_key(hub_svc), [("m1", "m2")] * 2))
+
+    def timeout_after_apply(command: bytes, timeout_s: float) -> Any:
+        real(command, timeout_s)  # committed, but the caller never hears it
+        raise CommitTimeout("no outcome in time")
+
+    monkeypatch.setattr(store, "submit", timeout_after_apply)
+    err = decode(hub_svc.handle(encode(RegionBatch("eu", "t1", blobs))))
+    assert isinstance(err, ErrorReply) and err.code == "unavailable"
+    monkeypatch.setattr(store, "submit", real)
+    assert decode(hub_svc.handle(encode(RegionBatch("eu", "t1", blobs)))) == BatchAck("t1", 0, True)
+    assert hub_svc.status()["counters"]["opened"] == 2
