@@ -120,6 +120,7 @@ def test_coviews_on_shard_a_change_recommendations_on_shard_b(
             version, delta = pull_all(dev)
         nb = dict(delta.neighbours)
         assert FAR in dict(nb[ANCHOR])
+        assert ANCHOR in {t for t, _ in delta.trends}  # the region's trends came too
         brain.apply_crowd({t: list(n) for t, n in delta.neighbours}, dict(delta.popularity),
                           list(delta.trends), version)
         after = brain.recommend(k=5, timestamp=1_800_000_100.0)
@@ -229,9 +230,15 @@ def _round(const: Constellation, prefix: str, kill: Any) -> None:
 def test_kill_9_shard_leader_during_a_round(const: Constellation) -> None:
     group = const.shards["a"]
 
+    def stored() -> int:
+        st = group.wait_leader().ctl("shard")
+        return int(st["state"]["reports_total"]) if st else -1
+
+    base = stored()
+
     def kill() -> None:
-        wait_for(lambda: (ctl_target(group.wait_leader().control, "federation", "status")
-                          .get("reports_held") or 0) > 0 or None, 60, "reports held", 0.05)
+        # Once the round's first reports are stored (a counter: it cannot be missed).
+        wait_for(lambda: stored() > base or None, 60, "the round's reports stored", 0.02)
         lead = group.wait_leader()
         lead.kill()
         group.wait_leader(among=[n for n in group.nodes if n is not lead])
@@ -243,9 +250,13 @@ def test_kill_9_shard_leader_during_a_round(const: Constellation) -> None:
 def test_kill_9_aggregator_during_a_round(const: Constellation) -> None:
     agg = const.aggregator
 
+    def received() -> int:
+        return int((agg.ctl("federation") or {}).get("received_reports_total") or 0)
+
+    base = received()
+
     def kill() -> None:
-        wait_for(lambda: ((agg.ctl("federation") or {}).get("received_parts") or 0) > 0
-                 or None, 60, "aggregator received", 0.05)
+        wait_for(lambda: received() > base or None, 60, "the round at the aggregator", 0.02)
         agg.kill()
         agg.spawn()
 

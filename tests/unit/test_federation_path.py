@@ -143,6 +143,8 @@ def test_hub_opens_sums_and_releases_once_per_part(hub_svc: HubService) -> None:
     nb = dict(parts[0].neighbours)
     assert "m2" in dict(nb["m1"]) and "m4" in dict(nb["m3"])
     assert {c.id for p in parts for c in p.new_content} == set(TITLES)
+    trends = dict(parts[0].trends)["eu"]  # per region: the aggregator's label
+    assert {"m1", "m2"} <= {t for t, _ in trends}
     # Nothing new: no release, no budget spent.
     assert hub_svc.release()["released"] is False
 
