@@ -216,6 +216,11 @@ def _add_u64(kv: KvWriter, key: bytes, delta: int) -> int:
     return value
 
 
+def version(kv: KvReader) -> int:
+    """The newest release's version (0: none yet)."""
+    return _get_u64(kv, M_VERSION)
+
+
 def counters(kv: KvReader) -> dict[str, int]:
     names = ("version", "dseq", "key", "batches", "duplicates", "reports", "opened",
              "dummies", "dropped", "releases")

@@ -187,13 +187,14 @@ class HubService:
     def release_parts(self) -> list[GlobalUpdate]:
         """The newest release as GlobalUpdate parts (cached per version)."""
         with self._store.read() as kv:
+            cached = self._parts
+            # The version alone first: the body is megabytes at 10,000s of titles.
+            if cached is not None and cached[0] == hub.version(kv):
+                return cached[1]
             rel = hub.release(kv)
             if rel is None:
                 return []
             version, _, body = rel
-            cached = self._parts
-            if cached is not None and cached[0] == version:
-                return cached[1]
             cids = read_body(body)[3]
             content = {c: rec for c in cids if (rec := hub.content_item(kv, c)) is not None}
             key_id = read_body(body)[4]
