@@ -63,6 +63,10 @@ class _Loop:
             except Exception:  # keep going: the next tick retries
                 log.exception("federation step failed")
 
+    def signal(self) -> None:
+        """Ask the loop to end after its current step (``stop`` waits for it)."""
+        self._stop.set()
+
     def stop(self) -> None:
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
@@ -203,6 +207,8 @@ class ShardFederationActor(OmegaActor):
 
     def on_stop(self) -> None:
         self._ctx.withdraw("federation", self)
+        for t in self._threads:
+            t.signal()  # then a closed subscriber ends its loop instead of failing it
         for s in self._subs:
             s.close()
         for t in self._threads:
