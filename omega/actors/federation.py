@@ -61,7 +61,8 @@ class _Loop:
             try:
                 self._step()
             except Exception:  # keep going: the next tick retries
-                log.exception("federation step failed")
+                if not self._stop.is_set():  # (closing its sockets ends a step too)
+                    log.exception("federation step failed")
 
     def signal(self) -> None:
         """Ask the loop to end after its current step (``stop`` waits for it)."""
