@@ -5,6 +5,7 @@ state machines over ``MemoryKv``, real sealed reports."""
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import threading
 from collections.abc import Iterator
@@ -323,3 +324,50 @@ def test_a_part_whose_commit_fails_is_answered_retry_and_stored_once_later(
     monkeypatch.setattr(store, "submit", real)
     assert decode(hub_svc.handle(encode(RegionBatch("eu", "t1", blobs)))) == BatchAck("t1", 0, True)
     assert hub_svc.status()["counters"]["opened"] == 2
+
+
+def test_ctl_federation_and_content_commands(tmp_path: Path, hub_svc: HubService) -> None:
+    from omega.actors.context import NodeContext
+    from omega.config import HubConfig, ShardConfig
+    from omega.ops.control import ControlHandler
+    from omega.protocol import CtlReply, CtlRequest
+
+    class Hook:  # what HubActor publishes, over the in-process service
+        def status(self) -> dict[str, Any]:
+            return hub_svc.status()
+
+        def trigger(self) -> dict[str, Any]:
+            return hub_svc.release()
+
+        def rotate_key(self) -> dict[str, Any]:
+            return hub_svc.rotate_key()
+
+        def add_content(self, items: Any) -> dict[str, Any]:
+            return hub_svc.add_content(items)
+
+    ctx = NodeContext(cfg=HubConfig(), handle=object())
+    ctl = ControlHandler(ctx)
+
+    def ask(command: str, target: str = "") -> Any:
+        return decode(ctl.handle(encode(CtlRequest(command, target))))
+
+    none = ask("federation")
+    assert isinstance(none, ErrorReply) and none.code == "unavailable"
+    ctx.publish("federation", Hook())
+    st = ask("federation")
+    assert isinstance(st, CtlReply) and st.payload["current_key"] == 1
+    assert ask("federation", "rotate-key").payload["key_id"] == 2
+    bad = ask("federation", "explode")
+    assert isinstance(bad, ErrorReply) and "rotate-key" in bad.message
+    path = tmp_path / "titles.jsonl"
+    path.write_text(json.dumps({"id": "ctl-1", "title": "Via ctl", "embedding": EMB}) + "\n\n")
+    assert ask("content", str(path)).payload == {"added": 1, "embedded": 0}
+    path.write_text('{"id": "ctl-2", "title": "Half a line"\n')
+    broken = ask("content", str(path))
+    assert isinstance(broken, ErrorReply) and f"{path}:1" in broken.message
+    missing = ask("content", str(tmp_path / "nope.jsonl"))
+    assert isinstance(missing, ErrorReply) and "cannot read" in missing.message
+    shard_ctx = NodeContext(cfg=ShardConfig(), handle=object())
+    shard_ctx.publish("federation", object())
+    wrong = decode(ControlHandler(shard_ctx).handle(encode(CtlRequest("content", str(path)))))
+    assert isinstance(wrong, ErrorReply) and "hub" in wrong.message
