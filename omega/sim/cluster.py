@@ -591,9 +591,9 @@ def _crowd_loop(c: Cluster) -> None:
             return isinstance(st, dict) and (st.get("release_complete") or 0) >= release["version"]
 
         wait_until(released, 30, "the release at the shard", c.check_alive)
-        version, titles, size = demo.sync()
-        say(f"tv-demo: pulled the release (shard version {version}): lists of {titles} titles, "
-            f"{size} bytes")
+        version, titles, size, pulls = demo.sync()
+        say(f"tv-demo: pulled the release (shard version {version}): lists of {titles} titles "
+            f"in {pulls} pulls, {size} bytes ({size // max(1, pulls)} bytes a pull)")
         after = demo.show(say, "after the release")
         if after == before:
             raise ClusterError("the release did not change the TV's recommendations")

@@ -63,12 +63,13 @@ def hub_key_from(pull: PullResp) -> HubKey | None:
 
 
 def pull_everything(pull: Callable[[int], PullResp], heartbeat: Callable[[], int],
-                    max_pulls: int = 200) -> tuple[int, PullResp, int]:
-    """Pull until at the shard's version; the merged delta and the bytes it took."""
+                    since: int = 0, max_pulls: int = 200) -> tuple[int, PullResp, int, int]:
+    """Pull from ``since`` until at the shard's version; the merged delta, the bytes
+    it took and the number of pulls (always at least one: it carries the key)."""
     nb: dict[str, Any] = {}
     pop: dict[str, float] = {}
     trends: tuple[Any, ...] = ()
-    version, size = 0, 0
+    version, size, pulls = since, 0, 0
     last: PullResp | None = None
     from omega.protocol import encode
 
@@ -76,6 +77,7 @@ def pull_everything(pull: Callable[[int], PullResp], heartbeat: Callable[[], int
     for _ in range(max_pulls):
         r = pull(version)
         size += len(encode(r))
+        pulls += 1
         nb.update(dict(r.neighbours))
         pop.update(dict(r.popularity))
         trends = r.trends or trends
@@ -84,7 +86,7 @@ def pull_everything(pull: Callable[[int], PullResp], heartbeat: Callable[[], int
             break
     assert last is not None
     return version, PullResp(version, tuple(nb.items()), tuple(pop.items()), trends, (),
-                             last.hub_key_id, last.hub_public_key), size
+                             last.hub_key_id, last.hub_public_key), size, pulls
 
 
 class DemoTv:
@@ -108,6 +110,7 @@ class DemoTv:
                                                   wait_rate_limit_max_s=5.0))
         self.region = region
         self.now = time.time()
+        self.version = 0
 
     def watch(self, ids: Sequence[str]) -> None:
         from omega.brain.api import ViewingEvent
@@ -123,14 +126,16 @@ class DemoTv:
                 f"[{r.source}] {r.reason}")
         return [r.content_id for r in recs]
 
-    def sync(self) -> tuple[int, int, int]:
-        """Pull the release and merge it; (version, titles with lists, bytes pulled)."""
-        version, delta, size = pull_everything(
+    def sync(self) -> tuple[int, int, int, int]:
+        """Pull what changed since the last sync and merge it; (version, titles with
+        lists, bytes pulled, pulls)."""
+        version, delta, size, pulls = pull_everything(
             lambda since: self.client.pull(since, self.region),
-            lambda: self.client.heartbeat().global_version)
+            lambda: self.client.heartbeat().global_version, self.version)
         self.brain.apply_crowd({t: list(n) for t, n in delta.neighbours},
                                dict(delta.popularity), list(delta.trends), version)
-        return version, len(delta.neighbours), size
+        self.version = version
+        return version, len(delta.neighbours), size, pulls
 
     def close(self) -> None:
         self.client.close()
