@@ -23,15 +23,16 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from omega.config import read_toml
-from omega.errors import OmegaError
+from omega.errors import ConfigError, OmegaError
+from omega.netcheck import taken
 from omega.schema import SettingError, load, require
+from omega.waiting import WaitTimeout, wait_for
 
-T = TypeVar("T")
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "local-cluster.toml"
 
 
@@ -42,7 +43,8 @@ class ClusterSettings:
     data_dir: Path = Path("var/cluster")
     host: str = "127.0.0.1"
     #: Shard replicas listen on base+10.., their Raft ports on base+20..,
-    #: the aggregator on base+30, the hub on base+40.
+    #: the aggregator on base+30, the hub replicas on base+40.. (Pub/Sub base+45..,
+    #: Raft base+50..).
     base_port: int = 7400
     shard_replicas: int = 3
     #: Simulated TVs pushing to the shard (signed, rate-limited, de-duplicated).
@@ -97,8 +99,6 @@ class ClusterError(OmegaError):
 
 
 def load_cluster_settings(path: Path) -> ClusterSettings:
-    from omega.errors import ConfigError
-
     try:
         return load(ClusterFile, read_toml(path)).cluster
     except SettingError as exc:
@@ -140,6 +140,21 @@ class Cluster:
         self.tv_dir = root / "tv-1"
         self.shard_names = [f"shard-{chr(ord('a') + i)}" for i in range(n)]
         self.shard_controls = [f"ipc://{root / name / 'control.sock'}" for name in self.shard_names]
+
+    def tcp_addresses(self) -> list[tuple[str, str]]:
+        """Every TCP address the cluster's nodes will listen on, by node."""
+        return [
+            *((f"{n} (device port)", a) for n, a in zip(self.shard_names, self.shard_listen,
+                                                          strict=True)),
+            *((f"{n} (Raft port)", a) for n, a in zip(self.shard_names, self.raft, strict=True)),
+            ("aggregator", self.aggregator),
+            *((f"{n} (request port)", a) for n, a in zip(self.hub_names, self.hub_listen,
+                                                           strict=True)),
+            *((f"{n} (Pub/Sub port)", a) for n, a in zip(self.hub_names, self.hub_publish,
+                                                          strict=True)),
+            *((f"{n} (Raft port)", a) for n, a in zip(self.hub_names, self.hub_raft,
+                                                       strict=True)),
+        ]
 
     @property
     def fleet_key(self) -> bytes:
@@ -286,21 +301,6 @@ endpoints = [{endpoints}]
         return codes
 
 
-def wait_until(
-    cond: Callable[[], T | None], timeout: float, what: str, alive: Callable[[], None]
-) -> T:
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while True:
-        alive()
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}")
-        pause.wait(0.05)
-
-
 def _health(address: str) -> Any:
     from omega.ops.ctl import request
     from omega.protocol import Health
@@ -329,9 +329,21 @@ def _raft_status(control: str) -> Any:
 
 def run_local_cluster(args: argparse.Namespace) -> int:
     settings = load_cluster_settings(args.config or DEFAULT_CONFIG)
+    if getattr(args, "base_port", None) is not None:
+        settings = replace(settings, base_port=args.base_port)
     root = (args.data_dir or settings.data_dir).resolve()
-    root.mkdir(parents=True, exist_ok=True)
     cluster = Cluster(settings, root)
+    busy = taken(cluster.tcp_addresses())
+    if busy:
+        # Before anything starts: a node reached on a taken port would be another process.
+        name, address = busy[0]
+        raise ConfigError(
+            str(args.config or DEFAULT_CONFIG), "cluster.base_port",
+            f"{address} ({name}) is already in use by another process ({len(busy)} of the "
+            "cluster's ports are): stop it, or move the cluster with --base-port N "
+            "(or base_port in the file)",
+        )
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
     files = cluster.write_configs()
     t0 = time.monotonic()
     say(f"omega local cluster in {root} (logs in {root / 'logs'})")
@@ -347,7 +359,7 @@ def run_local_cluster(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
             while not stop.wait(0.5):
                 cluster.check_alive()
-    except OmegaError as exc:  # ClusterError, or a node's typed error reply
+    except (OmegaError, WaitTimeout) as exc:  # a node's typed error reply, a deadline
         say(f"FAILED: {exc}")
         cluster.stop_all()
         return 1
@@ -371,7 +383,7 @@ def _bring_up(c: Cluster, files: dict[str, Path]) -> None:
         ("aggregator", c.aggregator),
         *zip(c.hub_names, c.hub_listen, strict=True),
     ]:
-        reply = wait_until(lambda a=addr: _healthy(a), 60, f"{name} health ok", c.check_alive)  # type: ignore[misc]
+        reply = wait_for(lambda a=addr: _healthy(a), 60, f"{name} health ok", alive=c.check_alive)  # type: ignore[misc]
         say(f"  {name:<11} {addr:<24} health: {reply.status} (role {reply.role})")
     controls = c.shard_controls
 
@@ -382,15 +394,16 @@ def _bring_up(c: Cluster, files: dict[str, Path]) -> None:
         return next(iter(leaders)) if len(leaders) == 1 and roles.count("leader") == 1 else None
 
     t = time.monotonic()
-    lead = wait_until(leader, 30, "a Raft leader", c.check_alive)
+    lead = wait_for(leader, 30, "a Raft leader", alive=c.check_alive)
     say(
         f"  raft group of {s.shard_replicas}: leader {lead} (elected within "
         f"{time.monotonic() - t:.2f} s of the first status query)"
     )
     tv_control = f"ipc://{c.tv_dir / 'control.sock'}"
     t = time.monotonic()
-    reply = wait_until(
-        lambda: _health(tv_control), 180, "tv-1 health (loads the ONNX model)", c.check_alive
+    reply = wait_for(
+        lambda: _healthy(tv_control), 180, "tv-1 health ok (loads the ONNX model)",
+        alive=c.check_alive,
     )
     say(
         f"  tv-1        {'(local ipc socket)':<24} health: {reply.status} (brain ready in "
@@ -446,10 +459,11 @@ def _demo_tv(c: Cluster) -> None:
         rec = request(control, TvRecommend(k=5, timestamp=now), 30)
         lat.append((time.perf_counter() - t) * 1000)
     assert isinstance(rec, TvRecommendReply)
-    titles = {e.id: e.title for e in entries}
     say(f"tv-1: recommend (k=5) over the local socket: p50 {statistics.median(lat):.1f} ms")
-    for cid, score, reason in rec.items:
-        say(f"    {titles.get(cid, cid):<44} {score:6.3f}  {reason}")
+    for rank, ((_cid, _score, reason), title) in enumerate(
+        zip(rec.items, rec.titles, strict=True), 1
+    ):
+        say(f"    {rank}. {title:<44} {reason}")
 
 
 def _simulate_fleet(c: Cluster, reports_of: Callable[[int], list[bytes]]) -> int:
@@ -517,7 +531,7 @@ def _leader_control(c: Cluster, controls: Sequence[str], what: str) -> str:
                 return ctl
         return None
 
-    return wait_until(lead, 30, what, c.check_alive)
+    return wait_for(lead, 30, what, alive=c.check_alive)
 
 
 def _on_leader(c: Cluster, controls: Sequence[str], command: str, target: str = "",
@@ -558,8 +572,8 @@ def _crowd_loop(c: Cluster) -> None:
         say("tv-demo: watched " + ", ".join(demo.titles[i] for i in groups[0][:3]))
         demo.sync()
         before = demo.show(say, "before the release")
-        key = wait_until(lambda: cd.hub_key_from(demo.client.pull(0, "local")), 30,
-                         "the hub's key at the shard", c.check_alive)
+        key = wait_for(lambda: cd.hub_key_from(demo.client.pull(0, "local")), 30,
+                         "the hub's key at the shard", alive=c.check_alive)
         say(f"tvs learn the hub's report key {key.key_id} from their pulls")
         pushed = _simulate_fleet(c, lambda i: cd.device_reports(i, groups, key))
         shard = _leader_control(c, c.shard_controls, "a shard leader")
@@ -572,7 +586,7 @@ def _crowd_loop(c: Cluster) -> None:
             return st if isinstance(st, dict) and st["counters"]["reports"] >= pushed else None
 
         t = time.monotonic()
-        st = wait_until(at_hub, 60, f"{pushed} reports at the hub", c.check_alive)
+        st = wait_for(at_hub, 60, f"{pushed} reports at the hub", alive=c.check_alive)
         fwd = cd.ctl(shard, "federation")
         say(f"path: shard leader forwarded {fwd['batches_forwarded']} buckets of >= "
             f"{c.s.k_anonymity} TVs ({fwd['reports_forwarded']} sealed reports); the aggregator "
@@ -590,7 +604,7 @@ def _crowd_loop(c: Cluster) -> None:
             st = cd.try_ctl(shard, "federation")
             return isinstance(st, dict) and (st.get("release_complete") or 0) >= release["version"]
 
-        wait_until(released, 30, "the release at the shard", c.check_alive)
+        wait_for(released, 30, "the release at the shard", alive=c.check_alive)
         version, titles, size, pulls = demo.sync()
         say(f"tv-demo: pulled the release (shard version {version}): lists of {titles} titles "
             f"in {pulls} pulls, {size} bytes ({size // max(1, pulls)} bytes a pull)")
@@ -611,7 +625,7 @@ def _check_replicas(c: Cluster) -> None:
         applied = {s["applied_index"] for s in st}
         return st if len(applied) == 1 else None
 
-    st = wait_until(converged, 30, "replicas to apply the same index", c.check_alive)
+    st = wait_for(converged, 30, "replicas to apply the same index", alive=c.check_alive)
     say(
         f"  every replica applied index {st[0]['applied_index']}; roles: "
         + ", ".join(f"{s['self']}={s['role']}" for s in st)
@@ -623,4 +637,5 @@ def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - via om
     p.add_argument("--config", type=Path)
     p.add_argument("--data-dir", type=Path)
     p.add_argument("--keep", action="store_true")
+    p.add_argument("--base-port", type=int)
     return run_local_cluster(p.parse_args(argv))
