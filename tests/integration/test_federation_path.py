@@ -238,7 +238,7 @@ def test_kill_9_shard_leader_during_a_round(const: Constellation) -> None:
 
     def kill() -> None:
         # Once the round's first reports are stored (a counter: it cannot be missed).
-        wait_for(lambda: stored() > base or None, 60, "the round's reports stored", 0.02)
+        wait_for(lambda: stored() > base or None, 60, "the round's reports stored", interval=0.02)
         lead = group.wait_leader()
         lead.kill()
         group.wait_leader(among=[n for n in group.nodes if n is not lead])
@@ -256,7 +256,7 @@ def test_kill_9_aggregator_during_a_round(const: Constellation) -> None:
     base = received()
 
     def kill() -> None:
-        wait_for(lambda: received() > base or None, 60, "the round at the aggregator", 0.02)
+        wait_for(lambda: received() > base or None, 60, "the round at the aggregator", interval=0.02)
         agg.kill()
         agg.spawn()
 
@@ -267,7 +267,7 @@ def test_kill_9_hub_leader_during_a_round(const: Constellation) -> None:
     def kill() -> None:
         base = const.hub_status()["counters"]["batches"]
         wait_for(lambda: const.hub_status()["counters"]["batches"] > base or None, 60,
-                 "a batch at the hub", 0.05)
+                 "a batch at the hub", interval=0.05)
         lead = const.wait_hub()
         lead.kill()
         wait_for(lambda: (h := const.hub_leader()) is not None and h is not lead and h, 30,
