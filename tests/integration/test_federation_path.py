@@ -256,7 +256,8 @@ def test_kill_9_aggregator_during_a_round(const: Constellation) -> None:
     base = received()
 
     def kill() -> None:
-        wait_for(lambda: received() > base or None, 60, "the round at the aggregator", interval=0.02)
+        wait_for(lambda: received() > base or None, 60, "the round at the aggregator",
+                 interval=0.02)
         agg.kill()
         agg.spawn()
 
