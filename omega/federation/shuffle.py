@@ -29,12 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import lmdb
-import msgpack
 
 from omega.errors import StoreError
 from omega.federation.report import REPORT_BYTES, REPORT_FORMAT
 
 from .batches import batch_id, split_parts
+from .hub import pack as _pack
+from .hub import unpack as _unpack
 
 _U64 = struct.Struct(">Q")
 _META_NEXT = b"next"
@@ -61,15 +62,6 @@ class OutPart:
 def well_formed(report: bytes) -> bool:
     """What the aggregator can check of a report without opening it: its size and format."""
     return len(report) == REPORT_BYTES and report[0] == REPORT_FORMAT
-
-
-def _pack(obj: Any) -> bytes:
-    out: bytes = msgpack.packb(obj, use_bin_type=True)
-    return out
-
-
-def _unpack(data: bytes) -> Any:
-    return msgpack.unpackb(data, raw=False, use_list=True)
 
 
 class ShuffleStore:
