@@ -191,7 +191,7 @@ def replay(users: Sequence[Sequence[tuple[str, float]]], catalog: Sequence[str],
             if progress is not None:
                 progress(1)
         drain()
-    svc.seal_open_bucket()
+    svc.close_open_bucket()
     drain()
     svc.close()
     watched = [{c for c, _ in tv.views[:tv.done]} for tv in tvs]

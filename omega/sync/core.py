@@ -330,8 +330,7 @@ class SyncCore:
                                        vectors={c.id: vectors[c.id] for c in fresh})
         self.brain.apply_crowd(dict(resp.neighbours), dict(resp.popularity),
                                list(resp.trends), resp.global_version)
-        key_id = int(getattr(resp, "hub_key_id", 0) or 0)
-        key_pub = bytes(getattr(resp, "hub_public_key", b"") or b"")
+        key_id, key_pub = resp.hub_key_id, resp.hub_public_key
         current = self.hub_key()
         if key_id and len(key_pub) == 32 and (current is None or key_id > current.key_id):
             self.brain.set_sync_state(K_HUB, _pack([key_id, key_pub]))

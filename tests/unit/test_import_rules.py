@@ -49,6 +49,10 @@ DOMAIN = (
     "omega.federation.neighbours",
     "omega.federation.popularity",
     "omega.federation.thresholds",
+    "omega.federation.batches",
+    "omega.federation.hub",
+    "omega.federation.publish",
+    "omega.federation.forward",
     "omega.sync.contrib",
     "omega.sync.schedule",
     "omega.sync.shardmap",
@@ -69,6 +73,7 @@ LEAVES = (
     "omega.index.settings",
     "omega.shard.settings",
     "omega.raft.settings",
+    "omega.federation.settings",
     "omega.sync.settings",
 )
 
@@ -76,7 +81,7 @@ LEAVES = (
 ENGINES: dict[str, tuple[str, ...]] = {
     "pynng": ("omega.transport._nng",),
     "pysyncobj": ("omega.raft.node",),
-    "lmdb": ("omega.brain.memory", "omega.raft.kv"),
+    "lmdb": ("omega.brain.memory", "omega.raft.kv", "omega.federation.shuffle"),
     "onnxruntime": ("omega.brain.onnx_model",),
     "faiss": ("omega.index.hnsw",),
     "pykka": ("omega.actors.*",),

@@ -229,7 +229,8 @@ def test_catch_up_after_a_long_absence_takes_one_sync(
 
 
 def _frame(*fields: Any) -> bytes:
-    return bytes(msgpack.packb([13, 1, *fields], use_bin_type=True))
+    """A PullResp frame built by hand (no validation): 5 fields, then no hub key."""
+    return bytes(msgpack.packb([13, 1, *fields, 0, b""], use_bin_type=True))
 
 
 def _hostile(kind: str) -> bytes:
@@ -347,3 +348,20 @@ def test_a_crash_after_the_queue_ack_never_acks_reports_queued_later(
 
 def _is_real(blob: bytes) -> bool:
     return opened_counts([blob], HUB)[0] == 1
+
+
+def test_a_pull_announcing_a_newer_hub_key_rotates_the_tv_to_it(
+        brain: Brain, svc: ShardService, store: FakeStore, wall: Wall) -> None:
+    new = HubKey.generate(HUB.key_id + 1)
+    _release(svc, 1, popularity=(("m1", 1.0),), hub_key_id=new.key_id,
+             hub_public_key=new.public)
+    c = core(brain, svc, wall)
+    assert c.sync().error == ""
+    key = c.hub_key()
+    assert key is not None and key.key_id == new.key_id
+    watch(brain, ["m1", "m2"])
+    before = set(stored(store))
+    assert c.sync().error == ""
+    fresh = [b for b in stored(store) if b not in before]
+    assert len(fresh) == 8
+    assert opened_counts(fresh, new) == (1, 7)  # sealed to the new key
