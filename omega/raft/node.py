@@ -59,6 +59,7 @@ from omega.raft.errors import (
     StorageFailure,
     StoreClosed,
 )
+from omega.raft import wire
 from omega.raft.journal import DurableJournal
 from omega.raft.kv import SKIPPED, LmdbStore
 from omega.raft.ports import ApplyFailed, ApplyFn, KvReader
@@ -139,6 +140,8 @@ class _WireCodec:
 
 # The one place this name is used: TcpConnection.send / __processParseMessage.
 _pysyncobj_tcp.zlib = _WireCodec
+# Bounded frames, linear buffering, a read budget per event (omega/raft/wire.py).
+wire.install()
 
 
 #: ``on_done(result, error)``: exactly one of them is meaningful (``error`` is None
@@ -156,12 +159,69 @@ class _Waiter:
         self.deadline = deadline
 
 
-class _SyncingTransport(TCPTransport):  # type: ignore[misc]
-    """PySyncObj's TCP transport that syncs the journal before any message leaves."""
+class _GuardedTransport(TCPTransport):  # type: ignore[misc]
+    """PySyncObj's TCP transport, hardened for an open port (omega/raft/wire.py).
+
+    - syncs the journal before any message leaves (when the journal is durable);
+    - gives every connection this replica's frame limit;
+    - refuses a new incoming connection while ``max_unauthenticated`` others have
+      not authenticated yet, and drops one that has not within ``auth_timeout_s``
+      (PySyncObj keeps a silent unidentified connection forever: its own timeout
+      is only looked at when the connection has an event).
+    """
+
+    def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any) -> None:  # noqa: N803
+        guard: _PortGuard = syncObj.port_guard
+        self._guard = guard
+        super().__init__(syncObj, selfNode, otherNodes)
 
     def send(self, node: Any, message: Any) -> bool:
         self._syncObj.sync_journal()
         return bool(super().send(node, message))
+
+    def addNode(self, node: Any) -> None:  # noqa: N802 (PySyncObj's name)
+        super().addNode(node)
+        conn = self._connections.get(node)
+        if conn is not None:
+            conn.limits = self._guard.limits
+
+    def _onNewIncomingConnection(self, conn: Any) -> None:  # noqa: N802
+        conn.limits = self._guard.limits
+        waiting = sum(1 for c in self._unknownConnections if not c.authenticated)
+        if waiting >= self._guard.max_unauthenticated:
+            wire.counters.add("refused_connections")
+            wire.pressure_log.event("raft_unauthenticated_cap", "raft port: too many "
+                                    "unauthenticated connections; new one refused", {
+                                        "peer": conn.peer(), "waiting": waiting})
+            conn.disconnect()
+            return
+        super()._onNewIncomingConnection(conn)
+
+    def _onTick(self) -> None:  # noqa: N802
+        super()._onTick()
+        if not self._unknownConnections:
+            return
+        cutoff = time.monotonic() - self._guard.auth_timeout_s
+        late = [c for c in self._unknownConnections
+                if not c.authenticated and c.opened_at < cutoff]
+        for conn in late:
+            wire.counters.add("auth_timeouts")
+            wire.pressure_log.event("raft_auth_timeout", "raft port: connection did not "
+                                    "authenticate in time; dropped", {
+                                        "peer": conn.peer(),
+                                        "auth_timeout_s": self._guard.auth_timeout_s})
+            conn.disconnect()
+            self._unknownConnections.discard(conn)
+
+
+class _PortGuard:
+    """The Raft port's limits for one replica (read by its transport)."""
+
+    def __init__(self, settings: RaftSettings, batch_bytes: int) -> None:
+        self.limits = wire.WireLimits(wire.frame_limit(
+            settings.max_command_bytes, batch_bytes, settings.snapshot_chunk_bytes))
+        self.auth_timeout_s = settings.auth_timeout_s
+        self.max_unauthenticated = settings.max_unauthenticated
 
 
 class _Core(SyncObj):  # type: ignore[misc]
@@ -173,11 +233,12 @@ class _Core(SyncObj):  # type: ignore[misc]
     """
 
     def __init__(self, self_address: str, partners: Sequence[str], conf: Any,
-                 on_apply: Callable[[int, bytes], Any], *, durable_journal: bool) -> None:
+                 on_apply: Callable[[int, bytes], Any], *, durable_journal: bool,
+                 port_guard: _PortGuard) -> None:
         self._on_apply = on_apply
         self.journal: DurableJournal | None = None
-        super().__init__(self_address, list(partners), conf,
-                         transportClass=_SyncingTransport if durable_journal else TCPTransport)
+        self.port_guard = port_guard  # read by _GuardedTransport, built inside __init__
+        super().__init__(self_address, list(partners), conf, transportClass=_GuardedTransport)
         if durable_journal:
             # The tick thread already runs; swapping the attribute is atomic, and the
             # wrapper starts dirty, so anything added before it is synced too.
@@ -289,7 +350,9 @@ class ReplicatedLmdb:
             try:
                 box["core"] = _Core(self._settings.self_address, self._settings.partners,
                                     conf, self._on_apply,
-                                    durable_journal=self._settings.fsync_journal)
+                                    durable_journal=self._settings.fsync_journal,
+                                    port_guard=_PortGuard(self._settings,
+                                                          conf.appendEntriesBatchSizeBytes))
             except BaseException as exc:  # handed to the constructor's thread
                 box["error"] = exc
             finally:

@@ -70,6 +70,12 @@ class RaftSettings:
     connection_timeout_s: float = 3.5
     #: Interval between reconnection attempts to an unreachable partner.
     connection_retry_s: float = 0.5
+    #: A new connection to the Raft port that has not sent a frame that decrypts
+    #: (with the group's password) within this time is dropped.
+    auth_timeout_s: float = 2.0
+    #: Incoming connections waiting to authenticate at most; beyond, a new one is
+    #: refused at once (an authenticated partner's link is never counted).
+    max_unauthenticated: int = 16
 
     # -- log and snapshots ---------------------------------------------------------
     #: Compact the log (snapshot the LMDB state) when it holds more entries than
@@ -120,6 +126,14 @@ class RaftSettings:
                 "connection_timeout_s", "must be at least election_timeout_max_s")
         require(0.0 < self.connection_retry_s <= 60.0, "connection_retry_s",
                 "must be in (0, 60] seconds")
+        require(0.05 <= self.auth_timeout_s <= 60.0, "auth_timeout_s",
+                "must be in [0.05, 60] seconds")
+        require(1 <= self.max_unauthenticated <= 4096, "max_unauthenticated",
+                "must be in [1, 4096]")
+        require(not self.dev_mode or is_loopback(self.self_host), "dev_mode",
+                f"runs the Raft port without a password, so it is allowed on a loopback "
+                f"self_address only, not {self.self_address}: give the cluster password "
+                f"([secrets] raft_password) and set dev_mode = false")
         require(self.log_compaction_min_entries >= 2, "log_compaction_min_entries",
                 "must be at least 2")
         require(self.log_compaction_min_time_s > 0, "log_compaction_min_time_s",

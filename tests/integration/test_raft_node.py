@@ -93,9 +93,9 @@ def test_no_password_without_dev_mode_is_refused(tmp_path: Path, port: int) -> N
 
 
 def test_dev_mode_allows_no_password_on_loopback_only(tmp_path: Path) -> None:
-    with pytest.raises(PasswordRequired, match="loopback"):
-        ReplicatedLmdb(RaftSettings(self_address="10.1.2.3:7100", dev_mode=True),
-                       tmp_path, None, apply)
+    # Refused at config validation (the CLI exits 2), before anything is opened.
+    with pytest.raises(SettingError, match="loopback"):
+        RaftSettings(self_address="10.1.2.3:7100", dev_mode=True)
     with pytest.raises(PasswordRequired, match="at least 16 bytes"):
         ReplicatedLmdb(RaftSettings(self_address=f"127.0.0.1:{free_port()}"),
                        tmp_path, b"short", apply)
