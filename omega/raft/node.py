@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import threading
 import time
@@ -59,7 +60,7 @@ from omega.raft.errors import (
     StorageFailure,
     StoreClosed,
 )
-from omega.raft import wire
+from omega.raft import integrity, wire
 from omega.raft.journal import DurableJournal
 from omega.raft.kv import SKIPPED, LmdbStore
 from omega.raft.ports import ApplyFailed, ApplyFn, KvReader
@@ -269,8 +270,11 @@ class ReplicatedLmdb:
 
     def __init__(self, settings: RaftSettings, data_dir: Path, password: bytes | None,
                  apply: ApplyFn, *, databases: Sequence[str] = ("main",),
-                 wall: Callable[[], float] = time.time) -> None:
+                 wall: Callable[[], float] = time.time,
+                 on_storage_failure: Callable[[int, StorageFailure], None] | None = None,
+                 verify_store: bool = True) -> None:
         _check_password(settings, password)
+        self._on_storage_failure = on_storage_failure or fail_stop
         self._settings = settings
         self._apply = apply
         self._wall = wall
@@ -289,7 +293,10 @@ class ReplicatedLmdb:
         self._slow_ticks = 0
 
         _probe_bind(settings)
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        verdict = integrity.check_store(data_dir / STATE_FILE, list(databases)) \
+            if verify_store else None
+        self._store_rebuilt = verdict is not None and not verdict.ok
         self._store = LmdbStore(data_dir / STATE_FILE, databases, map_size=settings.map_size,
                                 fsync=settings.fsync_commits)
         try:
@@ -401,12 +408,14 @@ class ReplicatedLmdb:
         try:
             return self._store.apply_entry(index, command, self._apply)
         except StorageFailure as exc:
-            # Not the command's fault: stop here (the entry is not recorded) rather
-            # than diverge. PySyncObj retries the entry on every tick.
-            if self._storage_error is None:
-                log.critical("storage failure: this replica stops applying",
-                             extra={"fields": {"index": index, "error": str(exc)}})
+            # Not the command's fault: the entry is not recorded. Going on would leave
+            # a replica that can neither apply nor step aside (PySyncObj retries the
+            # entry on every tick, forever): stop the process (fail-stop, the
+            # default); at the next start the store is verified and rebuilt.
+            first = self._storage_error is None
             self._storage_error = str(exc)
+            if first:
+                self._on_storage_failure(index, exc)
             raise
 
     def _on_tick(self) -> None:
@@ -591,6 +600,8 @@ class ReplicatedLmdb:
             "slow_ticks": self._slow_ticks,
             "resent_applied_entries": _ResendFilter.count,
             "storage_error": self._storage_error,
+            "store_rebuilt": self._store_rebuilt,
+            "raft_port": wire.counters.snapshot(),
             "journal": core.journal.stats() if core.journal is not None else {"fsync": False},
         }
 
@@ -617,7 +628,15 @@ class ReplicatedLmdb:
         self._fail_waiters(StoreClosed("the replicated store was closed"))
         self._snapshots.cancel_and_wait()
         self._snapshots.check()  # discards the cancelled copy
+        seal = None
+        if self._storage_error is None:
+            try:  # what the next start compares the store with (omega/raft/integrity.py)
+                seal = self._store.state_hash()
+            except RaftError as exc:
+                log.warning("state not sealed at close", extra={"fields": {"error": str(exc)}})
         self._store.close()
+        if seal is not None:
+            integrity.write_seal(self._store.path, *seal)
         log.info("raft replica closed", extra={"fields": {"self": self._settings.self_address}})
 
     def __enter__(self) -> ReplicatedLmdb:
@@ -657,6 +676,22 @@ def _translate(reason: int, owner: ReplicatedLmdb) -> RaftError:
         return LeaderChanged(f"leadership changed (pysyncobj reason {reason}); the "
                              f"command may still be applied")
     return RaftError(f"raft refused the command (pysyncobj reason {reason})")
+
+
+#: Exit status of a replica stopped by a storage failure (EX_IOERR).
+EXIT_STORAGE_FAILURE = 74
+
+
+def fail_stop(index: int, exc: StorageFailure) -> None:
+    """Default ``on_storage_failure``: one clear log line, then end the process."""
+    log.critical("storage failure: this replica stops (fail-stop); restart it: the store "
+                 "is verified at start and rebuilt from the snapshot, journal or leader "
+                 "if damaged", extra={"fields": {"index": index, "error": str(exc),
+                                                  "exit_status": EXIT_STORAGE_FAILURE}})
+    for handler in logging.getLogger().handlers:
+        with contextlib.suppress(Exception):
+            handler.flush()
+    os._exit(EXIT_STORAGE_FAILURE)  # not SystemExit: this runs on PySyncObj's thread
 
 
 def _probe_bind(settings: RaftSettings) -> None:

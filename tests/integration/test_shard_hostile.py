@@ -125,3 +125,51 @@ def test_raft_port_garbage_stream_costs_bounded_time_and_memory(
         assert m["VmHWM"] - mem_before[name]["VmHWM"] < 20 * MB, (name, m, mem_before[name])
     assert acked_during > 0
     assert not r.errors.get("unavailable"), r.errors
+
+
+def damage_middle(path: Path, pages: int = 2, page: int = 4096) -> None:
+    """Overwrite ``pages`` pages in the middle of the file with random bytes."""
+    size = path.stat().st_size
+    offset = (size // 2) // page * page
+    with path.open("r+b") as f:
+        f.seek(offset)
+        f.write(os.urandom(pages * page))
+
+
+def truncate_half(path: Path) -> None:
+    os.truncate(path, path.stat().st_size // 2 // 4096 * 4096)
+
+
+@pytest.mark.parametrize("damage", [damage_middle, truncate_half],
+                         ids=["random-pages", "truncated"])
+def test_damaged_store_is_moved_aside_and_rebuilt_to_the_group_state(
+        tmp_path: Path, damage: object) -> None:
+    # Small log compaction: the damaged replica rebuilds from its snapshot + journal.
+    with cluster(tmp_path, raft={**RAFT, "log_compaction_min_entries": 50}) as c:
+        leader = c.start()
+        load = Load(c.endpoints, 200, threads=8, pushes_per_device=4).start()
+        wait_for(load.done, 120, "800 pushes")
+        acked = load.stop()
+        assert len(acked.acked) == 800, acked.errors
+        c.wait_converged()
+        victim = next(n for n in c.nodes if n is not leader)
+        assert victim.terminate() == 0
+        state_file = victim.data_dir / "raft" / "state.mdb"
+        assert state_file.stat().st_size > 64 * 1024
+        damage(state_file)  # type: ignore[operator]
+
+        victim.spawn()
+        more = Load(c.endpoints, 20, threads=4, prefix="after", pushes_per_device=2).start()
+        wait_for(more.done, 60, "pushes after the restart")
+        assert len(more.stop().acked) == 40
+        c.wait_converged(90)
+        assert victim.alive, "the replica did not come back"
+        st = victim.status()
+        assert st is not None and st["store_rebuilt"] is True
+        assert list(state_file.parent.glob("state.mdb.damaged-*")), "not moved aside"
+        assert "state store is damaged" in victim.log_path.read_text()
+        c.stop()
+        states = {n.name: n.offline() for n in c.nodes}
+        assert len({s.state_hash for s in states.values()}) == 1, states
+        for s in states.values():
+            assert all(s.reports[m] == 1 for m in acked.acked)
