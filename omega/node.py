@@ -106,6 +106,7 @@ def _secret(cfg: NodeConfig, name: str) -> bytes:
 
 
 def run_node(cfg: NodeConfig) -> int:
+    os.umask(0o077)
     setup_logging(cfg.node.log_level, node=cfg.node.name)
     secrets = read_role_secrets(cfg)  # ConfigError: the CLI exits 2 before any actor starts
     cfg.node.data_dir.mkdir(parents=True, exist_ok=True)

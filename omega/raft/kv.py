@@ -353,7 +353,8 @@ class LmdbStore:
         try:
             env = lmdb.open(str(self.path), subdir=False, map_size=self._map_size,
                             max_dbs=len(self.databases) + 1, sync=self._fsync,
-                            metasync=self._fsync, max_readers=512, readahead=False)
+                            metasync=self._fsync, max_readers=512, readahead=False,
+                            mode=0o600)  # py-lmdb's default 0o755 marks data executable
         except lmdb.Error as exc:
             raise StorageFailure(f"{self.path}: cannot open LMDB: {exc}") from exc
         try:
@@ -501,6 +502,7 @@ class LmdbStore:
         incoming = self.path.with_name(self.path.name + ".incoming")
         try:
             shutil.copyfile(snapshot, incoming)
+            os.chmod(incoming, 0o600)  # whatever the umask: it becomes state.mdb
             fsync_path(incoming)
         except OSError as exc:
             raise SnapshotError(f"cannot stage snapshot {snapshot}: {exc}") from exc

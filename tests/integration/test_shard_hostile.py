@@ -173,3 +173,66 @@ def test_damaged_store_is_moved_aside_and_rebuilt_to_the_group_state(
         assert len({s.state_hash for s in states.values()}) == 1, states
         for s in states.values():
             assert all(s.reports[m] == 1 for m in acked.acked)
+
+
+def test_storage_failure_on_apply_stops_the_replica(tmp_path: Path) -> None:
+    with cluster(tmp_path, raft=RAFT) as c:
+        victim = c.nodes[2]
+        # Its LMDB map (1 MiB) fills long before the others' (1 GiB): a real
+        # storage error on apply, on one replica only.
+        text = victim.cfg_path.read_text().replace("[shard.raft]\n",
+                                                   "[shard.raft]\nmap_size = 1048576\n")
+        victim.cfg_path.write_text(text)
+        c.start()
+        load = Load(c.endpoints, 100, threads=8, report_bytes=600).start()
+        try:
+            wait_for(lambda: not victim.alive, 120, "the replica to stop on map full")
+        finally:
+            acked_before = load.acked
+        assert victim.proc is not None and victim.proc.returncode == 74
+        fatal = [line for line in victim.log_path.read_text().splitlines()
+                 if '"critical"' in line]
+        assert len(fatal) == 1 and "fail-stop" in fatal[0], fatal
+        # The two others go on committing.
+        load.wait_acked(acked_before + 50, 60)
+        load.stop()
+
+
+def modes_of(node: ShardProc) -> dict[str, tuple[str, int]]:
+    """Every directory, file and socket the replica made: its kind and permission bits."""
+    found: dict[str, tuple[str, int]] = {}
+    paths = [node.data_dir, *node.data_dir.rglob("*"), Path(node.control[len("ipc://"):])]
+    for p in paths:
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:  # a transient file renamed meanwhile
+            continue
+        kind = ("dir" if stat.S_ISDIR(st.st_mode) else "socket" if stat.S_ISSOCK(st.st_mode)
+                else "file")
+        found[str(p)] = (kind, stat.S_IMODE(st.st_mode))
+    return found
+
+
+def test_every_shard_file_is_private_under_umask_000(tmp_path: Path) -> None:
+    with cluster(tmp_path, raft={**RAFT, "log_compaction_min_entries": 50}, umask=0) as c:
+        c.start()
+        load = Load(c.endpoints, 100, threads=8, pushes_per_device=3).start()
+        wait_for(load.done, 120, "300 pushes")
+        assert len(load.stop().acked) == 300
+        c.wait_converged()
+        wait_for(lambda: all((n.status() or {}).get("snapshots_made") for n in c.nodes), 60,
+                 "a snapshot on every replica")
+        running = {k: v for n in c.nodes for k, v in modes_of(n).items()}
+        c.stop()
+        stopped = {k: v for n in c.nodes for k, v in modes_of(n).items()}
+    seen = {**running, **stopped}
+    wrong = {}
+    for path, (kind, mode) in seen.items():
+        want = {"dir": 0o700, "file": 0o600}.get(kind)
+        if (want is not None and mode != want) or mode & 0o077:
+            wrong[path] = (kind, oct(mode))
+    assert not wrong, wrong
+    names = {Path(k).name for k in seen}
+    for expected in ("state.mdb", "state.mdb-lock", "raft.journal", "raft.journal.meta",
+                     "raft.snapshot", "state.seal", "s0.ctl"):
+        assert expected in names, (expected, sorted(names))
