@@ -14,6 +14,7 @@ takes down with it:
 from __future__ import annotations
 
 from dataclasses import replace
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -21,7 +22,7 @@ from omega.actors.rpc import RpcServerActor
 from omega.actors.spec import ChildSpec, Strategy, SupervisorSpec
 from omega.config import ShardConfig, TvConfig
 from omega.ops.control import ControlHandler, error_reply, health_only_handler
-from omega.transport import Handler, TransportSettings
+from omega.transport import Handler, RpcServer, TransportSettings
 
 if TYPE_CHECKING:
     from omega.config import NodeConfig
@@ -29,14 +30,16 @@ if TYPE_CHECKING:
 
 
 CONTROL_WORKERS = 4
+OnServer = Callable[[RpcServer | None], None]
 
 
 def _rpc_server(name: str, address: str, handler: Handler, transport: TransportSettings,
-                shutdown_s: float) -> ChildSpec:
+                shutdown_s: float, on_server: OnServer | None = None) -> ChildSpec:
     """A supervised request/reply server (``RpcServerActor``) answering with ``handler``."""
     return ChildSpec(
         name=name,
-        start=partial(RpcServerActor.start, name, address, handler, error_reply, transport),
+        start=partial(RpcServerActor.start, name, address, handler, error_reply, transport,
+                      on_server=on_server),
         shutdown_s=shutdown_s,
     )
 
@@ -53,7 +56,7 @@ def tree_for(cfg: NodeConfig, ctx: NodeContext) -> SupervisorSpec:
     children: list[ChildSpec | SupervisorSpec]
     strategy: Strategy
     if isinstance(cfg, ShardConfig):
-        from omega.actors.store import ShardStoreActor, shard_handler
+        from omega.actors.store import ShardStoreActor, device_port_hooks, shard_handler
 
         children = [
             ChildSpec(
@@ -62,7 +65,8 @@ def tree_for(cfg: NodeConfig, ctx: NodeContext) -> SupervisorSpec:
                 shutdown_s=shutdown,
                 start_timeout_s=60.0,
             ),
-            _rpc_server("sync", cfg.node.listen, shard_handler(ctx), cfg.transport, shutdown),
+            _rpc_server("sync", cfg.node.listen, shard_handler(ctx), cfg.transport, shutdown,
+                        device_port_hooks(ctx)),
             control,
         ]
         strategy = "rest_for_one"

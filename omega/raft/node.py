@@ -28,6 +28,7 @@ How PySyncObj is configured, and why (see docs/raft.md):
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import logging
 import os
@@ -141,6 +142,11 @@ class _WireCodec:
 
 # The one place this name is used: TcpConnection.send / __processParseMessage.
 _pysyncobj_tcp.zlib = _WireCodec
+# Importing PySyncObj replaces socket.inet_ntop (and inet_pton where missing) with
+# Windows-only versions, for the whole process (pysyncobj/win_inet_pton.py): put
+# the real ones back (pynng formats peer addresses with inet_ntop).
+socket.inet_ntop = _socket.inet_ntop
+socket.inet_pton = _socket.inet_pton
 # Bounded frames, linear buffering, a read budget per event (omega/raft/wire.py).
 wire.install()
 
@@ -291,6 +297,8 @@ class ReplicatedLmdb:
         self._last_tick: float | None = None
         self._max_tick_gap = 0.0
         self._slow_ticks = 0
+        self._step_down_until = 0.0
+        self._step_downs = 0
 
         _probe_bind(settings)
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -433,11 +441,29 @@ class ReplicatedLmdb:
             for waiter in [w for w in list(self._waiters) if w.deadline <= now]:
                 self._resolve(waiter, None, CommitTimeout(
                     "no outcome in time; the command may still be applied"))
+        if self._step_down_until:
+            self._try_step_down(now)
         for hook in self._tick_hooks:
             try:
                 hook()
             except Exception:  # a hook must not stop Raft
                 log.exception("raft tick hook failed")
+
+    def _try_step_down(self, now: float) -> None:
+        # On the Raft thread: PySyncObj's transfer reads and sends Raft state. It is
+        # denied while no follower has every entry (under load): try every tick.
+        if now > self._step_down_until or not self._core._isLeader():
+            self._step_down_until = 0.0
+            return
+
+        def done(_result: Any, reason: int) -> None:
+            if reason == FAIL_REASON.SUCCESS:
+                self._step_down_until = 0.0
+                self._step_downs += 1
+                log.warning("raft leadership handed over", extra={"fields": {
+                    "self": self._settings.self_address}})
+
+        self._core.transferLeadership(callback=done)
 
     def _on_state_changed(self, old: int, new: int) -> None:
         self._role = _ROLES.get(new, str(new))
@@ -601,6 +627,7 @@ class ReplicatedLmdb:
             "resent_applied_entries": _ResendFilter.count,
             "storage_error": self._storage_error,
             "store_rebuilt": self._store_rebuilt,
+            "step_downs": self._step_downs,
             "raft_port": wire.counters.snapshot(),
             "journal": core.journal.stats() if core.journal is not None else {"fsync": False},
         }
@@ -612,6 +639,18 @@ class ReplicatedLmdb:
     def state_digest(self) -> tuple[int, str]:
         """``(applied index, state hash)`` read from one transaction."""
         return self._store.state_hash()
+
+    def step_down(self, within_s: float = 2.0) -> None:
+        """Hand leadership to the most caught-up follower (any thread; best effort).
+
+        For a leader that cannot do its job (its device port is saturated): the
+        group elects another rather than stay behind an unusable leader. Tried on
+        every tick for ``within_s``; ``status()["step_downs"]`` counts the handovers.
+        """
+        if self._closed:
+            return
+        self._step_down_until = time.monotonic() + within_s
+        self.wake()
 
     def force_snapshot(self) -> None:
         """Compact the log at the next tick (ops; normally by size or age)."""
