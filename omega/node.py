@@ -86,12 +86,14 @@ def read_role_secrets(cfg: NodeConfig) -> dict[str, bytes]:
             required=not raft.dev_mode,
         )
         if pw is not None:
-            if len(pw) < MIN_RAFT_PASSWORD_BYTES:
+            from omega.raft.settings import password_weakness
+
+            weakness = password_weakness(pw)
+            if weakness is not None:
                 raise ConfigError(
                     cfg.source,
                     "secrets.raft_password",
-                    f"the Raft password must be at least {MIN_RAFT_PASSWORD_BYTES} "
-                    "bytes (its port speaks pickle: never weaken it)",
+                    f"{weakness} (its port speaks pickle: never weaken it)",
                 )
             out["raft_password"] = pw
     return out

@@ -32,8 +32,10 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from omega.raft.fsync import fsync_path
 
@@ -158,14 +160,14 @@ def _main(argv: list[str]) -> int:
                 records = sum(1 for _ in txn.cursor(db=meta))
                 counted = [0]
 
-                def items(db: object) -> object:
+                def items(db: Any) -> Iterator[tuple[bytes, bytes]]:
                     for kv in txn.cursor(db=db):
                         counted[0] += 1
                         yield kv
 
                 dbs = [(n, items(env.open_db(n.encode(), txn=txn, create=False)))
                        for n in names]
-                digest = state_hash(dbs)  # type: ignore[arg-type]
+                digest = state_hash(dbs)
         finally:
             env.close()
     except Exception as exc:  # any failure to read it all is the verdict

@@ -48,6 +48,7 @@ from pysyncobj.encryptor import HAS_CRYPTO
 from pysyncobj.syncobj import SyncObjException
 from pysyncobj.transport import TCPTransport
 
+from omega.raft import integrity, wire
 from omega.raft.errors import (
     ApplyError,
     CommandTooLarge,
@@ -61,11 +62,10 @@ from omega.raft.errors import (
     StorageFailure,
     StoreClosed,
 )
-from omega.raft import integrity, wire
 from omega.raft.journal import DurableJournal
 from omega.raft.kv import SKIPPED, LmdbStore
 from omega.raft.ports import ApplyFailed, ApplyFn, KvReader
-from omega.raft.settings import RaftSettings, is_loopback, split_address
+from omega.raft.settings import RaftSettings, is_loopback, password_weakness, split_address
 from omega.raft.snapshots import CheckState, Snapshotter
 
 __all__ = ["ReplicatedLmdb"]
@@ -84,7 +84,6 @@ _CHECK_STATES: dict[CheckState, int] = {
     "success": SERIALIZER_STATE.SUCCESS,
     "failed": SERIALIZER_STATE.FAILED,
 }
-_MIN_PASSWORD_BYTES = 16
 _SYNC_PERIOD_S = 1.0
 
 
@@ -177,7 +176,7 @@ class _GuardedTransport(TCPTransport):  # type: ignore[misc]
       is only looked at when the connection has an event).
     """
 
-    def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any) -> None:  # noqa: N803
+    def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any) -> None:
         guard: _PortGuard = syncObj.port_guard
         self._guard = guard
         super().__init__(syncObj, selfNode, otherNodes)
@@ -186,13 +185,13 @@ class _GuardedTransport(TCPTransport):  # type: ignore[misc]
         self._syncObj.sync_journal()
         return bool(super().send(node, message))
 
-    def addNode(self, node: Any) -> None:  # noqa: N802 (PySyncObj's name)
+    def addNode(self, node: Any) -> None:
         super().addNode(node)
         conn = self._connections.get(node)
         if conn is not None:
             conn.limits = self._guard.limits
 
-    def _onNewIncomingConnection(self, conn: Any) -> None:  # noqa: N802
+    def _onNewIncomingConnection(self, conn: Any) -> None:
         conn.limits = self._guard.limits
         waiting = sum(1 for c in self._unknownConnections if not c.authenticated)
         if waiting >= self._guard.max_unauthenticated:
@@ -204,7 +203,7 @@ class _GuardedTransport(TCPTransport):  # type: ignore[misc]
             return
         super()._onNewIncomingConnection(conn)
 
-    def _onTick(self) -> None:  # noqa: N802
+    def _onTick(self) -> None:
         super()._onTick()
         if not self._unknownConnections:
             return
@@ -766,8 +765,10 @@ def _check_password(settings: RaftSettings, password: bytes | None) -> None:
         log.warning("raft port without password (dev_mode, loopback only)",
                     extra={"fields": {"self": settings.self_address}})
         return
-    if not isinstance(password, bytes) or len(password) < _MIN_PASSWORD_BYTES:
-        raise PasswordRequired(f"the cluster password must be at least "
-                               f"{_MIN_PASSWORD_BYTES} bytes")
+    if not isinstance(password, bytes):
+        raise PasswordRequired("the cluster password must be bytes")
+    weakness = password_weakness(password)
+    if weakness is not None:
+        raise PasswordRequired(weakness)
     if not HAS_CRYPTO:
         raise RaftError("the Raft password needs the 'cryptography' package: install it")

@@ -26,6 +26,26 @@ def split_address(address: str) -> tuple[str, int]:
     return host, port
 
 
+#: The cluster password's floor: its length and the distinct byte values in it.
+MIN_PASSWORD_BYTES = 16
+MIN_PASSWORD_DISTINCT = 8
+
+
+def password_weakness(password: bytes) -> str | None:
+    """Why ``password`` is too weak for the Raft port, or None.
+
+    A rule, not an entropy meter: at least 16 bytes, at least 8 different byte
+    values (refuses a repeated letter or a short pattern repeated). Generate one
+    with ``openssl rand -base64 24``.
+    """
+    if len(password) < MIN_PASSWORD_BYTES:
+        return f"the cluster password must be at least {MIN_PASSWORD_BYTES} bytes"
+    if len(set(password)) < MIN_PASSWORD_DISTINCT:
+        return (f"the cluster password has {len(set(password))} distinct characters, fewer "
+                f"than {MIN_PASSWORD_DISTINCT}: use a random one (openssl rand -base64 24)")
+    return None
+
+
 def is_loopback(host: str) -> bool:
     """Whether ``host`` names this machine only (127.0.0.0/8, ::1, localhost)."""
     if host == "localhost":

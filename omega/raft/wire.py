@@ -161,13 +161,13 @@ class GuardedTcpConnection(_tcp.TcpConnection):  # type: ignore[misc]
                 return False
         return True
 
-    def _TcpConnection__tryReadBuffer(self) -> None:  # noqa: N802 (PySyncObj's name)
+    def _TcpConnection__tryReadBuffer(self) -> None:
         budget = self.limits.read_budget_bytes
         while budget > 0 and self._TcpConnection__processRead():
             budget -= self._last_read
         self.__dict__["_TcpConnection__lastReadTime"] = _monotonic()
 
-    def _TcpConnection__processRead(self) -> bool:  # noqa: N802
+    def _TcpConnection__processRead(self) -> bool:
         sock = self.__dict__["_TcpConnection__socket"]
         if sock is None:
             return False
@@ -185,7 +185,7 @@ class GuardedTcpConnection(_tcp.TcpConnection):  # type: ignore[misc]
         self._last_read = len(incoming)
         return self._header_ok(buf)
 
-    def _TcpConnection__processParseMessage(self) -> Any:  # noqa: N802
+    def _TcpConnection__processParseMessage(self) -> Any:
         buf = self._buffer()
         if len(buf) < 4:
             return None
@@ -198,10 +198,11 @@ class GuardedTcpConnection(_tcp.TcpConnection):  # type: ignore[misc]
         try:
             encryptor = self.encryptor
             if encryptor:
-                stamp = encryptor.extract_timestamp(data)
-                if stamp < self.recvLastTimestamp:
+                stamp = int(encryptor.extract_timestamp(data))
+                last: int = self.__dict__["recvLastTimestamp"]
+                if stamp < last:
                     raise ValueError("replayed frame")
-                self.recvLastTimestamp = stamp
+                self.__dict__["recvLastTimestamp"] = stamp
                 data = encryptor.decrypt(data)
             message = _pickle.loads(_tcp.zlib.decompress(data))
             if self.recvRandKey:

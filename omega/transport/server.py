@@ -25,6 +25,7 @@ goes last.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import resource
@@ -265,10 +266,8 @@ class RpcServer:
             address = None
         pid = pipe.id
         if self.guard.admit(pid, address) is not None:
-            try:
+            with contextlib.suppress(Exception):  # already gone
                 pipe.close()
-            except Exception:  # already gone
-                pass
             return
         if self._track_idle:
             self._pipes[pid] = pipe
@@ -286,10 +285,8 @@ class RpcServer:
                 pipe = self._pipes.pop(pid, None)
                 self.guard.removed(pid)
                 if pipe is not None:
-                    try:
+                    with contextlib.suppress(Exception):  # closed meanwhile
                         pipe.close()
-                    except Exception:  # closed meanwhile
-                        pass
             self._fd_free = _fds_free()
             low = 0 <= self._fd_free < _headroom(self._settings) // 2
             hook = self.on_saturated

@@ -99,6 +99,9 @@ def test_dev_mode_allows_no_password_on_loopback_only(tmp_path: Path) -> None:
     with pytest.raises(PasswordRequired, match="at least 16 bytes"):
         ReplicatedLmdb(RaftSettings(self_address=f"127.0.0.1:{free_port()}"),
                        tmp_path, b"short", apply)
+    with pytest.raises(PasswordRequired, match="distinct characters"):
+        ReplicatedLmdb(RaftSettings(self_address=f"127.0.0.1:{free_port()}"),
+                       tmp_path, b"a" * 16, apply)
     node = ReplicatedLmdb(RaftSettings(self_address=f"127.0.0.1:{free_port()}", dev_mode=True),
                           tmp_path, None, apply)
     try:

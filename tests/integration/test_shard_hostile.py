@@ -106,13 +106,16 @@ def test_raft_port_garbage_stream_costs_bounded_time_and_memory(
 
     after = snapshot(group)
     mem_after = {n.name: n.memory() for n in victims}
+    def mb(m: dict[str, int], key: str) -> int:
+        return m[key] // MB
+
     print(f"\nraft stream ({targets}): sent {[c[0] // MB for c in counts.values()]} MB in "
           f"{attack_s:.1f} s; pushes acked meanwhile {acked_during}; terms "
           f"{[s['term'] for s in after.values()]}; max tick gap "
           f"{[s['max_tick_gap_s'] for s in after.values()]}; slow ticks "
-          f"{[(before[k]['slow_ticks'], s['slow_ticks']) for k, s in after.items()]}; "
-          f"RSS MB {[(mem_before[k]['VmRSS'] // MB, m['VmRSS'] // MB) for k, m in mem_after.items()]}"
-          f"; peak MB {[(mem_before[k]['VmHWM'] // MB, m['VmHWM'] // MB) for k, m in mem_after.items()]}")
+          f"{[(before[k]['slow_ticks'], s['slow_ticks']) for k, s in after.items()]}; RSS MB "
+          f"{[(mb(mem_before[k], 'VmRSS'), mb(m, 'VmRSS')) for k, m in mem_after.items()]}; "
+          f"peak MB {[(mb(mem_before[k], 'VmHWM'), mb(m, 'VmHWM')) for k, m in mem_after.items()]}")
     for name, c in counts.items():
         assert c[0] >= total, f"only {c[0]} bytes sent to {name} in 60 s"
     for name, st in after.items():
