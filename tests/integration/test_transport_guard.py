@@ -5,9 +5,8 @@ from __future__ import annotations
 import socket
 import threading
 
-from tests.nodeproc import wait_for
-
 from omega.transport import RpcClient, RpcServer, TransportSettings
+from tests.nodeproc import wait_for
 
 REQ0_HEADER = b"\x00SP\x00\x00\x30\x00\x00"
 
