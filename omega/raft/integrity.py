@@ -32,10 +32,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from omega.raft.fsync import fsync_path
 
@@ -143,38 +141,15 @@ def check_store(state: Path, databases: list[str]) -> Verdict | None:
 
 def _main(argv: list[str]) -> int:
     """Child process: read everything, print one JSON line."""
-    import lmdb
+    from omega.raft.kv import read_everything
 
-    from omega.raft.digest import state_hash
-    from omega.raft.kv import K_APPLIED, META_DB
-
-    path, names = argv[0], sorted(argv[1:])
     try:
-        env = lmdb.open(path, subdir=False, readonly=True, lock=False, max_dbs=len(names) + 1,
-                        readahead=True)
-        try:
-            with env.begin() as txn:
-                meta = env.open_db(META_DB, txn=txn, create=False)
-                raw = txn.get(K_APPLIED, db=meta)
-                applied = 0 if raw is None else int.from_bytes(raw, "big")
-                records = sum(1 for _ in txn.cursor(db=meta))
-                counted = [0]
-
-                def items(db: Any) -> Iterator[tuple[bytes, bytes]]:
-                    for kv in txn.cursor(db=db):
-                        counted[0] += 1
-                        yield kv
-
-                dbs = [(n, items(env.open_db(n.encode(), txn=txn, create=False)))
-                       for n in names]
-                digest = state_hash(dbs)
-        finally:
-            env.close()
+        applied, digest, records = read_everything(Path(argv[0]), argv[1:])
     except Exception as exc:  # any failure to read it all is the verdict
         print(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}))
         return 3
     print(json.dumps({"ok": True, "applied_index": applied, "state_hash": digest,
-                      "records": records + counted[0]}))
+                      "records": records}))
     return 0
 
 

@@ -42,7 +42,10 @@ from pathlib import Path
 from typing import Any
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+from pysyncobj import pickle as _pysyncobj_pickle
 from pysyncobj import tcp_connection as _pysyncobj_tcp
+from pysyncobj import tcp_server as _pysyncobj_tcp_server
+from pysyncobj import transport as _pysyncobj_transport
 from pysyncobj.config import SERIALIZER_STATE
 from pysyncobj.encryptor import HAS_CRYPTO
 from pysyncobj.syncobj import SyncObjException
@@ -146,8 +149,19 @@ _pysyncobj_tcp.zlib = _WireCodec
 # the real ones back (pynng formats peer addresses with inet_ntop).
 socket.inet_ntop = _socket.inet_ntop
 socket.inet_pton = _socket.inet_pton
-# Bounded frames, linear buffering, a read budget per event (omega/raft/wire.py).
-wire.install()
+
+
+class _GuardedTcpConnection(wire.FrameGuard, _pysyncobj_tcp.TcpConnection):  # type: ignore[misc]
+    """PySyncObj's connection with bounded frames, linear buffering and a read
+    budget per event (omega/raft/wire.py)."""
+
+    loads = staticmethod(_pysyncobj_pickle.loads)
+    decompress = staticmethod(_WireCodec.decompress)
+
+
+# The two modules that construct connections (incoming: the server; outgoing).
+_pysyncobj_tcp_server.TcpConnection = _GuardedTcpConnection
+_pysyncobj_transport.TcpConnection = _GuardedTcpConnection
 
 
 #: ``on_done(result, error)``: exactly one of them is meaningful (``error`` is None

@@ -6,7 +6,8 @@ bytes declare (up to 2^31 - 1), appending every 64 KiB chunk to an immutable
 keeps sending — all before the password is checked, since decrypting needs the
 whole frame. One peer streaming 80 MB froze a follower's Raft thread for 52 s.
 
-``GuardedTcpConnection`` is a drop-in subclass (the wire format is unchanged):
+``FrameGuard`` is a mixin that ``omega.raft.node`` puts in front of PySyncObj's
+``TcpConnection`` (the wire format is unchanged; this module imports no PySyncObj):
 
 - a frame whose declared length is over the limit is refused **from its 4-byte
   header**, before it is buffered: the connection is dropped and counted. The
@@ -20,9 +21,10 @@ whole frame. One peer streaming 80 MB froze a follower's Raft thread for 52 s.
   read at the next tick, after Raft's own work).
 
 The transport side (``omega.raft.node._GuardedTransport``) adds a deadline for a
-new connection to authenticate and a cap on unauthenticated connections. Both
-sides are installed by replacing the ``TcpConnection`` name in the two PySyncObj
-modules that construct connections, as ``zlib`` is replaced for the wire codec.
+new connection to authenticate and a cap on unauthenticated connections.
+``node.py`` installs the guarded class by replacing the ``TcpConnection`` name in
+the two PySyncObj modules that construct connections, as ``zlib`` is replaced for
+the wire codec.
 """
 
 from __future__ import annotations
@@ -31,14 +33,10 @@ import errno
 import logging
 import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-import pysyncobj.pickle as _pickle
-from pysyncobj import tcp_connection as _tcp
-from pysyncobj import tcp_server as _tcp_server
-from pysyncobj import transport as _transport
-from pysyncobj.monotonic import monotonic as _monotonic
+from time import monotonic as _monotonic
+from typing import TYPE_CHECKING, Any
 
 from omega.throttled_log import ThrottledLog
 
@@ -98,15 +96,24 @@ class WireCounters:
 counters = WireCounters()
 
 
-class GuardedTcpConnection(_tcp.TcpConnection):  # type: ignore[misc]
-    """PySyncObj's connection with bounded frames, linear buffering and a read budget.
+class FrameGuard:
+    """Bounded frames, linear buffering and a read budget, over PySyncObj's connection.
 
+    Put first in the bases of a subclass of PySyncObj's ``TcpConnection``, which must
+    also set ``loads`` (PySyncObj's unpickler) and ``decompress`` (the wire codec's).
     Overrides the three private (name-mangled) methods that read and parse; every
     other behaviour is PySyncObj's. ``limits`` is set by the transport right after
     construction; until then the class default applies.
     """
 
     limits = WireLimits(max_frame_bytes=UNAUTHENTICATED_FRAME_BYTES)
+    loads: Callable[[bytes], Any]
+    decompress: Callable[[bytes], bytes]
+    encryptor: Any
+    recvRandKey: Any
+
+    if TYPE_CHECKING:  # PySyncObj's TcpConnection provides these
+        def disconnect(self) -> None: ...
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -121,7 +128,7 @@ class GuardedTcpConnection(_tcp.TcpConnection):  # type: ignore[misc]
         # one, the partner's first frame (its key) must decrypt first.
         self.authenticated = self.encryptor is None
         self.opened_at = _monotonic()
-        return bool(super().connect(host, port))
+        return bool(super().connect(host, port))  # type: ignore[misc]
 
     def peer(self) -> str:
         if not self._peer:
@@ -163,7 +170,7 @@ class GuardedTcpConnection(_tcp.TcpConnection):  # type: ignore[misc]
 
     def _TcpConnection__tryReadBuffer(self) -> None:
         budget = self.limits.read_budget_bytes
-        while budget > 0 and self._TcpConnection__processRead():
+        while budget > 0 and self._TcpConnection__processRead():  # type: ignore[attr-defined]
             budget -= self._last_read
         self.__dict__["_TcpConnection__lastReadTime"] = _monotonic()
 
@@ -204,7 +211,7 @@ class GuardedTcpConnection(_tcp.TcpConnection):  # type: ignore[misc]
                     raise ValueError("replayed frame")
                 self.__dict__["recvLastTimestamp"] = stamp
                 data = encryptor.decrypt(data)
-            message = _pickle.loads(_tcp.zlib.decompress(data))
+            message = self.loads(self.decompress(data))
             if self.recvRandKey:
                 rand_key, message = message
                 if rand_key != self.recvRandKey:
@@ -222,10 +229,4 @@ class GuardedTcpConnection(_tcp.TcpConnection):  # type: ignore[misc]
         return message
 
 
-def install() -> None:
-    """Make PySyncObj build ``GuardedTcpConnection`` for incoming and outgoing links."""
-    _tcp_server.TcpConnection = GuardedTcpConnection
-    _transport.TcpConnection = GuardedTcpConnection
-
-
-__all__ = ["GuardedTcpConnection", "WireLimits", "counters", "frame_limit", "install"]
+__all__ = ["FrameGuard", "WireLimits", "counters", "frame_limit"]
