@@ -22,19 +22,21 @@ from omega.actors.rpc import RpcServerActor
 from omega.actors.spec import ChildSpec, Strategy, SupervisorSpec
 from omega.config import ShardConfig, TvConfig
 from omega.ops.control import ControlHandler, error_reply, health_only_handler
-from omega.transport import Handler, RpcServer, TransportSettings
+from omega.reply import Handler
+from omega.transport_settings import TransportSettings
 
 if TYPE_CHECKING:
+    from omega.actors.context import NodeContext
     from omega.config import NodeConfig
-    from omega.node import NodeContext
+    from omega.transport import RpcServer
 
 
 CONTROL_WORKERS = 4
-OnServer = Callable[[RpcServer | None], None]
 
 
 def _rpc_server(name: str, address: str, handler: Handler, transport: TransportSettings,
-                shutdown_s: float, on_server: OnServer | None = None) -> ChildSpec:
+                shutdown_s: float,
+                on_server: Callable[[RpcServer | None], None] | None = None) -> ChildSpec:
     """A supervised request/reply server (``RpcServerActor``) answering with ``handler``."""
     return ChildSpec(
         name=name,

@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING
 
 from omega.actors.base import OmegaActor
 from omega.protocol import ErrorReply, encode
-from omega.transport import Handler, Reply, RpcServer
+from omega.reply import Handler, Reply
 
 if TYPE_CHECKING:
-    from omega.node import NodeContext
+    from omega.actors.context import NodeContext
     from omega.raft import ReplicatedLmdb
     from omega.shard import ShardService
+    from omega.transport import RpcServer
 
 log = logging.getLogger("omega.actors.store")
 
