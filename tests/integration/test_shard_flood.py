@@ -94,3 +94,33 @@ def test_one_address_holding_20000_connections_does_not_starve_other_devices(
         assert port_stats["refused_per_address"] >= 2 * PER_PROCESS - port_stats["max_per_address"]
         assert port_stats["busiest_address"] <= port_stats["max_per_address"]
         assert port_stats["open"] < 2 * port_stats["max_per_address"]
+
+
+def test_a_leader_whose_device_port_is_saturated_hands_leadership_over(
+        tmp_path: Path) -> None:
+    # A total cap of 40 connections stands for a descriptor table nearly full.
+    with cluster(tmp_path, raft={"election_timeout_min_s": 0.3, "election_timeout_max_s": 0.6,
+                                 "heartbeat_s": 0.05},
+                 transport={"max_conns": 40, "max_conns_per_address": 0,
+                            "idle_timeout_s": 2.0}) as c:
+        leader = c.start()
+        host, port = leader.listen[len("tcp://"):].rsplit(":", 1)
+        attacker = subprocess.Popen(
+            [sys.executable, str(ATTACKER), host, port, "127.0.0.2", "60"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        try:
+            assert attacker.stdout is not None
+            assert attacker.stdout.readline(), "the attacker died"
+            new = c.wait_leader(30, among=[n for n in c.nodes if n is not leader])
+            assert new is not leader
+            st = leader.status()
+            assert st is not None and st["step_downs"] >= 1, st
+            shard = leader.ctl("shard")
+            assert shard is not None and shard["device_port"]["refused_total"] > 0
+            assert "hands leadership over" in leader.log_path.read_text()
+        finally:
+            assert attacker.stdin is not None and attacker.stdout is not None
+            attacker.stdin.close()
+            attacker.stdout.readline()
+            attacker.stdout.close()
+            attacker.wait(30)

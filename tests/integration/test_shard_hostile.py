@@ -35,14 +35,19 @@ def split(raft: str) -> tuple[str, int]:
 
 
 def stream_garbage(target: str, total: int, until: float, deadline: float,
-                   sent: list[int]) -> None:
+                   sent: list[int], rate: float = 10 * MB) -> None:
     """Declare a 2^31 - 1 byte frame and stream random bytes; reconnect when dropped.
 
     ``sent`` accumulates the bytes the kernel accepted from us (what an attacker
     can push at the port); the stream goes on until ``total`` bytes are sent and
-    ``until`` is reached, or ``deadline``.
+    ``until`` is reached, or ``deadline``. Paced at ``rate`` bytes/s: a remote
+    attacker does not share the replicas' two cores, and an unpaced loop here
+    (gigabytes a second through loopback) would starve them of CPU, which says
+    nothing about the port.
     """
     chunk = os.urandom(MB)
+    start = time.monotonic()
+    pace = threading.Event()
 
     def more() -> bool:
         now = time.monotonic()
@@ -53,6 +58,9 @@ def stream_garbage(target: str, total: int, until: float, deadline: float,
             with socket.create_connection(split(target), timeout=2.0) as s:
                 s.sendall(struct.pack("<i", 2**31 - 1))
                 while more():
+                    ahead = sent[0] / rate - (time.monotonic() - start)
+                    if ahead > 0:
+                        pace.wait(ahead)  # pacing the stream, not waiting for a condition
                     sent[0] += s.send(chunk)
         except OSError:
             continue  # the replica dropped us: connect again
