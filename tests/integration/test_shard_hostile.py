@@ -138,20 +138,27 @@ def test_raft_port_garbage_stream_costs_bounded_time_and_memory(
     assert not r.errors.get("unavailable"), r.errors
 
 
-def damage_middle(path: Path, pages: int = 2, page: int = 4096) -> None:
-    """Overwrite ``pages`` pages in the middle of the file with random bytes."""
-    size = path.stat().st_size
-    offset = (size // 2) // page * page
+def damage_pages(path: Path, record: bytes, page: int = 4096) -> None:
+    """Random bytes over two pages in the middle of the file, and over every page
+    holding ``record`` (one of them is live: free pages alone would be no damage)."""
+    data = path.read_bytes()
+    offsets = {(len(data) // 2) // page * page}
+    at = data.find(record)
+    while at >= 0:
+        offsets.add(at // page * page)
+        at = data.find(record, at + 1)
+    assert record in data, "the record is not in the file"
     with path.open("r+b") as f:
-        f.seek(offset)
-        f.write(os.urandom(pages * page))
+        for offset in sorted(offsets):
+            f.seek(offset)
+            f.write(os.urandom(2 * page if offset == min(offsets) else page))
 
 
-def truncate_half(path: Path) -> None:
+def truncate_half(path: Path, record: bytes) -> None:
     os.truncate(path, path.stat().st_size // 2 // 4096 * 4096)
 
 
-@pytest.mark.parametrize("damage", [damage_middle, truncate_half],
+@pytest.mark.parametrize("damage", [damage_pages, truncate_half],
                          ids=["random-pages", "truncated"])
 def test_damaged_store_is_moved_aside_and_rebuilt_to_the_group_state(
         tmp_path: Path, damage: object) -> None:
@@ -167,7 +174,7 @@ def test_damaged_store_is_moved_aside_and_rebuilt_to_the_group_state(
         assert victim.terminate() == 0
         state_file = victim.data_dir / "raft" / "state.mdb"
         assert state_file.stat().st_size > 64 * 1024
-        damage(state_file)  # type: ignore[operator]
+        damage(state_file, max(acked.acked))  # type: ignore[operator]
 
         victim.spawn()
         more = Load(c.endpoints, 20, threads=4, prefix="after", pushes_per_device=2).start()
