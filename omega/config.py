@@ -305,6 +305,13 @@ def read_role_secrets(cfg: NodeConfig) -> dict[str, bytes]:
                 f"{_where(ref)} holds {len(value)} bytes; it must be at least "
                 f"{MIN_SECRET_BYTES} bytes (e.g. `openssl rand -hex 16`)",
             )
+        if name == "raft_password":
+            from omega.raft.settings import password_weakness
+
+            weakness = password_weakness(value)
+            if weakness is not None:
+                raise ConfigError(cfg.source, key, f"{_where(ref)}: {weakness} (the Raft "
+                                  f"port speaks pickle: never weaken it)")
         out[name] = value
     if isinstance(cfg, TvConfig) and cfg.sync.enabled:
         # The TV's own provisioned key (never the fleet key: a TV does not hold it).

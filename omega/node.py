@@ -62,6 +62,7 @@ def check_ports_free(cfg: NodeConfig) -> None:
 
 
 def run_node(cfg: NodeConfig) -> int:
+    os.umask(0o077)
     setup_logging(cfg.node.log_level, node=cfg.node.name)
     datadir.owner_only_umask()
     secrets = read_role_secrets(cfg)  # ConfigError: the CLI exits 2 before any actor starts

@@ -17,6 +17,7 @@ takes down with it:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING
@@ -32,6 +33,7 @@ from omega.transport_settings import TransportSettings
 if TYPE_CHECKING:
     from omega.actors.context import NodeContext
     from omega.config import NodeConfig
+    from omega.transport import RpcServer
 
 
 CONTROL_WORKERS = 4
@@ -39,11 +41,13 @@ TV_CONTROL_WORKERS = 1
 
 
 def _rpc_server(name: str, address: str, handler: Handler, transport: TransportSettings,
-                shutdown_s: float) -> ChildSpec:
+                shutdown_s: float,
+                on_server: Callable[[RpcServer | None], None] | None = None) -> ChildSpec:
     """A supervised request/reply server (``RpcServerActor``) answering with ``handler``."""
     return ChildSpec(
         name=name,
-        start=partial(RpcServerActor.start, name, address, handler, error_reply, transport),
+        start=partial(RpcServerActor.start, name, address, handler, error_reply, transport,
+                      on_server=on_server),
         shutdown_s=shutdown_s,
     )
 
@@ -64,7 +68,7 @@ def tree_for(cfg: NodeConfig, ctx: NodeContext) -> SupervisorSpec:
     strategy: Strategy
     if isinstance(cfg, ShardConfig):
         from omega.actors.federation import ShardFederationActor
-        from omega.actors.store import ShardStoreActor, shard_handler
+        from omega.actors.store import ShardStoreActor, device_port_hooks, shard_handler
 
         children = [
             ChildSpec(
@@ -73,7 +77,8 @@ def tree_for(cfg: NodeConfig, ctx: NodeContext) -> SupervisorSpec:
                 shutdown_s=shutdown,
                 start_timeout_s=60.0,
             ),
-            _rpc_server("sync", cfg.node.listen, shard_handler(ctx), cfg.transport, shutdown),
+            _rpc_server("sync", cfg.node.listen, shard_handler(ctx), cfg.transport, shutdown,
+                        device_port_hooks(ctx)),
             control,
             ChildSpec(name="federation", start=partial(ShardFederationActor.start, ctx),
                       shutdown_s=shutdown),

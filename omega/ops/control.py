@@ -162,7 +162,13 @@ class ControlHandler:
             service = ctx.resource("shard")
             if service is None:
                 raise Unavailable(f"no shard service on this node (role {ctx.cfg.role})")
-            return service.raft_status() if command == "raft" else service.stats()
+            if command == "raft":
+                return service.raft_status()
+            stats = service.stats()
+            sync = ctx.resource("sync_server")  # the device port's connection pressure
+            if sync is not None:
+                stats["device_port"] = sync.connection_stats()
+            return stats
         raise ProtocolError(
             f"unknown command {command!r}; one of tree, kill, raft, shard, federation, "
             "content, health, stop"
