@@ -344,7 +344,9 @@ class HubService:
             c = hub.counters(kv)
             rel = hub.release(kv)
             acc_raw = hub.accountant(kv)
-            keys = [{"key_id": k.key_id, "retired_ms": k.retired_ms} for k in hub.keys(kv)]
+            # The public halves are public: an operator provisions TVs with the current one.
+            keys = [{"key_id": k.key_id, "public_key": k.public.hex(), "retired_ms": k.retired_ms}
+                    for k in hub.keys(kv)]
             pending = sum(1 for _ in hub.deltas(kv))
             titles = sum(1 for _ in hub.content(kv))
         out: dict[str, Any] = {"role": "hub", "leader": self._store.is_leader(),

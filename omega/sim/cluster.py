@@ -29,11 +29,15 @@ from typing import Any
 
 from omega.config import read_toml
 from omega.errors import ConfigError, OmegaError
+from omega.federation.report import HubKey
 from omega.netcheck import taken
 from omega.schema import SettingError, load, require
 from omega.waiting import WaitTimeout, wait_for
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "local-cluster.toml"
+#: The demo TV's sync interval (and heartbeat), and the shard's push limit per device.
+TV_SYNC_S = 2.0
+SHARD_PUSH_LIMIT_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -53,8 +57,8 @@ class ClusterSettings:
     concurrency: int = 16
     #: A catalog for the real TV (movies.csv or JSON lines); empty: the built-in demo one.
     catalog: str = ""
-    #: Viewing events the demo TV observes before it recommends.
-    views: int = 8
+    #: Viewing events the demo TV observes (titles of one taste) before it recommends.
+    views: int = 3
     #: Whole run's deadline.
     deadline_s: float = 300.0
     #: Hub replicas (a Raft group): listen on base+40.., Pub/Sub base+45.., Raft base+50..
@@ -183,7 +187,7 @@ workers = 64
 [shard]
 advertise = "{listen}"
 peer_addresses = [{peers}]
-rate_limit_interval_s = 60.0
+rate_limit_interval_s = {SHARD_PUSH_LIMIT_S}
 k_anonymity = {self.s.k_anonymity}
 [shard.federation]
 aggregator = ["{self.aggregator}"]
@@ -243,19 +247,24 @@ leader_fallback_timeout_s = 6.0
 connection_timeout_s = 8.0
 """,
             )
-        endpoints = ", ".join(f'"{ep}"' for ep in self.shard_listen)
-        files["tv-1"] = self._write(
-            cfgdir / "tv-1.toml",
-            f"""role = "tv"
-[node]
-name = "tv-1"
-data_dir = "{self.tv_dir}"
-[sync]
-device_id = "tv-1"
-endpoints = [{endpoints}]
-""",
-        )
         return files
+
+    def provision_tv(self, hub: HubKey) -> Path:
+        """``omega-node tv provision`` for tv-1 (its device key, shard group and the hub's
+        key); the demo shortens its sync interval. Returns its config."""
+        from omega.sync.provision import provision
+        from omega.sync.settings import ShardGroup
+
+        prov = provision(self.root / "config" / "tv-1", device_id="tv-1", region="local",
+                         groups=[ShardGroup("local-a", "local", tuple(self.shard_listen))],
+                         hub=hub,
+                         fleet_key=self.fleet_key, data_dir=self.tv_dir, force=True)
+        # A sync every ~2 s (the shard takes a push a second from one device here) so
+        # the demo sees the release within seconds; a real TV syncs every minutes.
+        text = prov.config.read_text().replace(
+            "[sync]\n", f"[sync]\ninterval_s = {TV_SYNC_S}\nheartbeat_s = {TV_SYNC_S}\n", 1)
+        prov.config.write_text(text)
+        return prov.config
 
     @staticmethod
     def _write(path: Path, text: str) -> Path:
@@ -349,8 +358,8 @@ def run_local_cluster(args: argparse.Namespace) -> int:
     say(f"omega local cluster in {root} (logs in {root / 'logs'})")
     try:
         _bring_up(cluster, files)
-        _demo_tv(cluster)
-        _crowd_loop(cluster)
+        now, before = _demo_tv(cluster)
+        _crowd_loop(cluster, now, before)
         say(f"all checks passed in {time.monotonic() - t0:.1f} s")
         if getattr(args, "keep", False):
             say("running; Ctrl-C stops every node")
@@ -377,7 +386,6 @@ def _bring_up(c: Cluster, files: dict[str, Path]) -> None:
     c.start("aggregator", "aggregator", files["aggregator"])
     for name in c.hub_names:
         c.start(name, "hub", files[name])
-    c.start("tv-1", "tv", files["tv-1"])
     for name, addr in [
         *zip(c.shard_names, c.shard_listen, strict=True),
         ("aggregator", c.aggregator),
@@ -399,6 +407,12 @@ def _bring_up(c: Cluster, files: dict[str, Path]) -> None:
         f"  raft group of {s.shard_replicas}: leader {lead} (elected within "
         f"{time.monotonic() - t:.2f} s of the first status query)"
     )
+    # The TV is provisioned as in the factory: its device key from the fleet key, its
+    # shard group, and the hub's current public key as the hub's operator reads it.
+    key = wait_for(lambda: _hub_key(c), 60, "the hub's first key pair", alive=c.check_alive)
+    c.start("tv-1", "tv", c.provision_tv(key))
+    say(f"  tv-1 provisioned (`tv provision`): device key, group local-a, hub key "
+        f"{key.key_id} ({key.public.hex()[:16]}…); its sync agent runs every ~{TV_SYNC_S:g} s")
     tv_control = f"ipc://{c.tv_dir / 'control.sock'}"
     t = time.monotonic()
     reply = wait_for(
@@ -411,27 +425,76 @@ def _bring_up(c: Cluster, files: dict[str, Path]) -> None:
     )
 
 
-def _demo_tv(c: Cluster) -> None:
-    from omega.catalog_files import read_catalog
+def _hub_key(c: Cluster) -> HubKey | None:
+    """The hub leader's current public key (``ctl federation`` status), once it has one."""
+    from omega.sim.crowd_demo import try_ctl
+
+    for ctl in c.hub_controls:
+        st = try_ctl(ctl, "federation")
+        if isinstance(st, dict) and st.get("leader") and st.get("current_key"):
+            for k in st.get("keys", []):
+                if k.get("key_id") == st["current_key"] and k.get("public_key"):
+                    return HubKey(int(k["key_id"]), bytes.fromhex(k["public_key"]))
+    return None
+
+
+def _tv_sync(control: str) -> dict[str, Any]:
+    """tv-1's sync agent status (``omega-node tv status``)."""
     from omega.ops.ctl import request
-    from omega.protocol import (
-        TvImportCatalog,
-        TvObserve,
-        TvOk,
-        TvRecommend,
-        TvRecommendReply,
-        TvStatus,
-    )
+    from omega.protocol import TvOk, TvStatus
+
+    reply = request(control, TvStatus(), 30)
+    assert isinstance(reply, TvOk) and isinstance(reply.payload, dict)
+    sync = reply.payload.get("sync")
+    if not isinstance(sync, dict) or sync.get("enabled") is False:
+        raise ClusterError("tv-1 runs without its sync agent: check its [sync] table")
+    return sync
+
+
+def _shard_version(c: Cluster) -> int:
+    """The version the shard announces to its TVs (a heartbeat's ack)."""
+    from omega.client import DeviceClient
+    from omega.protocol import derive_device_key
+
+    client = DeviceClient(c.shard_listen, "probe-1", derive_device_key(c.fleet_key, "probe-1"))
+    try:
+        return int(client.heartbeat().global_version)
+    finally:
+        client.close()
+
+
+def _tv_recommend(control: str, now: float, label: str) -> list[str]:
+    from omega.ops.ctl import request
+    from omega.protocol import TvRecommend, TvRecommendReply
+
+    rec = request(control, TvRecommend(k=5, timestamp=now), 30)
+    assert isinstance(rec, TvRecommendReply)
+    say(f"tv-1: recommendations {label}:")
+    for rank, ((_cid, score, reason), title) in enumerate(
+        zip(rec.items, rec.titles, strict=True), 1
+    ):
+        say(f"    {rank}. {title:<44} {score:6.3f}  {reason}")
+    return [cid for cid, _, _ in rec.items]
+
+
+def _demo_tv(c: Cluster) -> tuple[float, list[str]]:
+    """tv-1 imports the catalog, watches a few titles of one taste and recommends
+    (before any release); returns the time it recommends at and its picks."""
+    from omega.ops.ctl import request
+    from omega.protocol import TvImportCatalog, TvObserve, TvOk, TvRecommend, TvStatus
+    from omega.sim.crowd_demo import tastes
 
     control = f"ipc://{c.tv_dir / 'control.sock'}"
-    path = Path(c.s.catalog) if c.s.catalog else Path(__file__).with_name("demo_catalog.jsonl")
-    entries = list(read_catalog(path))
+    entries = _catalog(c)
     t = time.monotonic()
     for i in range(0, len(entries), 100):
         reply = request(control, TvImportCatalog(items=tuple(entries[i : i + 100])), 600)
         assert isinstance(reply, TvOk)
-    say(f"tv-1: imported {len(entries)} titles from {path.name} in {time.monotonic() - t:.1f} s")
-    watched = entries[: c.s.views]
+    name = Path(c.s.catalog).name if c.s.catalog else "demo_catalog.jsonl"
+    say(f"tv-1: imported {len(entries)} titles from {name} in {time.monotonic() - t:.1f} s")
+    # Titles of the first taste the simulated fleet shares: the crowd's lists speak to them.
+    by_id = {e.id: e for e in entries}
+    watched = [by_id[i] for i in tastes(entries)[0][: max(1, c.s.views)]]
     # An hour apart, ending now; after the TV's last view when the data directory
     # is reused (the brain refuses a view older than its last one).
     status = request(control, TvStatus(), 30)
@@ -441,29 +504,17 @@ def _demo_tv(c: Cluster) -> None:
     if isinstance(last, int | float):
         first = max(first, float(last) + 1)
     for j, e in enumerate(watched):
-        request(
-            control,
-            TvObserve(
-                content_id=e.id,
-                watch_fraction=0.95 if j % 3 else 0.3,
-                timestamp=first + 3600 * j,
-            ),
-            30,
-        )
+        request(control, TvObserve(content_id=e.id, watch_fraction=0.95,
+                                   timestamp=first + 3600 * j), 30)
     now = first + 3600 * len(watched)
-    say(f"tv-1: observed {len(watched)} views: " + ", ".join(e.title for e in watched[-3:]) + ", …")
+    say(f"tv-1: observed {len(watched)} views: " + ", ".join(e.title for e in watched))
     lat = []
-    rec: Any = None
     for _ in range(20):
         t = time.perf_counter()
-        rec = request(control, TvRecommend(k=5, timestamp=now), 30)
+        request(control, TvRecommend(k=5, timestamp=now), 30)
         lat.append((time.perf_counter() - t) * 1000)
-    assert isinstance(rec, TvRecommendReply)
     say(f"tv-1: recommend (k=5) over the local socket: p50 {statistics.median(lat):.1f} ms")
-    for rank, ((_cid, _score, reason), title) in enumerate(
-        zip(rec.items, rec.titles, strict=True), 1
-    ):
-        say(f"    {rank}. {title:<44} {reason}")
+    return now, _tv_recommend(control, now, "before the release")
 
 
 def _simulate_fleet(c: Cluster, reports_of: Callable[[int], list[bytes]]) -> int:
@@ -553,66 +604,87 @@ def _num(x: Any) -> str:
     return f"{x:.3g}" if isinstance(x, int | float) else str(x)
 
 
-def _crowd_loop(c: Cluster) -> None:
-    """The federation path end to end: the hub's registry, a TV before, the fleet's
-    sealed co-views through shard → aggregator → hub, a release, the TV after."""
+def _crowd_loop(c: Cluster, now: float, before: list[str]) -> None:
+    """The federation path end to end: the hub's registry; tv-1's sync agent seals its
+    co-views and pushes them; the fleet's through shard → aggregator → hub; a
+    release; tv-1's agent pulls it and its recommendations change."""
     from omega.sim import crowd_demo as cd
 
     entries = _catalog(c)
+    tv_control = f"ipc://{c.tv_dir / 'control.sock'}"
     t = time.monotonic()
     added = _on_leader(c, c.hub_controls, "content",
                        str(cd.hub_catalog_file(entries, c.root / "content.jsonl")), timeout=600)
     say(f"hub: registered {added['added']} titles (embedded {added['embedded']} with the TV's "
         f"model) in {time.monotonic() - t:.1f} s")
     _on_leader(c, c.hub_controls, "federation", "trigger")
-    demo = cd.DemoTv(c.root / "tv-demo", entries, c.shard_listen, c.fleet_key, "local")
-    try:
-        groups = cd.tastes(entries)
-        demo.watch(groups[0][:3])
-        say("tv-demo: watched " + ", ".join(demo.titles[i] for i in groups[0][:3]))
-        demo.sync()
-        before = demo.show(say, "before the release")
-        key = wait_for(lambda: cd.hub_key_from(demo.client.pull(0, "local")), 30,
-                         "the hub's key at the shard", alive=c.check_alive)
-        say(f"tvs learn the hub's report key {key.key_id} from their pulls")
-        pushed = _simulate_fleet(c, lambda i: cd.device_reports(i, groups, key))
-        shard = _leader_control(c, c.shard_controls, "a shard leader")
-        agg = f"ipc://{c.root / 'aggregator-1' / 'control.sock'}"
 
-        def at_hub() -> dict[str, Any] | None:
-            cd.try_ctl(shard, "federation", "trigger")
-            cd.try_ctl(agg, "federation", "trigger")
-            st = cd.try_ctl(_leader_control(c, c.hub_controls, "a hub leader"), "federation")
-            return st if isinstance(st, dict) and st["counters"]["reports"] >= pushed else None
+    def tv_pushed() -> dict[str, Any] | None:
+        st = _tv_sync(tv_control)
+        built = int(st["reports_built"])
+        return st if built > 0 and int(st["reports_pushed"]) >= built else None
 
-        t = time.monotonic()
-        st = wait_for(at_hub, 60, f"{pushed} reports at the hub", alive=c.check_alive)
-        fwd = cd.ctl(shard, "federation")
-        say(f"path: shard leader forwarded {fwd['batches_forwarded']} buckets of >= "
-            f"{c.s.k_anonymity} TVs ({fwd['reports_forwarded']} sealed reports); the aggregator "
-            f"mixed them; the hub opened {st['counters']['opened']} in "
-            f"{time.monotonic() - t:.1f} s")
-        release = _on_leader(c, c.hub_controls, "federation", "trigger")
-        fleet = (f"noise calibrated for a fleet of {c.s.simulated_fleet:,} TVs"
-                 if c.s.simulated_fleet > c.s.simulated_devices else "noise at the real population")
-        say(f"hub: release v{release['version']}: {release['pairs_published']} pairs, "
-            f"{release['titles_published']} titles published; {release['body_bytes']} bytes "
-            f"stored; ε {release['epsilon']} this release (σ {release['sigma']:.3g}, {fleet}), "
-            f"ε total {_num(release['epsilon_total'])}")
+    tv = wait_for(tv_pushed, 60, "tv-1's agent to push its sealed reports", alive=c.check_alive)
+    tv_real = int(tv["reports_pushed"])
+    eps = tv["epsilon_today"]
+    say(f"tv-1: its sync agent sealed {tv['reports_built']} co-view reports to hub key "
+        f"{tv['hub_key_id']} (local ε {eps['local']:.3g} today) and pushed them to group "
+        f"{tv['group']} (every push 8 reports of 73 bytes, dummies fill)")
+    key = wait_for(lambda: _hub_key(c), 30, "the hub's key", alive=c.check_alive)
+    groups = cd.tastes(entries)
+    pushed = _simulate_fleet(c, lambda i: cd.device_reports(i, groups, key))
+    shard = _leader_control(c, c.shard_controls, "a shard leader")
+    agg = f"ipc://{c.root / 'aggregator-1' / 'control.sock'}"
 
-        def released() -> bool:
-            st = cd.try_ctl(shard, "federation")
-            return isinstance(st, dict) and (st.get("release_complete") or 0) >= release["version"]
+    def at_hub() -> tuple[dict[str, Any], dict[str, Any]] | None:
+        cd.try_ctl(shard, "federation", "trigger")
+        cd.try_ctl(agg, "federation", "trigger")
+        fwd = cd.try_ctl(shard, "federation")
+        st = cd.try_ctl(_leader_control(c, c.hub_controls, "a hub leader"), "federation")
+        if not (isinstance(st, dict) and isinstance(fwd, dict)) or fwd["batches_held"]:
+            return None
+        # Every closed bucket forwarded and received; tv-1's reports were in the first.
+        cnt = st["counters"]
+        done = cnt["reports"] >= fwd["reports_forwarded"] and cnt["opened"] >= tv_real
+        return (st, fwd) if done else None
 
-        wait_for(released, 30, "the release at the shard", alive=c.check_alive)
-        version, titles, size, pulls = demo.sync()
-        say(f"tv-demo: pulled the release (shard version {version}): lists of {titles} titles "
-            f"in {pulls} pulls, {size} bytes ({size // max(1, pulls)} bytes a pull)")
-        after = demo.show(say, "after the release")
-        if after == before:
-            raise ClusterError("the release did not change the TV's recommendations")
-    finally:
-        demo.close()
+    t = time.monotonic()
+    st, fwd = wait_for(at_hub, 60, "every closed bucket at the hub", alive=c.check_alive)
+    cnt = st["counters"]
+    waiting = int(fwd["reports_held"] or 0) - int(fwd["reports_in_held_batches"] or 0)
+    say(f"path: shard leader forwarded {fwd['batches_forwarded']} buckets of >= "
+        f"{c.s.k_anonymity} TVs ({fwd['reports_forwarded']} sealed reports); the aggregator "
+        f"mixed them; in {time.monotonic() - t:.1f} s the hub received {cnt['reports']} and "
+        f"opened {cnt['opened']} real ones (pushed: {pushed} by the fleet, {tv_real} by tv-1's "
+        f"agent; {cnt['dummies']} dummies); {waiting} wait in the shard's open bucket for "
+        f"more TVs")
+    release = _on_leader(c, c.hub_controls, "federation", "trigger")
+    fleet = (f"noise calibrated for a fleet of {c.s.simulated_fleet:,} TVs"
+             if c.s.simulated_fleet > c.s.simulated_devices else "noise at the real population")
+    say(f"hub: release v{release['version']}: {release['pairs_published']} pairs, "
+        f"{release['titles_published']} titles published; {release['body_bytes']} bytes "
+        f"stored; ε {release['epsilon']} this release (σ {release['sigma']:.3g}, {fleet}), "
+        f"ε total {_num(release['epsilon_total'])}")
+
+    def released() -> bool:
+        st = cd.try_ctl(shard, "federation")
+        return isinstance(st, dict) and (st.get("release_complete") or 0) >= release["version"]
+
+    wait_for(released, 30, "the release at the shard", alive=c.check_alive)
+    # The shard's version (its pull cursor, which TVs merge up to) now covers the release.
+    shard_version = _shard_version(c)
+    t = time.monotonic()
+
+    def pulled() -> dict[str, Any] | None:
+        st = _tv_sync(tv_control)
+        return st if int(st["global_version"]) >= shard_version else None
+
+    tv = wait_for(pulled, 60, "tv-1's agent to pull the release", alive=c.check_alive)
+    say(f"tv-1: its sync agent pulled the release within {time.monotonic() - t:.1f} s "
+        f"(shard version {tv['global_version']})")
+    after = _tv_recommend(tv_control, now, "after the release")
+    if after == before:
+        raise ClusterError("the release did not change tv-1's recommendations")
 
 
 def _check_replicas(c: Cluster) -> None:
