@@ -1,11 +1,14 @@
 """``omega-node local-cluster``: the main job — a local constellation on 127.0.0.1.
 
 It starts real ``omega-node`` processes — a 3-replica shard (Raft over LMDB), an
-aggregator, a hub and a TV with a real brain — checks each answers health over
-nng, imports a catalog into the TV and asks it for recommendations, then drives the
-shard with simulated TVs (signed pushes of opaque sealed reports, pulls) and prints
-what it measured. Everything is bounded in time; the nodes are stopped with SIGTERM
-at the end (or kept with ``--keep`` until Ctrl-C).
+aggregator, a 3-replica hub and a TV with a real brain, provisioned like a factory
+TV (``omega.sync.provision``: device key, shard group, the hub's public key) and
+synced by its own SyncAgent — checks each answers health over nng, imports a
+catalog into the TV and asks it for recommendations, then drives the shard with
+simulated TVs (signed pushes of opaque sealed reports) beside the TV's agent, makes
+a release and shows the TV's recommendations after its agent pulled it. Everything
+is bounded in time; the nodes are stopped with SIGTERM at the end (or kept with
+``--keep`` until Ctrl-C).
 
 Secrets are generated for the run and passed to the children in their environment.
 """
