@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import threading
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -399,3 +400,90 @@ def dump(obj: Any) -> str:
 
 __all__ = ["DEDUP_SECRET", "Constellation", "NodeProc", "Pushed", "ctl_target", "dump",
            "hub_key", "pull_all", "push_coviews", "scan_files", "tv"]
+
+
+# -- TVs running the real sync agent code -----------------------------------------------
+
+
+@dataclass
+class AgentTv:
+    """One TV in this process: a brain and the sync agent's cycle (``SyncCore`` over
+    ``DeviceLink``, the code ``omega.actors.sync.SyncAgent`` runs), provisioned like a
+    factory TV (``omega.sync.provision``: device key from the fleet key, shard group,
+    hub key)."""
+
+    name: str
+    brain: Any
+    core: Any
+
+    @classmethod
+    def open(cls, root: Path, name: str, endpoints: Sequence[str], group: str, key: HubKey,
+             catalog: Sequence[tuple[str, str]], *, embedder: Any = None, seed: int = 0
+             ) -> AgentTv:
+        import random
+
+        from omega.brain.api import Brain, Content
+        from omega.brain.settings import BrainSettings
+        from omega.sync.core import SyncCore
+        from omega.sync.link import DeviceLink, device_key_from_secret
+        from omega.sync.provision import provision
+        from omega.sync.settings import ShardGroup
+
+        grp = ShardGroup(group, REGION, tuple(endpoints))
+        prov = provision(root / name, device_id=name, region=REGION, groups=[grp], hub=key,
+                         fleet_key=FLEET_KEY)
+        device_key = device_key_from_secret(prov.key_file.read_bytes(), str(prov.key_file))
+        opts: dict[str, Any] = {"embedder": embedder} if embedder is not None else {}
+        brain = Brain.open(root / name / "data", BrainSettings(durability="nosync"), **opts)
+        if not brain.content_ids():
+            brain.add_content([Content(cid, title) for cid, title in catalog])
+
+        def connect(g: ShardGroup) -> DeviceLink:
+            return DeviceLink(g, name, device_key, ClientSettings(
+                request_timeout_s=2.0, call_timeout_s=60.0, attempts=30, backoff_s=0.05,
+                backoff_max_s=0.5, wait_rate_limit_max_s=5.0))
+
+        core = SyncCore(brain, prov.settings, connect, rng=random.Random(seed))
+        return cls(name, brain, core)
+
+    def watch(self, ids: Sequence[str], start: float) -> None:
+        from omega.brain.api import ViewingEvent
+
+        for j, cid in enumerate(ids):
+            self.brain.observe(ViewingEvent(cid, 1.0, start + 60.0 * j))
+
+    def close(self) -> None:
+        self.core.close()
+        self.brain.close()
+
+
+def sync_tvs(root: Path, endpoints: Sequence[str], group: str, key: HubKey,
+             catalog: Sequence[tuple[str, str]], plan: dict[str, list[str]], start: float,
+             threads: int = 8) -> dict[str, Any]:
+    """Each TV (small brain: the hash embedder) watches its titles, then runs one sync
+    of the agent's cycle (build → push → pull); the outcome of each, by name."""
+    from omega.brain.embedder import HashEmbedder
+
+    out: dict[str, Any] = {}
+    lock = threading.Lock()
+    names = sorted(plan)
+
+    def run(mine: Iterable[str]) -> None:
+        for name in mine:
+            t = AgentTv.open(root, name, endpoints, group, key, catalog,
+                             embedder=HashEmbedder(), seed=zlib.crc32(name.encode()))
+            try:
+                t.watch(plan[name], start)
+                outcome = t.core.sync()
+                with lock:
+                    out[name] = outcome
+            finally:
+                t.close()
+
+    ths = [threading.Thread(target=run, args=(names[i::threads],), daemon=True)
+           for i in range(threads)]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join(300)
+    return out

@@ -21,6 +21,7 @@ import hmac
 import json
 import random
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,13 +29,14 @@ from typing import Any
 import pytest
 from federation_harness import (
     DEDUP_SECRET,
+    AgentTv,
     Constellation,
     Pushed,
     ctl_target,
     hub_key,
-    pull_all,
     push_coviews,
     scan_files,
+    sync_tvs,
     tv,
     wait_for,
 )
@@ -88,42 +90,47 @@ def _released_everywhere(c: Constellation, version: int) -> None:
 
 def test_coviews_on_shard_a_change_recommendations_on_shard_b(
         const: Constellation, tmp_path: Path) -> None:
-    from omega.brain.api import Brain, ViewingEvent
-    from omega.brain.content import Content
-
-    brain = Brain.open(tmp_path / "tv-b")
+    """200 TVs on shard A and one on shard B, each running the sync agent's cycle
+    (``SyncCore``: build → seal → push 8 reports, dummies filling → pull → merge)."""
+    catalog = [(i["id"], i["title"]) for i in CATALOG]
+    key = hub_key(const.shards["a"].endpoints)
+    now = time.time()
+    reco = AgentTv.open(tmp_path, "tvb-reco", const.shards["b"].endpoints, "b", key, catalog)
     try:
-        brain.add_content([Content(i["id"], i["title"], tuple(i["metadata"]["genres"]),
-                                   i["metadata"]["description"]) for i in CATALOG])
-        brain.observe(ViewingEvent(ANCHOR, 1.0, 1_800_000_000.0))
-        before = brain.recommend(k=5, timestamp=1_800_000_100.0)
+        reco.watch([ANCHOR], now - 600)
+        before = reco.brain.recommend(k=5, timestamp=now)
         assert FAR not in [r.content_id for r in before]
 
-        key = hub_key(const.shards["a"].endpoints)
-        start = const.hub_status()["counters"]["reports"]
+        start = const.hub_status()["counters"]
         # 200 TVs on shard A: 10 watched the anchor then the far title; the others
-        # watched titles of one genre in a row (their own pairs).
-        plan = _devices("tva", 2 * K, [(ANCHOR, FAR)])
+        # watched two titles of one genre in a row. Each reports its pair through its
+        # agent: randomized (keep 0.5, seeded per TV) and sealed to the hub's key.
+        plan = {f"tva{i:03d}": [ANCHOR, FAR] for i in range(2 * K)}
         rng = random.Random(7)
         by_genre = [[i["id"] for i in CATALOG[g * 3:(g + 1) * 3]] for g in range(len(GENRES))]
         for n in range(190):
-            a, b = sorted(rng.sample(rng.choice(by_genre[1:]), 2))
-            plan[f"tvx{n:03d}"] = [(a, b)]
-        pushed = push_coviews(const.shards["a"].endpoints, key, plan)
-        assert pushed.reports == 200
-        const.flush(start + pushed.reports)
+            plan[f"tvx{n:03d}"] = sorted(rng.sample(rng.choice(by_genre[1:]), 2))
+        out = sync_tvs(tmp_path / "fleet", const.shards["a"].endpoints, "a", key, catalog,
+                       plan, now - 3600)
+        assert len(out) == 200 and not [o for o in out.values() if o.error], \
+            {n: o.error for n, o in out.items() if o.error}
+        assert sum(o.built for o in out.values()) == 200
+        assert sum(o.pushed for o in out.values()) == 200  # real reports acknowledged
+        # Every push carries 8 reports (the real one and sealed dummies).
+        st = const.flush(start["reports"] + 200 * 8)
+        assert st["counters"]["opened"] - start["opened"] == 200
+        assert st["counters"]["dummies"] - start["dummies"] == 200 * 7
         rel = const.hub_release()
         assert rel["released"] and rel["spent"] and rel["pairs_published"] >= 1
         _released_everywhere(const, rel["version"])
 
-        with tv(const.shards["b"].endpoints, "tvb-reco") as dev:
-            version, delta = pull_all(dev)
-        nb = dict(delta.neighbours)
-        assert FAR in dict(nb[ANCHOR])
-        assert ANCHOR in {t for t, _ in delta.trends}  # the region's trends came too
-        brain.apply_crowd({t: list(n) for t, n in delta.neighbours}, dict(delta.popularity),
-                          list(delta.trends), version)
-        after = brain.recommend(k=5, timestamp=1_800_000_100.0)
+        # The TV on shard B learns the release through its agent's sync (its push: 8 dummies).
+        got = reco.core.sync()
+        assert not got.error and got.pulls >= 1 and got.built == 0, got
+        status = reco.core.status()
+        assert status["global_version"] == got.version > 0
+        assert status["hub_key_id"] == key.key_id
+        after = reco.brain.recommend(k=5, timestamp=now)
         top = [r.content_id for r in after]
         assert FAR in top[:3], after
         far = next(r for r in after if r.content_id == FAR)
@@ -132,7 +139,7 @@ def test_coviews_on_shard_a_change_recommendations_on_shard_b(
         print("after:", [(r.content_id, r.reason) for r in after])
         print("release:", rel)
     finally:
-        brain.close()
+        reco.close()
 
 
 def test_content_added_at_the_hub_reaches_every_tv(const: Constellation) -> None:
