@@ -1,8 +1,12 @@
 """The federation path end to end, with real processes on 127.0.0.1.
 
 One constellation for the module (hub ×3, aggregator, shards A and B ×3, each node
-the real ``omega-node``); simulated TVs push sealed co-view reports with
-``DeviceClient`` and pull releases. The hub releases without noise and with no
+the real ``omega-node``). The co-view test's 200 TVs on shard A and the TVs on
+shard B run the sync agent's cycle in this process (``SyncCore`` over
+``DeviceLink``, provisioned by ``omega.sync.provision``; small brains with the hash
+embedder, the TV that recommends with the real ONNX model); the kill -9 rounds push
+sealed co-view reports with ``DeviceClient`` directly, so each test knows every
+acknowledged report. The hub releases without noise and with no
 thresholds (``[hub.release]``), so what a test pushes is what it can find in the
 release; the DP maths is tested on its own (tests/unit/test_federation_*.py).
 
@@ -130,6 +134,20 @@ def test_coviews_on_shard_a_change_recommendations_on_shard_b(
         status = reco.core.status()
         assert status["global_version"] == got.version > 0
         assert status["hub_key_id"] == key.key_id
+        assert status["reports_pushed"] == 0 and status["queue"] == 0  # it watched one title
+        # Its dummies wait in shard B's open bucket for K TVs: K - 1 more TVs that watched
+        # nothing sync there too, so the bucket leaves and no report stays behind.
+        base = const.hub_status()["counters"]
+        pad = sync_tvs(tmp_path / "pad", const.shards["b"].endpoints, "b", key, catalog,
+                       {f"tvb-idle{i}": [] for i in range(K - 1)}, now)
+        assert not [o for o in pad.values() if o.error or o.built or o.pushed]
+        st = const.flush(base["reports"] + K * 8)
+        assert st["counters"]["reports"] == base["reports"] + K * 8
+        assert st["counters"]["dummies"] == base["dummies"] + K * 8
+        # The hub folds them into a release (they add nothing) and holds no batch.
+        drained = const.hub_release()
+        assert drained["released"] and const.hub_status()["pending_batches"] == 0
+        _released_everywhere(const, drained["version"])
         after = reco.brain.recommend(k=5, timestamp=now)
         top = [r.content_id for r in after]
         assert FAR in top[:3], after
