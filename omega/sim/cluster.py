@@ -343,8 +343,8 @@ def _bring_up(c: Cluster, files: dict[str, Path]) -> None:
 
 
 def _demo_tv(c: Cluster) -> None:
+    from omega.catalog_files import read_catalog
     from omega.ops.ctl import request
-    from omega.ops.tvcli import read_catalog
     from omega.protocol import (
         TvImportCatalog,
         TvObserve,
