@@ -629,8 +629,15 @@ def _run_federated(
 
     if args.crowd_variants:
         raise QualityError("--federated replaces --crowd-variants: give one of them")
+    from omega.federation.release import ReleaseError
+
+    if args.fleet < 1:
+        raise QualityError(f"--fleet must be >= 1, got {args.fleet}")
     fed = FederatedSettings(fleet=args.fleet)
-    fed = replace(fed, release=replace(fed.release, epsilon=args.epsilon))
+    try:
+        fed = replace(fed, release=replace(fed.release, epsilon=args.epsilon))
+    except ReleaseError as exc:
+        raise QualityError(f"--epsilon: {exc}") from None
     report = run_federated_quality(
         args.data,
         embedder=embedder,
