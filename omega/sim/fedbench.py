@@ -49,8 +49,7 @@ from omega.sim.quality import (
     Prepared,
     QualitySettings,
     build_report,
-    prepare,
-    run_baselines,
+    prepare_and_baselines,
 )
 from omega.sim.replay import (
     Embedder,
@@ -94,7 +93,7 @@ class BrainCrowdSettings:
     #: The j-th most recent view weighs decay**j against the crowd's lists.
     recency_decay: float = 0.7
     #: Content similarity beside the crowd's lists.
-    content: float = 1.5
+    content: float = 0.0
 
 
 def _crowd_row(name: str, scorer: CrowdScorer, prep: Prepared, k: int, seconds: float,
@@ -165,11 +164,8 @@ def run_federated_quality(
     decay = brain.recency_decay if brain is not None else BrainCrowdSettings.recency_decay
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    prep = prepare(data_dir, embedder, s, cold_start=False, cache_dir=cache_dir,
-                   progress=progress)
-    timings["load and embed"] = time.perf_counter() - t0
-    methods, _ = run_baselines(prep, s, progress=progress)
-    timings["baselines"] = sum(m.seconds for m in methods)
+    prep, methods, _ = prepare_and_baselines(data_dir, embedder, s, timings, cold_start=False,
+                                             cache_dir=cache_dir, progress=progress)
 
     central = _central_sums(prep, fed)
     t = time.perf_counter()

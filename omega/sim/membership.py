@@ -97,12 +97,14 @@ def release_adversary(
     settings: Sequence[float | None] = SETTINGS,
     targets: int = 200,
     releases_per_day: int = 96,
-    quality: dict[float | None, dict[str, float]] | None = None,
+    with_quality: bool = True,
     seed: int = 0,
 ) -> list[dict[str, Any]]:
     """One row per setting: the adversary's top-1/top-10 beside chance (see the module docs).
 
-    ``quality`` (optional): per setting, figures to put in the row's quality column.
+    ``with_quality``: each row's ``quality`` column holds HR@10 / NDCG@10 of the
+    same setting's release (numpy crowd path, test item with history B) at the real
+    population and at the simulated fleet ``fed.fleet``.
     """
     per_tv = [tv_coviews(u, items, fed) for u in users]
     total = CoviewSums()
@@ -174,7 +176,73 @@ def release_adversary(
             "threshold": round(threshold, 3),
             "targets": counted,
         }
-        if quality is not None and eps in quality:
-            row["quality"] = quality[eps]
+        if with_quality:
+            row["quality"] = _quality(total, users, items, fed, eps)
         out.append(row)
     return out
+
+
+def _quality(total: CoviewSums, users: Sequence[UserHistory], items: Sequence[Item],
+             fed: FederatedSettings, eps: float | None) -> dict[str, float]:
+    from omega.federation.release import build_release
+    from omega.federation.report import title_key
+    from omega.sim.baselines import rank
+    from omega.sim.fedbench import BrainCrowdSettings
+    from omega.sim.federated import CrowdScorer
+    from omega.sim.metrics import hit_ndcg
+
+    catalog = {title_key(str(i.id)): str(i.id) for i in items}
+    hists = [u.test_history("all") for u in users]
+    targets = [u.test_item for u in users]
+    out: dict[str, float] = {}
+    for label, fleet in (("real", None), ("fleet", fed.fleet)):
+        rs = fed.release_settings(noise=eps is not None, fleet=fleet, population=len(users))
+        if eps is not None:
+            rs = replace(rs, epsilon=eps)
+        rel = build_release(total, catalog, rs, np.random.default_rng(0))
+        scorer = CrowdScorer(rel, items, BrainCrowdSettings.recency_decay)
+        h, n = hit_ndcg(rank(scorer, hists, 10), targets)
+        out[f"hr_{label}"] = round(float(h.mean()), 4)
+        out[f"ndcg_{label}"] = round(float(n.mean()), 4)
+    out["fleet"] = fed.fleet
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m omega.sim.membership --data DIR [--json]``: the rows, as a table or JSON."""
+    import argparse
+    import json
+    import sys
+
+    from omega.errors import OmegaError
+    from omega.sim.movielens import load_movielens, split_leave_last
+
+    parser = argparse.ArgumentParser(prog="python -m omega.sim.membership",
+                                     description="The release adversary (BENCHMARKS.md §6).")
+    parser.add_argument("--data", required=True, help="MovieLens folder")
+    parser.add_argument("--targets", type=int, default=200, help="TVs attacked (default 200)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        data = load_movielens(args.data)
+    except OmegaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    rows = release_adversary(list(split_leave_last(data).users), data.items,
+                             FederatedSettings(), targets=args.targets)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'setting':<26}{'top1':>7}{'top10':>7}{'chance1':>9}{'chance10':>9}"
+          f"{'adv10':>8}{'ε/day':>9}  quality HR@10 real / at {FederatedSettings().fleet:,}")
+    for r in rows:
+        q = r.get("quality", {})
+        eps_day = "inf" if r["epsilon_per_day"] is None else f"{r['epsilon_per_day']:.1f}"
+        print(f"{r['setting']:<26}{r['top1']:>7.3f}{r['top10']:>7.3f}{r['chance_top1']:>9.4f}"
+              f"{r['chance_top10']:>9.4f}{r['advantage_top10']:>+8.3f}{eps_day:>9}  "
+              f"{q.get('hr_real', float('nan')):.3f} / {q.get('hr_fleet', float('nan')):.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

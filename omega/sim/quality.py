@@ -247,6 +247,26 @@ def run_baselines(
     return methods, scorers
 
 
+def prepare_and_baselines(
+    data_dir: Path | str,
+    embedder: Embedder,
+    s: QualitySettings,
+    timings: dict[str, float],
+    *,
+    cold_start: bool,
+    cache_dir: Path | None,
+    progress: bool,
+) -> tuple[Prepared, list[MethodResult], dict[str, Scorer]]:
+    """:func:`prepare`, then :func:`run_baselines`, timing both into ``timings``."""
+    t0 = time.perf_counter()
+    prep = prepare(data_dir, embedder, s, cold_start=cold_start, cache_dir=cache_dir,
+                   progress=progress)
+    timings["load and embed"] = time.perf_counter() - t0
+    methods, scorers = run_baselines(prep, s, progress=progress)
+    timings["baselines"] = sum(m.seconds for m in methods)
+    return prep, methods, scorers
+
+
 def run_quality(
     data_dir: Path | str,
     *,
@@ -268,11 +288,10 @@ def run_quality(
     s = settings or QualitySettings()
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    prep = prepare(data_dir, embedder, s, cold_start=cold_start, cache_dir=cache_dir,
-                   progress=progress)
-    timings["load and embed"] = time.perf_counter() - t0
-    methods, scorers = run_baselines(prep, s, progress=progress)
-    timings["baselines"] = sum(m.seconds for m in methods)
+    prep, methods, scorers = prepare_and_baselines(
+        data_dir, embedder, s, timings, cold_start=cold_start, cache_dir=cache_dir,
+        progress=progress,
+    )  # fmt: skip
     brain_info: dict[str, Any] | None = None
     held_out: HeldOutResult | None = None
     if brain_factory is not None:
