@@ -265,7 +265,7 @@ def build_release(
     lists = neighbour_lists(np.r_[pa, pb], np.r_[pb, pa], np.r_[v, v], settings.top_k,
                             settings.normalize)
     neighbours = {
-        cat_ids[src]: [(cat_ids[int(j)], float(s)) for j, s in zip(dst, val, strict=True)]
+        cat_ids[src]: list(zip([cat_ids[j] for j in dst.tolist()], val.tolist(), strict=True))
         for src, (dst, val) in lists.items()
     }
 
