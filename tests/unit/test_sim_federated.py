@@ -67,7 +67,8 @@ def test_the_hub_sums_exactly_what_the_tvs_sealed(folder: Path) -> None:
     assert crowd.batches == -(-expected // 7)
     u = users[0]
     cv = tv_coviews(u, data.items, s)[0]
-    count = sum(1 for v in users for c in tv_coviews(v, data.items, s) if (c.a, c.b) == (cv.a, cv.b))
+    count = sum(1 for v in users for c in tv_coviews(v, data.items, s)
+                if (c.a, c.b) == (cv.a, cv.b))
     assert crowd.sums.pair(cv.a, cv.b)[1] == count
 
 
@@ -94,7 +95,7 @@ def test_federated_rows_by_the_real_brain_beside_the_baselines(
         info["releases"][FEDERATED]["pairs_published"]
     assert info["releases"][FEDERATED_DP_1M]["sigma"] < info["releases"][FEDERATED_DP]["sigma"]
     assert info["sasrec_reference"]["measured"] is False
-    assert [r["fleet"] for r in info["fleet_sweep"]][0] == 60
+    assert info["fleet_sweep"][0]["fleet"] == 60
     doc = json.loads(json.dumps(report.to_dict()))
     assert [m["name"] for m in doc["methods"]][:3] == [FEDERATED, FEDERATED_DP, FEDERATED_DP_1M]
     assert doc["history"] == "all"
