@@ -37,11 +37,13 @@ import numpy as np
 
 from omega.sim.baselines import rank
 from omega.sim.federated import (
+    BrainBlendScorer,
     CrowdScorer,
     FederatedSettings,
     SimulatedCrowd,
     neighbours_by_item,
     popularity_by_item,
+    rank_blend,
     simulate_crowd,
 )
 from omega.sim.metrics import hit_ndcg, pad_lists, paired_diff
@@ -108,6 +110,26 @@ def _crowd_row(name: str, scorer: CrowdScorer, prep: Prepared, k: int, seconds: 
     test = SliceResult.of(rank(scorer, prep.test_histories(), k), prep.test_targets,
                           prep.n_items)
     return MethodResult(name, params, test, None, float(vh.mean()), float(vn.mean()), seconds)
+
+
+def _blend_row(name: str, rel: Any, prep: Prepared, k: int, decay: float,
+               params: dict[str, float | int]) -> MethodResult:
+    """A federated row scored by the brain's formula in numpy (``BrainBlendScorer``)."""
+    from omega.brain.settings import BrainSettings
+
+    t = time.perf_counter()
+    scorer = BrainBlendScorer(rel, prep.data.items, prep.vectors,
+                              BrainSettings(recency_decay=decay))
+    users = prep.users
+    n_hist = [len(h) for h in prep.test_histories()]
+    val = rank_blend(scorer, [u.train for u in users],
+                     [u.fractions[: len(u.train)] for u in users], k)
+    vh, vn = hit_ndcg(val, [u.val_item for u in users])
+    test = rank_blend(scorer, prep.test_histories(),
+                      [u.fractions[:m] for u, m in zip(users, n_hist, strict=True)], k)
+    return MethodResult(name, params,
+                        SliceResult.of(test, prep.test_targets, prep.n_items), None,
+                        float(vh.mean()), float(vn.mean()), time.perf_counter() - t)
 
 
 def _central_sums(prep: Prepared, fed: FederatedSettings) -> SimulatedCrowd:
@@ -194,8 +216,7 @@ def run_federated_quality(
         params: dict[str, float | int] = {"pairs": rel.pairs_published,
                                           "titles": rel.titles_published}
         if brain is None:
-            fed_rows.append(_crowd_row(name, CrowdScorer(rel, prep.data.items, decay), prep,
-                                       s.k, time.perf_counter() - t, params))
+            fed_rows.append(_blend_row(name, rel, prep, s.k, decay, params))
             continue
         row, other = _brain_row(name, rel, prep, s, brain, embedder, work_dir, progress)
         fed_rows.append(row)
@@ -285,6 +306,9 @@ def _info(
     if brain is not None:
         text.append(f"  brain: recency decay {brain.recency_decay}, content weight "
                     f"{brain.content} (the release's lists and popularity via apply_crowd)")
+    else:
+        text.append("  federated rows scored by the brain's formula in numpy (BrainBlendScorer: "
+                    "omega.brain.recommender over every title, no MMR), not one brain per user")
     for row in other_rows:
         text.append(f"  {row.name} with history {other_history}: HR@10 {row.test.hr:.3f} "
                     f"NDCG@10 {row.test.ndcg:.3f}")
@@ -306,6 +330,7 @@ def _info(
         "window": fed.window,
         "contributions": fed.contributions,
         "keep": fed.keep,
+        "scored_by": "omega.Brain per user" if brain is not None else "brain formula (numpy)",
         "epsilon": settings.epsilon,
         "delta": settings.delta,
         "sensitivity": round(settings.sensitivity, 4),

@@ -26,6 +26,7 @@ import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -54,6 +55,7 @@ __all__ = [
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
+F32 = npt.NDArray[np.float32]
 
 
 @dataclass(frozen=True)
@@ -216,6 +218,73 @@ class CrowdScorer:
         return out
 
 
+class BrainBlendScorer:
+    """The brain's ranking formula with a release, in numpy, over the whole catalog.
+
+    The same plain functions ``omega.brain.recommender`` ranks with —
+    ``view_weights`` (recency decay, abandoned views weigh less), ``crowd_scores``
+    over the release's lists, ``history_similarity`` (the power mean of cosines to
+    the last views, the content signal), ``scale_popularity`` and ``blend`` with the
+    brain's weights — over every title, without the brain's storage, its catalog
+    index and its diversification (MMR): a replica for runs where one real brain
+    per user is too slow (``--brain none``), checked against the real brain on a
+    subset of users (docs/quality.md).
+    """
+
+    def __init__(self, release: Release, items: Sequence[Item], embeddings: F32,
+                 settings: Any = None) -> None:
+        from omega.brain.settings import BrainSettings
+
+        self._s = settings if settings is not None else BrainSettings()
+        pos = {str(it.id): p for p, it in enumerate(items)}
+        self._n = len(items)
+        self._emb = embeddings
+        self._lists: dict[int, tuple[IntArray, F32]] = {}
+        for cid, lst in release.neighbours.items():
+            p = pos.get(cid)
+            if p is not None:
+                known = [(pos[o], v) for o, v in lst if o in pos]
+                self._lists[p] = (np.array([k for k, _ in known], dtype=np.int64),
+                                  np.array([v for _, v in known], dtype=np.float32))
+        counts = np.zeros(self._n)
+        for cid, c in release.popularity.items():
+            p = pos.get(cid)
+            if p is not None:
+                counts[p] = max(c, 0.0)
+        self._pop = counts
+
+    @property
+    def n_items(self) -> int:
+        return self._n
+
+    def scores(self, histories: Sequence[IntArray],
+               fractions: Sequence[FloatArray] | None = None) -> FloatArray:
+        """One row per history (oldest view first), with each view's watch fraction."""
+        from omega.brain import recommender as rk
+
+        s, r = self._s, self._s.recommender
+        weights = replace(r, popularity=r.popularity_with_crowd) if self._lists else r
+        pop = rk.scale_popularity(self._pop)
+        zero = np.zeros(self._n, dtype=np.float32)
+        out = np.zeros((len(histories), self._n), dtype=np.float64)
+        for row, hist in enumerate(histories):
+            h = hist[::-1][: s.history_length]
+            fr = (fractions[row][::-1][: s.history_length] if fractions is not None
+                  else np.ones(h.size, dtype=np.float32))
+            w = rk.view_weights(fr, decay=s.recency_decay, success_threshold=s.success_threshold,
+                                abandoned_weight=s.abandoned_weight)
+            cf, _ = rk.crowd_scores(h, w, self._lists, self._n)
+            hs = h[: r.similar_history]
+            v = rk.view_weights(fr[: r.similar_history], decay=r.similar_decay,
+                                success_threshold=s.success_threshold,
+                                abandoned_weight=s.abandoned_weight)
+            sim = rk.history_similarity((self._emb[hs] @ self._emb.T).astype(np.float32), v,
+                                        r.similar_sharpness)
+            total, _ = rk.blend(rk.Signals(cf, sim, pop, zero, zero), weights)
+            out[row] = total
+        return out
+
+
 def neighbours_by_item(release: Release) -> dict[int, list[tuple[int, float]]]:
     """The release's lists keyed by MovieLens item id (what ``local_brain_factory`` takes)."""
     return {int(c): [(int(o), v) for o, v in lst] for c, lst in release.neighbours.items()}
@@ -223,3 +292,15 @@ def neighbours_by_item(release: Release) -> dict[int, list[tuple[int, float]]]:
 
 def popularity_by_item(release: Release) -> Mapping[int, float]:
     return {int(c): v for c, v in release.popularity.items()}
+
+
+def rank_blend(scorer: BrainBlendScorer, histories: Sequence[IntArray],
+               fractions: Sequence[FloatArray], k: int) -> IntArray:
+    """Top-k lists of the brain's formula, each history's own titles excluded."""
+    from omega.sim.metrics import top_k
+
+    out = np.full((len(histories), k), -1, dtype=np.int64)
+    for lo in range(0, len(histories), 128):
+        part = histories[lo: lo + 128]
+        out[lo: lo + len(part)] = top_k(scorer.scores(part, fractions[lo: lo + 128]), part, k)
+    return out
