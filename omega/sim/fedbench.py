@@ -20,8 +20,8 @@ BENCHMARKS.md §1 are printed beside, marked as such.
 
 The fleet sweep re-releases the sums with the noise of growing fleets and scores
 each with the numpy crowd path; the fleet at which privacy stops costing quality
-is the smallest whose paired difference from the noiseless release has a 95 %
-interval containing 0 for both HR@10 and NDCG@10.
+is the smallest from which every fleet of the sweep has a paired difference from
+the noiseless release whose 95 % interval contains 0, for HR@10 and NDCG@10.
 """
 
 from __future__ import annotations
@@ -163,14 +163,17 @@ def _fleet_sweep(
         h, n = hit_ndcg(rank(CrowdScorer(rel, prep.data.items, decay), hists, k), targets)
         dh, dn = paired_diff(h, eh), paired_diff(n, en)
         free = dh.low <= 0 <= dh.high and dn.low <= 0 <= dn.high
-        if free and crossing is None:
-            crossing = fleet
         rows.append({
             "fleet": fleet, "hr": round(float(h.mean()), 4), "ndcg": round(float(n.mean()), 4),
             "hr_diff": round(dh.diff, 4), "hr_low": round(dh.low, 4), "hr_high": round(dh.high, 4),
             "ndcg_diff": round(dn.diff, 4), "sigma": round(rel.sigma, 4),
             "pairs": rel.pairs_published, "free": free,
         })
+    # The smallest fleet from which every larger one in the sweep is free too.
+    for r in reversed(rows):
+        if not r["free"]:
+            break
+        crossing = r["fleet"]
     return rows, crossing
 
 
