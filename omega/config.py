@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -24,6 +24,7 @@ from omega.transport_settings import TransportSettings
 
 if TYPE_CHECKING:
     from omega.brain.settings import BrainSettings
+    from omega.federation.settings import AggregatorSettings, HubSettings
     from omega.shard.settings import ShardSettings
 
 Role = Literal["tv", "shard", "aggregator", "hub"]
@@ -33,8 +34,8 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 _ADDRESS_SCHEMES = ("tcp://", "ipc://", "tls+tcp://", "inproc://")
 
 
-def check_address(value: str, key: str, *, allow_empty: bool = False) -> None:
-    """Reject an nng address with no scheme we serve."""
+def check_nng_address(value: str, key: str, *, allow_empty: bool = False) -> None:
+    """Reject an nng address with no scheme we serve (``tcp://``, ``ipc://``...)."""
     if allow_empty and value == "":
         return
     require(
@@ -52,7 +53,9 @@ class NodeSettings:
     data_dir: Path = Path("var/node")
     #: The node's network endpoint (device-facing for shards). Empty: none (a TV).
     listen: str = ""
-    #: Local control socket for `omega-node ctl`. Empty: ipc://<data_dir>/control.sock.
+    #: Local control socket for `omega-node ctl` and `omega-node tv`. Empty:
+    #: ipc://<data_dir>/control.sock. Only ipc:// is accepted: the socket can stop the
+    #: node and kill its actors, so it is a file only the node's user may open (0600).
     control: str = ""
     log_level: LogLevel = "info"
     #: SIGTERM/SIGINT → all actors stopped and the process gone within this time.
@@ -60,8 +63,13 @@ class NodeSettings:
 
     def __post_init__(self) -> None:
         require(0 < len(self.name) <= 64, "name", "must be 1-64 characters")
-        check_address(self.listen, "listen", allow_empty=True)
-        check_address(self.control, "control", allow_empty=True)
+        check_nng_address(self.listen, "listen", allow_empty=True)
+        require(
+            self.control == "" or self.control.startswith("ipc://"),
+            "control",
+            f"must be an ipc:// address (a local socket file), got {self.control!r}: the "
+            "control socket can stop the node, so it is never served on a network",
+        )
         require(
             0.1 <= self.shutdown_timeout_s <= 120,
             "shutdown_timeout_s",
@@ -102,6 +110,7 @@ class SecretsSettings:
     fleet_key: SecretRef = SecretRef(env="OMEGA_FLEET_KEY")
     raft_password: SecretRef = SecretRef(env="OMEGA_RAFT_PASSWORD")
     dedup_secret: SecretRef = SecretRef(env="OMEGA_DEDUP_SECRET")
+    #: Not read yet: the admin API and the TV's sync agent (being built) will read them.
     admin_token: SecretRef = SecretRef(env="OMEGA_ADMIN_TOKEN")
     device_key: SecretRef = SecretRef(env="OMEGA_DEVICE_KEY")
 
@@ -117,20 +126,8 @@ class SyncSettings:
 
     def __post_init__(self) -> None:
         for i, ep in enumerate(self.endpoints):
-            check_address(ep, f"endpoints[{i}]")
+            check_nng_address(ep, f"endpoints[{i}]")
         require(5 <= self.interval_s <= 86_400, "interval_s", "must be between 5 s and a day")
-
-
-@dataclass(frozen=True)
-class UpstreamSettings:
-    """Aggregator and hub: where summaries go next and how often they are made."""
-
-    upstream: str = ""
-    interval_s: float = 300.0
-
-    def __post_init__(self) -> None:
-        check_address(self.upstream, "upstream", allow_empty=True)
-        require(1 <= self.interval_s <= 86_400, "interval_s", "must be between 1 s and a day")
 
 
 @dataclass(frozen=True)
@@ -156,6 +153,18 @@ def _shard() -> ShardSettings:
     return ShardSettings()
 
 
+def _aggregator() -> AggregatorSettings:
+    from omega.federation.settings import AggregatorSettings
+
+    return AggregatorSettings()
+
+
+def _hub() -> HubSettings:
+    from omega.federation.settings import HubSettings
+
+    return HubSettings()
+
+
 @dataclass(frozen=True)
 class TvConfig(BaseConfig):
     brain: BrainSettings = field(default_factory=_brain)
@@ -169,12 +178,12 @@ class ShardConfig(BaseConfig):
 
 @dataclass(frozen=True)
 class AggregatorConfig(BaseConfig):
-    aggregator: UpstreamSettings = UpstreamSettings()
+    aggregator: AggregatorSettings = field(default_factory=_aggregator)
 
 
 @dataclass(frozen=True)
 class HubConfig(BaseConfig):
-    hub: UpstreamSettings = UpstreamSettings()
+    hub: HubSettings = field(default_factory=_hub)
 
 
 NodeConfig = TvConfig | ShardConfig | AggregatorConfig | HubConfig
@@ -245,14 +254,6 @@ def load_config(role: Role, path: Path | None, overrides: Overrides = Overrides(
     return cfg
 
 
-def with_node(cfg: NodeConfig, **changes: Any) -> NodeConfig:
-    """A copy of ``cfg`` with node settings changed (tests, the local cluster)."""
-    new = replace(cfg, node=replace(cfg.node, **changes))
-    object.__setattr__(new, "role", cfg.role)
-    object.__setattr__(new, "source", cfg.source)
-    return new
-
-
 def read_secret(ref: SecretRef, *, source: str, key: str, required: bool = True) -> bytes | None:
     """Resolve a secret from its environment variable, else its file.
 
@@ -296,22 +297,27 @@ def read_role_secrets(cfg: NodeConfig) -> dict[str, bytes]:
     Raises ConfigError naming the secret and the rule (the CLI exits 2).
     """
     out: dict[str, bytes] = {}
+    wanted: list[tuple[str, bool]] = []
     if isinstance(cfg, ShardConfig):
         wanted = [("fleet_key", True), ("dedup_secret", True),
                   ("raft_password", not cfg.shard.raft.dev_mode)]
-        for name, required in wanted:
-            key = f"secrets.{name}"
-            ref: SecretRef = getattr(cfg.secrets, name)
-            value = read_secret(ref, source=cfg.source, key=key, required=required)
-            if value is None:
-                continue
-            if len(value) < MIN_SECRET_BYTES:
-                raise ConfigError(
-                    cfg.source, key,
-                    f"{_where(ref)} holds {len(value)} bytes; it must be at least "
-                    f"{MIN_SECRET_BYTES} bytes (e.g. `openssl rand -hex 16`)",
-                )
-            out[name] = value
+    elif isinstance(cfg, HubConfig):
+        # The hub is a Raft group too: its port speaks pickle, and its state holds the
+        # private report keys.
+        wanted = [("raft_password", not cfg.hub.raft.dev_mode)]
+    for name, required in wanted:
+        key = f"secrets.{name}"
+        ref: SecretRef = getattr(cfg.secrets, name)
+        value = read_secret(ref, source=cfg.source, key=key, required=required)
+        if value is None:
+            continue
+        if len(value) < MIN_SECRET_BYTES:
+            raise ConfigError(
+                cfg.source, key,
+                f"{_where(ref)} holds {len(value)} bytes; it must be at least "
+                f"{MIN_SECRET_BYTES} bytes (e.g. `openssl rand -hex 16`)",
+            )
+        out[name] = value
     return out
 
 

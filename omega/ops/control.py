@@ -5,7 +5,8 @@ threads. It decodes with the protocol's hard limits, dispatches by message type,
 and answers every failure with a typed ``ErrorReply`` — it never raises.
 
 Commands (``CtlRequest.command``): ``tree``, ``kill <name>``, ``raft``,
-``shard`` (sync service counters), ``health``, ``stop``. TV messages
+``shard`` (sync service counters), ``federation status|trigger|rotate-key``,
+``content <path>`` (hub: add a JSON-lines file of titles), ``health``, ``stop``. TV messages
 (``TvObserve``, ``TvRecommend``, ``TvImportCatalog``, ``TvStatus``) are asked
 of the brain actor, which owns the brain and serialises access to it.
 """
@@ -30,9 +31,11 @@ from omega.protocol import (
     TvRecommend,
     TvRecommendReply,
     TvStatus,
+    Unavailable,
     decode,
     encode,
 )
+from omega.protocol.limits import REASON_MAX_LEN, TITLE_MAX_LEN
 
 if TYPE_CHECKING:
     from omega.actors.context import NodeContext
@@ -51,17 +54,37 @@ CONTROL_TYPES: tuple[type[Message], ...] = (
 BRAIN_ASK_TIMEOUT_S = 600.0
 
 
+def read_content_lines(path: str) -> list[Any]:
+    """The items of a JSON-lines content file (``id``, ``title``, optional
+    ``metadata`` and ``embedding``); a clear error names the line that is wrong."""
+    import json
+    from pathlib import Path
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ProtocolError(f"cannot read {path}: {exc.strerror}") from None
+    items = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            items.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise ProtocolError(f"{path}:{n}: not JSON: {exc.msg}") from None
+    return items
+
+
 def error_reply(exc: BaseException) -> bytes:
     """The wire answer to a failed request: typed code, no internals."""
     return encode(ErrorReply.from_error(exc))
 
 
-class Unavailable(ProtocolError):
-    code = "unavailable"
-
-
 def health_reply(ctx: NodeContext) -> HealthReply:
-    status = "stopping" if ctx.stop_requested.is_set() else "ok"
+    # "starting" until the whole tree is up: the control socket answers before the
+    # supervisor has handed over its handle, and TV commands need that handle.
+    status = ("stopping" if ctx.stop_requested.is_set()
+              else "starting" if ctx.handle is None else "ok")
     return HealthReply(
         role=ctx.cfg.role,
         name=ctx.cfg.node.name,
@@ -131,14 +154,42 @@ class ControlHandler:
         if command == "stop":
             ctx.stop_requested.set()
             return {"stopping": True}
+        if command == "federation":
+            return self.federation(target or "status")
+        if command == "content":
+            return self.content(target)
         if command in ("raft", "shard"):
             service = ctx.resource("shard")
             if service is None:
                 raise Unavailable(f"no shard service on this node (role {ctx.cfg.role})")
             return service.raft_status() if command == "raft" else service.stats()
         raise ProtocolError(
-            f"unknown command {command!r}; one of tree, kill, raft, shard, health, stop"
+            f"unknown command {command!r}; one of tree, kill, raft, shard, federation, "
+            "content, health, stop"
         )
+
+    def federation(self, action: str) -> Any:
+        """``status``, ``trigger`` (every role), ``rotate-key`` (hub)."""
+        fed = self.ctx.resource("federation")
+        if fed is None:
+            raise Unavailable(f"no federation on this node (role {self.ctx.cfg.role}) yet")
+        if action == "status":
+            return fed.status()
+        if action == "trigger":
+            return fed.trigger()
+        if action == "rotate-key" and hasattr(fed, "rotate_key"):
+            return fed.rotate_key()
+        raise ProtocolError(f"unknown federation action {action!r}; one of status, trigger"
+                            + (", rotate-key" if hasattr(fed, "rotate_key") else ""))
+
+    def content(self, path: str) -> Any:
+        """Add the titles of a JSON-lines file (on this machine) to the hub's registry."""
+        fed = self.ctx.resource("federation")
+        if fed is None or not hasattr(fed, "add_content"):
+            raise ProtocolError(f"content goes to a hub, this is a {self.ctx.cfg.role}")
+        if not path:
+            raise ProtocolError("content needs the path of a JSON-lines file")
+        return fed.add_content(read_content_lines(path))
 
     def tv(self, msg: Message) -> Message:
         brain_ref = self._brain()
@@ -150,8 +201,13 @@ class ControlHandler:
                 )
             )
         if isinstance(msg, TvRecommend):
-            items = proxy.recommend(msg.k, msg.timestamp).get(timeout=BRAIN_ASK_TIMEOUT_S)
-            return TvRecommendReply(items=tuple(items))
+            recs = proxy.recommend(msg.k, msg.timestamp).get(timeout=BRAIN_ASK_TIMEOUT_S)
+            return TvRecommendReply(
+                items=tuple(
+                    (r.content_id, float(r.score), r.reason[:REASON_MAX_LEN]) for r in recs
+                ),
+                titles=tuple(r.title[:TITLE_MAX_LEN] for r in recs),
+            )
         if isinstance(msg, TvImportCatalog):
             return TvOk(payload=proxy.import_catalog(msg.items).get(timeout=BRAIN_ASK_TIMEOUT_S))
         if isinstance(msg, TvStatus):

@@ -33,7 +33,8 @@ CTL_REQUEST_MAX_BYTES = 1024
 #: empty map costs ~80 bytes of memory per byte of frame.
 JSON_MESSAGE_MAX_BYTES = 128 * 1024
 TV_SMALL_MAX_BYTES = 512
-TV_REPLY_MAX_BYTES = 64 * 1024
+#: 100 recommendations with their reasons and titles, all at their longest (UTF-8).
+TV_REPLY_MAX_BYTES = 192 * 1024
 SERVER_MESSAGE_MAX_BYTES = MAX_FRAME_BYTES
 
 # Identifiers: ASCII letters, digits and ``. _ : -``.
@@ -42,6 +43,10 @@ CONTENT_ID_MAX_LEN = 64
 DEVICE_ID_MAX_LEN = 31
 LABEL_MAX_LEN = 32  # region, role, status, software version, shard id
 ADDRESS_MAX_LEN = 256
+
+# The hub's report keys (X25519), announced in GlobalUpdate and PullResp.
+HUB_KEY_ID_MAX = 2**32 - 1
+HUB_PUBLIC_KEY_BYTES = 32
 
 # Signatures.
 MAC_BYTES = 32  # HMAC-SHA256, Push and Pull
@@ -54,6 +59,7 @@ EMBEDDING_BYTES = 2 * EMBEDDING_DIM
 
 # Field limits.
 MAX_REPORTS = 8  # sealed reports per push
+MAX_REPORT_BYTES = 1000  # one opaque sealed report
 MAX_WANT = 16  # content ids asked for per pull
 MAX_NEIGHBOURS = 100  # per title
 MAX_NEW_CONTENT_PER_PULL = 64

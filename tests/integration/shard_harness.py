@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -34,7 +34,7 @@ from omega.transport import RpcClient, TransportSettings
 
 # Also imported by bench/shard.py, outside pytest: the repo root holds tests/.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.nodeproc import free_ports
+from tests.nodeproc import free_ports, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 RUNNER = Path(__file__).with_name("shard_node.py")
@@ -42,20 +42,6 @@ FLEET_KEY = b"shard-test-fleet-key-0123456789ab"
 DEDUP_SECRET = b"shard-test-dedup-secret-0123456789"
 Launcher = Literal["runner", "omega-node"]
 T = TypeVar("T")
-
-
-def wait_for(cond: Callable[[], T | None], timeout: float, what: str,
-             interval: float = 0.01) -> T:
-    """Poll ``cond`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        pause.wait(interval)  # pacing between polls, not a stand-in for a condition
 
 
 def _toml(value: Any) -> str:
@@ -73,7 +59,7 @@ class ShardProc:
 
     def __init__(self, name: str, root: Path, listen: str, raft: str, partners: list[str],
                  shard: dict[str, Any], raft_opts: dict[str, Any], workers: int,
-                 launcher: Launcher) -> None:
+                 launcher: Launcher, extra: str = "") -> None:
         self.name = name
         self.listen = listen
         self.raft = raft
@@ -94,6 +80,7 @@ class ShardProc:
             "[shard.raft]", f"self_address = {_toml(raft)}", f"partners = {_toml(partners)}",
             "dev_mode = true",
             *(f"{k} = {_toml(v)}" for k, v in raft_opts.items()),
+            extra,  # more tables, e.g. [shard.federation]
         ]
         self.cfg_path.write_text("\n".join(lines) + "\n")
         self._ctl = RpcClient(self.control, TransportSettings(request_timeout_s=1.0, retries=0),
@@ -212,7 +199,7 @@ class ShardCluster:
 
     def __init__(self, root: Path, n: int = 3, *, shard: dict[str, Any] | None = None,
                  raft: dict[str, Any] | None = None, workers: int = 64,
-                 launcher: Launcher | None = None) -> None:
+                 launcher: Launcher | None = None, extra: str = "") -> None:
         if launcher is None:
             env = os.environ.get("OMEGA_SHARD_LAUNCHER", "omega-node")
             launcher = "runner" if env == "runner" else "omega-node"
@@ -222,7 +209,7 @@ class ShardCluster:
         self.nodes = [
             ShardProc(f"s{i}", root, f"tcp://127.0.0.1:{ports[i]}", rafts[i],
                       [r for r in rafts if r != rafts[i]], shard_opts, raft or {}, workers,
-                      launcher)
+                      launcher, extra)
             for i in range(n)
         ]
 
