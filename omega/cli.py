@@ -209,7 +209,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
             quality.description = f"(its options need the missing package {exc.name!r})"
     privacy = bench_sub.add_parser(
         "privacy", help="replay MovieLens users as TVs through the real report, seal and shard "
-        "code; the shard and hub adversaries against chance, per privacy setting"
+        "code; the shard, hub and release adversaries against chance, per privacy setting"
     )
     privacy.add_argument("--data", type=Path, required=True, help="a MovieLens directory")
     privacy.add_argument("--json", action="store_true", help="print the rows as JSON")

@@ -130,3 +130,13 @@ def test_release_adversary_names_titles_without_noise_and_not_much_with_it(
         assert set(r) >= {"setting", "top1", "top10", "chance_top1", "chance_top10",
                           "advantage_top1", "advantage_top10", "epsilon_per_day"}
     assert np.isfinite(dp["sigma"]) and dp["sigma"] > 0
+
+
+def test_bench_privacy_gets_the_release_rows_with_their_quality(folder: Path) -> None:
+    from omega.sim.privacy import release_rows
+
+    rows = release_rows(folder, 0)
+    assert [r["adversary"] for r in rows] == ["release"] * len(rows) and rows
+    for r in rows:
+        assert {"hr_real", "ndcg_real", "hr_fleet", "ndcg_fleet"} <= set(r["quality"])
+    assert sum(r["default"] for r in rows) == 1
