@@ -170,6 +170,26 @@ def simulate_crowd(
                           time.perf_counter() - t0, clipped)
 
 
+def resolve_release(
+    release: Release, items: Sequence[Item]
+) -> tuple[dict[int, tuple[IntArray, F32]], FloatArray]:
+    """The release's lists by catalog position, and its popularity per position (0 if none)."""
+    pos = {str(it.id): p for p, it in enumerate(items)}
+    lists: dict[int, tuple[IntArray, F32]] = {}
+    for cid, lst in release.neighbours.items():
+        p = pos.get(cid)
+        if p is not None:
+            known = [(pos[o], v) for o, v in lst if o in pos]
+            lists[p] = (np.array([k for k, _ in known], dtype=np.int64),
+                        np.array([v for _, v in known], dtype=np.float32))
+    counts = np.zeros(len(items))
+    for cid, c in release.popularity.items():
+        p = pos.get(cid)
+        if p is not None:
+            counts[p] = max(c, 0.0)
+    return lists, counts
+
+
 class CrowdScorer:
     """The brain's crowd path in numpy: ``Σ_j decay^j · list_{h_j}(i)``, newest view first.
 
@@ -181,21 +201,8 @@ class CrowdScorer:
 
     def __init__(self, release: Release, items: Sequence[Item], decay: float,
                  beta: float = 0.0) -> None:
-        pos = {str(it.id): p for p, it in enumerate(items)}
         self._n = len(items)
-        self._lists: dict[int, tuple[IntArray, FloatArray]] = {}
-        for cid, lst in release.neighbours.items():
-            p = pos.get(cid)
-            if p is None:
-                continue
-            known = [(pos[o], v) for o, v in lst if o in pos]
-            self._lists[p] = (np.array([k for k, _ in known], dtype=np.int64),
-                              np.array([v for _, v in known], dtype=np.float64))
-        counts = np.zeros(self._n)
-        for cid, c in release.popularity.items():
-            p = pos.get(cid)
-            if p is not None:
-                counts[p] = max(c, 0.0)
+        self._lists, counts = resolve_release(release, items)
         top = np.log1p(counts.max()) if counts.size and counts.max() > 0 else 1.0
         self._pop = np.log1p(counts) / top
         self.decay = decay
@@ -238,22 +245,9 @@ class BrainBlendScorer:
         from omega.brain.settings import BrainSettings
 
         self._s = settings if settings is not None else BrainSettings()
-        pos = {str(it.id): p for p, it in enumerate(items)}
         self._n = len(items)
         self._emb = embeddings
-        self._lists: dict[int, tuple[IntArray, F32]] = {}
-        for cid, lst in release.neighbours.items():
-            p = pos.get(cid)
-            if p is not None:
-                known = [(pos[o], v) for o, v in lst if o in pos]
-                self._lists[p] = (np.array([k for k, _ in known], dtype=np.int64),
-                                  np.array([v for _, v in known], dtype=np.float32))
-        counts = np.zeros(self._n)
-        for cid, c in release.popularity.items():
-            p = pos.get(cid)
-            if p is not None:
-                counts[p] = max(c, 0.0)
-        self._pop = counts
+        self._lists, self._pop = resolve_release(release, items)
 
     @property
     def n_items(self) -> int:
