@@ -331,6 +331,17 @@ class Pushed:
         return sum(len(v) for v in self.acked.values())
 
 
+def in_threads(run: Any, names: Sequence[str], threads: int, timeout: float) -> None:
+    """``run`` over ``threads`` interleaved slices of ``names`` at once, each joined
+    within ``timeout``."""
+    ths = [threading.Thread(target=run, args=(names[i::threads],), daemon=True)
+           for i in range(threads)]
+    for t in ths:
+        t.start()
+    for t in ths:
+        t.join(timeout)
+
+
 def push_coviews(endpoints: Sequence[str], key: HubKey, plan: dict[str, list[tuple[str, str]]],
                  threads: int = 8, out: Pushed | None = None) -> Pushed:
     """Each device pushes its pairs (sealed, one push) until acknowledged."""
@@ -353,12 +364,7 @@ def push_coviews(endpoints: Sequence[str], key: HubKey, plan: dict[str, list[tup
                         out.acked[name] = list(plan[name])
                     break
 
-    ths = [threading.Thread(target=run, args=(names[i::threads],), daemon=True)
-           for i in range(threads)]
-    for t in ths:
-        t.start()
-    for t in ths:
-        t.join(180)
+    in_threads(run, names, threads, 180)
     return out
 
 
@@ -480,10 +486,5 @@ def sync_tvs(root: Path, endpoints: Sequence[str], group: str, key: HubKey,
             finally:
                 t.close()
 
-    ths = [threading.Thread(target=run, args=(names[i::threads],), daemon=True)
-           for i in range(threads)]
-    for th in ths:
-        th.start()
-    for th in ths:
-        th.join(300)
+    in_threads(run, names, threads, 300)
     return out
