@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ctl_sub.add_parser("shard", help="shard only: sync service counters (pushes, group commit)")
     ctl_sub.add_parser("health", help="the node's health")
+    ctl_sub.add_parser(
+        "metrics", help="Prometheus metrics in the text format (a TV's only way to show them)"
+    )
     ctl_sub.add_parser("stop", help="orderly shutdown, as SIGTERM")
 
     health = sub.add_parser("health", help="send a health request to a node's listen address")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from omega.errors import ConfigError
+from omega.ops.http.settings import AdminSettings
 from omega.schema import SettingError, load, require
 from omega.transport.settings import TransportSettings
 
@@ -102,6 +103,10 @@ class SecretsSettings:
     fleet_key: SecretRef = SecretRef(env="OMEGA_FLEET_KEY")
     raft_password: SecretRef = SecretRef(env="OMEGA_RAFT_PASSWORD")
     dedup_secret: SecretRef = SecretRef(env="OMEGA_DEDUP_SECRET")
+    #: Admin API bearer tokens, one per role (read < operator < admin); a role
+    #: whose token is not set cannot be used.
+    read_token: SecretRef = SecretRef(env="OMEGA_READ_TOKEN")
+    operator_token: SecretRef = SecretRef(env="OMEGA_OPERATOR_TOKEN")
     admin_token: SecretRef = SecretRef(env="OMEGA_ADMIN_TOKEN")
     device_key: SecretRef = SecretRef(env="OMEGA_DEVICE_KEY")
 
@@ -165,16 +170,19 @@ class TvConfig(BaseConfig):
 @dataclass(frozen=True)
 class ShardConfig(BaseConfig):
     shard: ShardSettings = field(default_factory=_shard)
+    admin: AdminSettings = field(default_factory=AdminSettings)
 
 
 @dataclass(frozen=True)
 class AggregatorConfig(BaseConfig):
     aggregator: UpstreamSettings = UpstreamSettings()
+    admin: AdminSettings = field(default_factory=AdminSettings)
 
 
 @dataclass(frozen=True)
 class HubConfig(BaseConfig):
     hub: UpstreamSettings = UpstreamSettings()
+    admin: AdminSettings = field(default_factory=AdminSettings)
 
 
 NodeConfig = TvConfig | ShardConfig | AggregatorConfig | HubConfig

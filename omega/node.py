@@ -94,6 +94,33 @@ def read_role_secrets(cfg: NodeConfig) -> dict[str, bytes]:
                     "bytes (its port speaks pickle: never weaken it)",
                 )
             out["raft_password"] = pw
+    admin = getattr(cfg, "admin", None)
+    if admin is not None and admin.enabled:
+        out.update(_admin_tokens(cfg))
+    return out
+
+
+def node_metrics(ctx: NodeContext) -> Any:
+    """The node's Prometheus registry (``omega.ops.metrics``); ``[admin] metrics = false``
+    leaves it empty and times nothing."""
+    from omega.ops.metrics import NodeMetrics
+
+    admin = getattr(ctx.cfg, "admin", None)
+    return NodeMetrics(ctx, enabled=admin.metrics if admin is not None else True)
+
+
+def _admin_tokens(cfg: NodeConfig) -> dict[str, bytes]:
+    """The admin API's tokens (each optional), checked for length and distinctness."""
+    from omega.config import read_secret
+    from omega.ops.http.auth import SECRET_OF_ROLE, Tokens
+
+    out: dict[str, bytes] = {}
+    for key in SECRET_OF_ROLE.values():
+        value = read_secret(getattr(cfg.secrets, key), source=cfg.source, key=f"secrets.{key}",
+                            required=False)
+        if value is not None:
+            out[key] = value
+    Tokens.from_secrets(out, cfg.source)  # ConfigError for a weak or shared token
     return out
 
 
@@ -110,6 +137,7 @@ def run_node(cfg: NodeConfig) -> int:
     secrets = read_role_secrets(cfg)  # ConfigError: the CLI exits 2 before any actor starts
     cfg.node.data_dir.mkdir(parents=True, exist_ok=True)
     ctx = NodeContext(cfg=cfg, secrets=secrets)
+    ctx.publish("metrics", node_metrics(ctx))
     exit_code = [EXIT_OK]
 
     def on_give_up(error: SupervisionError) -> None:

@@ -62,7 +62,11 @@ class BrainActor(OmegaActor):
         return {"observed": content_id, "seq": seq}
 
     def recommend(self, k: int, timestamp: float | None) -> list[tuple[str, float, str]]:
+        t0 = time.perf_counter()
         recs = self.brain.recommend(k=k, timestamp=timestamp or time.time())
+        metrics = self._ctx.resource("metrics")
+        if metrics is not None:
+            metrics.observe_recommend(time.perf_counter() - t0, len(recs))
         return [(r.content_id, float(r.score), r.reason[:128]) for r in recs]
 
     def import_catalog(self, items: Sequence[CatalogEntry]) -> dict[str, Any]:

@@ -9,6 +9,9 @@ takes down with it:
 - tv: ``rest_for_one`` over brain → control (the local API asks the brain).
 - aggregator, hub: ``one_for_one`` over api → control (their federation actors
   land with the federation work; today they answer health and ctl).
+- shard, aggregator, hub with ``[admin] listen`` set: an ``admin`` child last (the
+  admin REST API, metrics and dashboard over HTTP); it looks everything up per
+  request, so it restarts alone.
 """
 
 from __future__ import annotations
@@ -41,6 +44,12 @@ def _rpc_server(name: str, address: str, handler: Handler, transport: TransportS
     )
 
 
+def _timed(ctx: NodeContext, handler: Handler) -> Handler:
+    """The device handler, timed into the node's metrics when they are on."""
+    metrics = ctx.resource("metrics")
+    return metrics.timed_handler(handler) if metrics is not None else handler
+
+
 def tree_for(cfg: NodeConfig, ctx: NodeContext) -> SupervisorSpec:
     sup = cfg.supervision
     shutdown = max(0.1, min(cfg.node.shutdown_timeout_s / 2, 5.0))
@@ -62,7 +71,8 @@ def tree_for(cfg: NodeConfig, ctx: NodeContext) -> SupervisorSpec:
                 shutdown_s=shutdown,
                 start_timeout_s=60.0,
             ),
-            _rpc_server("sync", cfg.node.listen, shard_handler(ctx), cfg.transport, shutdown),
+            _rpc_server("sync", cfg.node.listen, _timed(ctx, shard_handler(ctx)),
+                        cfg.transport, shutdown),
             control,
         ]
         strategy = "rest_for_one"
@@ -87,6 +97,12 @@ def tree_for(cfg: NodeConfig, ctx: NodeContext) -> SupervisorSpec:
             children.append(health_api)
         children.append(control)
         strategy = "one_for_one"
+    admin = getattr(cfg, "admin", None)
+    if admin is not None and admin.enabled:
+        from omega.actors.admin import AdminActor
+
+        children.append(ChildSpec(name="admin", start=partial(AdminActor.start, ctx),
+                                  shutdown_s=shutdown))
     return SupervisorSpec(
         name=cfg.role,
         strategy=strategy,

@@ -5,7 +5,8 @@ threads. It decodes with the protocol's hard limits, dispatches by message type,
 and answers every failure with a typed ``ErrorReply`` — it never raises.
 
 Commands (``CtlRequest.command``): ``tree``, ``kill <name>``, ``raft``,
-``shard`` (sync service counters), ``health``, ``stop``. TV messages
+``shard`` (sync service counters), ``health``, ``metrics`` (Prometheus text
+format: how a TV, which listens on no network address, shows its metrics), ``stop``. TV messages
 (``TvObserve``, ``TvRecommend``, ``TvImportCatalog``, ``TvStatus``) are asked
 of the brain actor, which owns the brain and serialises access to it.
 """
@@ -131,13 +132,18 @@ class ControlHandler:
         if command == "stop":
             ctx.stop_requested.set()
             return {"stopping": True}
+        if command == "metrics":
+            metrics = ctx.resource("metrics")
+            if metrics is None or not metrics.enabled:
+                raise Unavailable("metrics are off on this node")
+            return metrics.exposition().decode()
         if command in ("raft", "shard"):
             service = ctx.resource("shard")
             if service is None:
                 raise Unavailable(f"no shard service on this node (role {ctx.cfg.role})")
             return service.raft_status() if command == "raft" else service.stats()
         raise ProtocolError(
-            f"unknown command {command!r}; one of tree, kill, raft, shard, health, stop"
+            f"unknown command {command!r}; one of tree, kill, raft, shard, health, metrics, stop"
         )
 
     def tv(self, msg: Message) -> Message:
