@@ -40,9 +40,8 @@ def device_key(device_id: str) -> bytes:
 
 
 def _admin_table(admin_port: int | None, shards: list[str] | None = None, **extra: Any) -> str:
-    if admin_port is None:
-        return ""
-    lines = ["[admin]", f'listen = "127.0.0.1:{admin_port}"', "poll_s = 0.5"]
+    listen = f"127.0.0.1:{admin_port}" if admin_port is not None else ""
+    lines = ["[admin]", f'listen = "{listen}"', "poll_s = 0.5"]
     if shards:
         lines.append("shards = [" + ", ".join(json.dumps(s) for s in shards) + "]")
     for k, v in extra.items():
@@ -108,6 +107,7 @@ def in_process_node(role: str, config: Path) -> Iterator[InProcess]:
     from omega.node import NodeContext, node_metrics
 
     cfg = load_config(role, config)  # type: ignore[arg-type]
+    cfg.node.data_dir.mkdir(parents=True, exist_ok=True)
     ctx = NodeContext(cfg=cfg, secrets=secrets_for(cfg))
     ctx.publish("metrics", node_metrics(ctx))
     handle = start_tree(tree_for(cfg, ctx))

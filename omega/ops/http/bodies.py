@@ -68,7 +68,9 @@ def _field_of(err: ValidationError) -> str:
 def check(body: Any, schema_name: str) -> Any:
     """Raise ``BadBody`` for the first (deepest-first) schema violation."""
     errors = sorted(_VALIDATORS[schema_name].iter_errors(body),
-                    key=lambda e: (-len(e.absolute_path), str(e.absolute_path)))
+                    # Deepest first; at one depth an unknown key says most (a misspelling).
+                    key=lambda e: (-len(e.absolute_path), e.validator != "additionalProperties",
+                                   str(e.absolute_path)))
     if errors:
         err = errors[0]
         message = ("give either embedding or text, not both" if err.validator == "not"
