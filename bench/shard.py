@@ -316,6 +316,10 @@ def main() -> int:
     p.add_argument("--pipeline", type=int, default=None,
                    help="group_commit_pipeline of the group (default: the shard's)")
     p.add_argument("--launcher", choices=("runner", "omega-node"), default="runner")
+    p.add_argument("--metrics-cost", action="store_true",
+                   help="only compare acked pushes/s with metrics on ([admin] metrics = true, "
+                        "scraped every second) and off, on omega-node groups, alternating")
+    p.add_argument("--rounds", type=int, default=2, help="--metrics-cost: rounds of each")
     # worker modes (internal)
     p.add_argument("--worker", choices=("bare", "push", "pull"), help=argparse.SUPPRESS)
     p.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
@@ -338,7 +342,82 @@ def main() -> int:
     if a.worker == "pull":
         worker_pull(a.endpoints.split(","), a.devices, a.threads, seconds, a.warmup)
         return 0
+    if a.metrics_cost:
+        return metrics_cost(a, seconds)
     return orchestrate(a, seconds)
+
+
+def _scrape(control: str) -> int:
+    """One scrape of a replica's metrics over its control socket; bytes of text."""
+    from omega.protocol import CtlReply, CtlRequest, decode, encode
+    from omega.transport import RpcClient, TransportSettings
+
+    with RpcClient(control, TransportSettings(request_timeout_s=2.0, retries=0)) as c:
+        reply = decode(c.request(encode(CtlRequest("metrics")), timeout_s=2.0))
+    return len(reply.payload) if isinstance(reply, CtlReply) else 0
+
+
+def metrics_cost(a: argparse.Namespace, seconds: float) -> int:
+    """Acked pushes/s of a 3-replica omega-node group, metrics on vs off, same run.
+
+    "on": ``[admin] metrics = true`` (each device request timed into the
+    ``constellation_sync_latency_ms`` histogram) and every replica scraped once a
+    second, as Prometheus would; "off": ``[admin] metrics = false``. Rounds
+    alternate (on, off, on, off, ...) so that drift on a shared machine hits both.
+    """
+    from shard_harness import ShardCluster
+
+    warm = 1.0 if a.quick else 2.0
+    rates: dict[str, list[float]] = {"on": [], "off": []}
+    cpu_us: dict[str, list[float]] = {"on": [], "off": []}  # replica CPU per acked push
+    scrapes = [0]
+    for i in range(2 * a.rounds):
+        mode = ("on", "off")[i % 2]
+        with tempfile.TemporaryDirectory(prefix="omega-bench-metrics-") as tmp:
+            c = ShardCluster(Path(tmp), workers=a.shard_workers, launcher="omega-node",
+                             shard={"rate_limit_interval_s": 0.0, "pull_interval_s": 0.0},
+                             admin={"metrics": mode == "on"})
+            stop = threading.Event()
+
+            def scrape(c: Any = c, stop: threading.Event = stop) -> None:
+                while not stop.wait(1.0):
+                    for node in c.nodes:
+                        try:
+                            _scrape(node.control)
+                            scrapes[0] += 1
+                        except Exception:  # a replica busy electing: next second
+                            pass
+
+            try:
+                c.start(120)
+                scraper = threading.Thread(target=scrape, daemon=True)
+                if mode == "on":
+                    scraper.start()
+                watch = {n.name: n.pid for n in c.nodes}
+                push, cpu = run_worker(["--worker", "push", "--endpoints",
+                                        ",".join(c.endpoints), "--devices", str(a.devices),
+                                        "--threads", str(a.threads), "--seconds", str(seconds),
+                                        "--warmup", str(warm)], watch, seconds + warm + 120)
+                rates[mode].append(push["rate"])
+                per_push = 1e6 * sum(cpu.values()) / max(1.0, push["rate"] * push["seconds"])
+                cpu_us[mode].append(per_push)
+                print(f"  round {i // 2 + 1} metrics {mode:>3}: {push['rate']:,.0f} acked "
+                      f"pushes/s, p50 {push['p50_ms']:.1f} ms, p99 {push['p99_ms']:.1f} ms; "
+                      f"replica CPU {per_push:.0f} us/push", flush=True)
+            finally:
+                stop.set()
+                c.close()
+    on, off = statistics.median(rates["on"]), statistics.median(rates["off"])
+    c_on, c_off = statistics.median(cpu_us["on"]), statistics.median(cpu_us["off"])
+    print(f"metrics on: {on:,.0f} pushes/s, off: {off:,.0f} pushes/s (medians of "
+          f"{a.rounds}); throughput cost {100 * (1 - on / off):+.1f} % (goal <= 5 %); "
+          f"replica CPU per push {c_on:.0f} vs {c_off:.0f} us ({100 * (c_on / c_off - 1):+.1f} "
+          f"%); {scrapes[0]} scrapes while on")
+    if a.json:
+        print(json.dumps({"on": rates["on"], "off": rates["off"], "median_on": on,
+                          "median_off": off, "cost": 1 - on / off, "cpu_us_on": cpu_us["on"],
+                          "cpu_us_off": cpu_us["off"], "scrapes": scrapes[0]}))
+    return 0
 
 
 def orchestrate(a: argparse.Namespace, seconds: float) -> int:

@@ -42,7 +42,8 @@ class ClusterSettings:
     data_dir: Path = Path("var/cluster")
     host: str = "127.0.0.1"
     #: Shard replicas listen on base+10.., their Raft ports on base+20..,
-    #: the aggregator on base+30, the hub on base+40.
+    #: the aggregator on base+30, the hub on base+40; admin APIs (HTTP) of the
+    #: shard replicas on base+50.., the aggregator's on base+70, the hub's on base+60.
     base_port: int = 7400
     shard_replicas: int = 3
     #: Simulated TVs pushing to the shard (signed, rate-limited, de-duplicated).
@@ -108,6 +109,9 @@ class Cluster:
                 "OMEGA_FLEET_KEY": secrets.token_hex(32),
                 "OMEGA_DEDUP_SECRET": secrets.token_hex(32),
                 "OMEGA_RAFT_PASSWORD": secrets.token_hex(32),
+                "OMEGA_READ_TOKEN": secrets.token_urlsafe(24),
+                "OMEGA_OPERATOR_TOKEN": secrets.token_urlsafe(24),
+                "OMEGA_ADMIN_TOKEN": secrets.token_urlsafe(24),
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -118,6 +122,9 @@ class Cluster:
         self.raft = [f"{h}:{b + 20 + i}" for i in range(n)]
         self.aggregator = f"tcp://{h}:{b + 30}"
         self.hub = f"tcp://{h}:{b + 40}"
+        self.shard_admin = [f"{h}:{b + 50 + i}" for i in range(n)]
+        self.hub_admin = f"{h}:{b + 60}"
+        self.aggregator_admin = f"{h}:{b + 70}"
         self.tv_dir = root / "tv-1"
         self.shard_names = [f"shard-{chr(ord('a') + i)}" for i in range(n)]
         self.shard_controls = [f"ipc://{root / name / 'control.sock'}" for name in self.shard_names]
@@ -133,7 +140,8 @@ class Cluster:
         cfgdir.mkdir(parents=True, exist_ok=True)
         files: dict[str, Path] = {}
         peers = ", ".join(f'"{r}={ep}"' for r, ep in zip(self.raft, self.shard_listen, strict=True))
-        for name, listen, raft in zip(self.shard_names, self.shard_listen, self.raft, strict=True):
+        for name, listen, raft, admin in zip(self.shard_names, self.shard_listen, self.raft,
+                                             self.shard_admin, strict=True):
             partners = ", ".join(f'"{p}"' for p in self.raft if p != raft)
             files[name] = self._write(
                 cfgdir / f"{name}.toml",
@@ -144,6 +152,8 @@ data_dir = "{self.root / name}"
 listen = "{listen}"
 [transport]
 workers = 64
+[admin]
+listen = "{admin}"
 [shard]
 advertise = "{listen}"
 peer_addresses = [{peers}]
@@ -162,6 +172,8 @@ data_dir = "{self.root / "aggregator-1"}"
 listen = "{self.aggregator}"
 [aggregator]
 upstream = "{self.hub}"
+[admin]
+listen = "{self.aggregator_admin}"
 """,
         )
         files["hub"] = self._write(
@@ -171,6 +183,9 @@ upstream = "{self.hub}"
 name = "hub"
 data_dir = "{self.root / "hub"}"
 listen = "{self.hub}"
+[admin]
+listen = "{self.hub_admin}"
+shards = [{", ".join(f'"http://{a}"' for a in self.shard_admin)}]
 """,
         )
         endpoints = ", ".join(f'"{ep}"' for ep in self.shard_listen)
@@ -340,6 +355,12 @@ def _bring_up(c: Cluster, files: dict[str, Path]) -> None:
         f"  tv-1        {'(local ipc socket)':<24} health: {reply.status} (brain ready in "
         f"{time.monotonic() - t:.1f} s)"
     )
+    tokens = c.root / "admin-tokens.env"
+    tokens.touch(mode=0o600)
+    tokens.chmod(0o600)
+    tokens.write_text("".join(f"{k}={c.env[k]}\n" for k in (
+        "OMEGA_READ_TOKEN", "OMEGA_OPERATOR_TOKEN", "OMEGA_ADMIN_TOKEN")))
+    say(f"  dashboard   http://{c.hub_admin}/dashboard (admin API tokens in {tokens})")
 
 
 def _demo_tv(c: Cluster) -> None:

@@ -73,7 +73,7 @@ class ShardProc:
 
     def __init__(self, name: str, root: Path, listen: str, raft: str, partners: list[str],
                  shard: dict[str, Any], raft_opts: dict[str, Any], workers: int,
-                 launcher: Launcher) -> None:
+                 launcher: Launcher, admin: dict[str, Any] | None = None) -> None:
         self.name = name
         self.listen = listen
         self.raft = raft
@@ -94,6 +94,7 @@ class ShardProc:
             "[shard.raft]", f"self_address = {_toml(raft)}", f"partners = {_toml(partners)}",
             "dev_mode = true",
             *(f"{k} = {_toml(v)}" for k, v in raft_opts.items()),
+            *(["[admin]", *(f"{k} = {_toml(v)}" for k, v in admin.items())] if admin else []),
         ]
         self.cfg_path.write_text("\n".join(lines) + "\n")
         self._ctl = RpcClient(self.control, TransportSettings(request_timeout_s=1.0, retries=0),
@@ -212,7 +213,7 @@ class ShardCluster:
 
     def __init__(self, root: Path, n: int = 3, *, shard: dict[str, Any] | None = None,
                  raft: dict[str, Any] | None = None, workers: int = 64,
-                 launcher: Launcher | None = None) -> None:
+                 launcher: Launcher | None = None, admin: dict[str, Any] | None = None) -> None:
         if launcher is None:
             env = os.environ.get("OMEGA_SHARD_LAUNCHER", "omega-node")
             launcher = "runner" if env == "runner" else "omega-node"
@@ -222,7 +223,7 @@ class ShardCluster:
         self.nodes = [
             ShardProc(f"s{i}", root, f"tcp://127.0.0.1:{ports[i]}", rafts[i],
                       [r for r in rafts if r != rafts[i]], shard_opts, raft or {}, workers,
-                      launcher)
+                      launcher, admin)
             for i in range(n)
         ]
 

@@ -152,3 +152,19 @@ def test_watcher_lists_unreachable_shards_without_numbers() -> None:
     w.poll()
     a, _ = w.shards()
     assert a["status"] == "unreachable" and a["last_seen"] == 100.0  # when it was last seen
+
+
+def test_grafana_dashboard_uses_only_known_metrics_and_every_seed_name() -> None:
+    import re
+
+    from omega.ops.metrics import names as N
+
+    dash = json.loads((REPO / "docs" / "grafana" / "omega-constellation.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    used = {m for e in exprs for m in re.findall(r"\b((?:omega|constellation)_[a-z_]+)", e)}
+    known = {v for k, v in vars(N).items() if k.isupper() and isinstance(v, str)}
+    suffixes = ("_total", "_bucket", "_sum", "_count")
+    base = {next((u[: -len(s)] for s in suffixes if u.endswith(s) and u[: -len(s)] in known), u)
+            for u in used}
+    assert base <= known, base - known
+    assert set(N.SEED_NAMES) <= base

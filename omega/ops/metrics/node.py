@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from omega.ops.metrics import names as N
+from omega.ops.metrics.histogram import FastHistogram
 from omega.transport import Handler, Pending, Reply
 
 if TYPE_CHECKING:
@@ -60,24 +62,21 @@ class NodeMetrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self.view: NodeView | None = None
         self.watcher: ShardWatcher | None = None
-        self.sync_latency: Histogram | None = None
-        self.inference: Histogram | None = None
-        self.recommendations: Counter | None = None
+        self.sync_latency: FastHistogram | None = None
+        self.inference: FastHistogram | None = None
+        self.recommendations = 0
+        self._recs_lock = threading.Lock()
         if not enabled:
             return
         role = ctx.cfg.role
         if role == "shard":
-            self.sync_latency = Histogram(
+            self.sync_latency = FastHistogram(
                 N.SYNC_LATENCY_MS, "Device request latency on this shard replica, ms "
-                "(receipt to reply; a push waits for its Raft commit)",
-                buckets=N.LATENCY_BUCKETS_MS, registry=self.registry)
+                "(receipt to reply; a push waits for its Raft commit)", N.LATENCY_BUCKETS_MS)
         if role == "tv":
-            self.inference = Histogram(
+            self.inference = FastHistogram(
                 N.BRAIN_INFERENCE_MS, "Time to answer one recommend request on the TV, ms",
-                buckets=N.INFERENCE_BUCKETS_MS, registry=self.registry)
-            self.recommendations = Counter(
-                N.BRAIN_RECOMMENDATIONS, "Recommendations served (items returned)",
-                registry=self.registry)
+                N.INFERENCE_BUCKETS_MS)
         self.registry.register(_NodeCollector(self))
 
     # -- the hot paths -------------------------------------------------------------------
@@ -112,17 +111,19 @@ class NodeMetrics:
         return timed
 
     def observe_recommend(self, seconds: float, items: int) -> None:
-        if self.inference is not None and self.recommendations is not None:
+        if self.inference is not None:
             self.inference.observe(seconds * 1000.0)
-            self.recommendations.inc(items)
+            with self._recs_lock:
+                self.recommendations += items
 
     # -- reading -------------------------------------------------------------------------
 
     def latency_totals(self) -> tuple[float, float]:
         """(sum ms, count) of the sync latency histogram so far."""
-        s = self.registry.get_sample_value(N.SYNC_LATENCY_MS + "_sum") or 0.0
-        c = self.registry.get_sample_value(N.SYNC_LATENCY_MS + "_count") or 0.0
-        return s, c
+        if self.sync_latency is None:
+            return 0.0, 0.0
+        total, count = self.sync_latency.totals()
+        return total, float(count)
 
     def exposition(self) -> bytes:
         """The text exposition format (what ``GET /metrics`` and ``ctl metrics`` show)."""
@@ -137,13 +138,22 @@ class _NodeCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         sections: tuple[Callable[[], Iterator[Metric]], ...] = (
-            self._node, self._shard, self._watched, self._brain, self._federation)
+            self._timed, self._node, self._shard, self._watched, self._brain, self._federation)
         for section in sections:
             try:
                 yield from list(section())
             except Exception:  # one broken source must not hide the others
                 log.exception("metrics section failed", extra={"fields": {
                     "section": section.__name__}})
+
+    def _timed(self) -> Iterator[Metric]:
+        m = self.m
+        for hist in (m.sync_latency, m.inference):
+            if hist is not None:
+                yield hist.family()
+        if m.inference is not None:
+            yield CounterMetricFamily(N.BRAIN_RECOMMENDATIONS, "Recommendations served "
+                                      "(items returned)", value=m.recommendations)
 
     def _node(self) -> Iterator[Metric]:
         ctx = self.m.ctx
