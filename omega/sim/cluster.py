@@ -299,6 +299,7 @@ def run_local_cluster(args: argparse.Namespace) -> int:
         _bring_up(cluster, files)
         _demo_tv(cluster)
         _simulate_fleet(cluster)
+        _operations(cluster)
         say(f"all checks passed in {time.monotonic() - t0:.1f} s")
         if getattr(args, "keep", False):
             say("running; Ctrl-C stops every node")
@@ -361,6 +362,56 @@ def _bring_up(c: Cluster, files: dict[str, Path]) -> None:
     tokens.write_text("".join(f"{k}={c.env[k]}\n" for k in (
         "OMEGA_READ_TOKEN", "OMEGA_OPERATOR_TOKEN", "OMEGA_ADMIN_TOKEN")))
     say(f"  dashboard   http://{c.hub_admin}/dashboard (admin API tokens in {tokens})")
+
+
+def _operations(c: Cluster) -> None:
+    """What an operator sees: the hub's dashboard data, a shard's /metrics, the TVs'
+    metrics (over the TV's control socket) summed for the fleet."""
+    import json
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from omega.ops.ctl import request
+    from omega.ops.metrics.fleet import aggregate
+    from omega.protocol import CtlReply, CtlRequest
+
+    token = c.env["OMEGA_READ_TOKEN"]
+
+    def get(url: str, auth: bool = True) -> bytes:
+        req = urllib.request.Request(url)
+        if auth:
+            req.add_header("Authorization", f"Bearer {token}")
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return bytes(resp.read())
+
+    want = c.s.simulated_devices
+
+    def dashboard() -> Any:
+        try:
+            d = json.loads(get(f"http://{c.hub_admin}/api/v1/dashboard"))
+        except OSError:
+            return None
+        ok = [s for s in d["shards"] if s["status"] == "ok"]
+        return d if len(ok) == c.s.shard_replicas and d["totals"]["devices"] >= want else None
+
+    d = wait_until(dashboard, 30, "the hub's dashboard to see every replica", c.check_alive)
+    t = d["totals"]
+    say(f"hub dashboard: {len(d['shards'])} replicas ok, {t['devices']} devices "
+        f"({t['devices_active']} active), {t['reports_received']} reports received")
+    text = get(f"http://{c.shard_admin[0]}/metrics", auth=False).decode()
+    families = list(text_string_to_metric_families(text))
+    say(f"{c.shard_names[0]} /metrics: {len(families)} families parsed by prometheus-client")
+    reply = request(f"ipc://{c.tv_dir / 'control.sock'}", CtlRequest("metrics"), 5.0)
+    if isinstance(reply, CtlReply) and isinstance(reply.payload, str):
+        fleet = {s.name: s.value for f in text_string_to_metric_families(
+            aggregate([reply.payload])) for s in f.samples if not s.labels}
+        n = fleet.get("omega_brain_inference_ms_count", 0.0)
+        mean = fleet.get("omega_brain_inference_ms_sum", 0.0) / n if n else float("nan")
+        say(f"tv fleet ({fleet.get('omega_fleet_tvs', 0):.0f} TV): "
+            f"{fleet.get('omega_brain_recommendations_served_total', 0):.0f} recommendations, "
+            f"recommend mean {mean:.1f} ms, {fleet.get('omega_brain_patterns_stored', 0):.0f} "
+            f"patterns, {fleet.get('omega_brain_memory_mb', 0):.0f} MB")
 
 
 def _demo_tv(c: Cluster) -> None:

@@ -65,7 +65,7 @@ def test_shard_aggregator_hub_over_http(tmp_path: Path,
              60, "the shard to elect itself")
     assert health["role"] == "shard"
     # No token: 401 and no data; the read token: data.
-    status, hdrs, body = http("GET", hub_url + "/api/v1/shards")
+    status, _, body = http("GET", hub_url + "/api/v1/shards")
     assert status == 401 and set(json.loads(body)) == {"error", "detail"}
     for d in range(5):
         with DeviceClient(listen, f"tv-{d}", device_key(f"tv-{d}")) as dev:
@@ -136,7 +136,8 @@ def test_admin_port_in_use_fails_the_start_with_a_clear_message(
 
 
 def test_weak_token_is_a_config_error(tmp_path: Path) -> None:
-    out = run_cli(["--role", "hub", "--config", str(hub_toml(tmp_path, admin_port=free_ports(1)[0]))],
+    cfg = hub_toml(tmp_path, admin_port=free_ports(1)[0])
+    out = run_cli(["--role", "hub", "--config", str(cfg)],
                   env=node_env({"OMEGA_READ_TOKEN": "short"}))
     assert out.returncode == 2
     assert "secrets.read_token" in out.stderr and "short" not in out.stderr

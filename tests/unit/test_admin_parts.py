@@ -168,3 +168,38 @@ def test_grafana_dashboard_uses_only_known_metrics_and_every_seed_name() -> None
             for u in used}
     assert base <= known, base - known
     assert set(N.SEED_NAMES) <= base
+
+
+def test_fleet_aggregate_sums_every_sample() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from omega.ops.metrics.fleet import aggregate
+    from omega.ops.metrics.histogram import FastHistogram
+
+    texts = []
+    for n in (1, 3):
+        h = FastHistogram("omega_brain_inference_ms", "x", (5.0, 10.0))
+        for _ in range(n):
+            h.observe(4.0)
+        h.observe(20.0)
+        from prometheus_client import CollectorRegistry, generate_latest
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        class C:
+            def collect(self, h: FastHistogram = h, n: int = n) -> Any:
+                yield h.family()
+                yield CounterMetricFamily("omega_brain_recommendations_served", "x", value=n)
+                yield GaugeMetricFamily("omega_brain_memory_mb", "x", value=100.0)
+
+        reg = CollectorRegistry()
+        reg.register(C())  # type: ignore[arg-type]
+        texts.append(generate_latest(reg).decode())
+    fleet = {(s.name, tuple(sorted(s.labels.items()))): s.value
+             for f in text_string_to_metric_families(aggregate(texts)) for s in f.samples}
+    assert fleet[("omega_brain_inference_ms_bucket", (("le", "5.0"),))] == 4
+    assert fleet[("omega_brain_inference_ms_bucket", (("le", "+Inf"),))] == 6
+    assert fleet[("omega_brain_inference_ms_count", ())] == 6
+    assert fleet[("omega_brain_inference_ms_sum", ())] == 4 * 4.0 + 2 * 20.0
+    assert fleet[("omega_brain_recommendations_served_total", ())] == 4
+    assert fleet[("omega_brain_memory_mb", ())] == 200.0
+    assert fleet[("omega_fleet_tvs", ())] == 2
