@@ -86,7 +86,8 @@ def test_shard_aggregator_hub_over_http(tmp_path: Path,
     shard_m = metric_samples(http("GET", shard_url + "/metrics")[2].decode())
     assert shard_m[(N.DEVICES_ACTIVE, ())] == 5
     assert shard_m[(N.PATTERNS_RECEIVED + "_total", ())] >= 5
-    assert shard_m[(N.SYNC_LATENCY_MS + "_count", ())] >= 10
+    assert shard_m[(N.SYNC_LATENCY_MS + "_count", (("kind", "push"),))] >= 5
+    assert shard_m[(N.SYNC_LATENCY_MS + "_count", (("kind", "read"),))] >= 5
     assert shard_m[(N.SHARD_HEALTH, (("shard", "shard-a"),))] == 1
     assert shard_m[(N.REQUESTS + "_total", (("reply", "PushAck"),))] >= 5
     hub_m = wait_for(lambda: (m := metric_samples(http("GET", hub_url + "/metrics")[2].decode()))

@@ -92,6 +92,10 @@ SCHEMAS: dict[str, Any] = {
         "sync_latency_ms_avg": {**_NULLABLE_NUM,
                                 "description": "mean device request latency over the last "
                                                "minute; null when metrics are off or idle"},
+        "push_latency_ms_avg": {**_NULLABLE_NUM,
+                                "description": "mean latency of accepted pushes (receipt to "
+                                               "ack, Raft commit included) over the last "
+                                               "minute; null when metrics are off or idle"},
         "rejected": {"type": "object", "additionalProperties": {"type": "integer"},
                      "description": "refused device requests by reason, since start"},
         "storage_bytes": {"type": "integer", "minimum": 0},
@@ -199,6 +203,7 @@ SCHEMAS: dict[str, Any] = {
             "devices_active": {"type": "integer", "minimum": 0},
             "sync_requests_per_min": _NULLABLE_NUM,
             "sync_latency_ms_avg": _NULLABLE_NUM,
+            "push_latency_ms_avg": _NULLABLE_NUM,
             "reports_received": {"type": "integer", "minimum": 0},
         }),
         "rejected": {"type": "object", "additionalProperties": {"type": "integer"}},

@@ -93,6 +93,8 @@ class _Sample:
     requests: int
     latency_sum_ms: float
     latency_count: float
+    push_sum_ms: float
+    push_count: float
 
 
 class _Cached:
@@ -128,8 +130,13 @@ class NodeView:
         self._storage = _Cached(SCAN_CACHE_S, clock)
         self._samples: deque[_Sample] = deque()
         self._samples_lock = threading.Lock()
-        #: Set by the metrics (when on): () -> (sum ms, count) of sync latencies.
-        self.latency_totals: Callable[[], tuple[float, float]] | None = None
+        #: Set by the metrics (when on): () -> (sum ms, count) of all device requests,
+        #: then of accepted pushes.
+        self.latency_totals: Callable[[], tuple[float, float, float, float]] | None = None
+
+    def now(self) -> float:
+        """Wall-clock time (unix s), as the API reports it."""
+        return round(self._wall(), 3)
 
     # -- the node ----------------------------------------------------------------------
 
@@ -221,25 +228,32 @@ class NodeView:
         if service is None:
             return
         answered, _ = request_totals(service.stats()["requests"])
-        lat_sum, lat_count = self.latency_totals() if self.latency_totals else (0.0, 0.0)
+        totals = self.latency_totals() if self.latency_totals else (0.0, 0.0, 0.0, 0.0)
         now = self._clock()
         with self._samples_lock:
-            self._samples.append(_Sample(now, answered, lat_sum, lat_count))
+            self._samples.append(_Sample(now, answered, *totals))
             while len(self._samples) > 2 and now - self._samples[1].t >= RATE_WINDOW_S:
                 self._samples.popleft()
 
-    def _rates(self) -> tuple[float | None, float | None]:
+    def _rates(self) -> tuple[float | None, float | None, float | None]:
+        """(requests per minute, mean latency ms, mean acked push latency ms) over the
+        last minute; None where there is nothing to divide."""
         with self._samples_lock:
             if len(self._samples) < 2:
-                return None, None
+                return None, None, None
             first, last = self._samples[0], self._samples[-1]
         dt = last.t - first.t
         if dt <= 0:
-            return None, None
+            return None, None, None
+
+        def mean(total: float, n: float) -> float | None:
+            return round(total / n, 3) if n > 0 else None
+
         per_min = (last.requests - first.requests) * 60.0 / dt
-        n = last.latency_count - first.latency_count
-        mean = (last.latency_sum_ms - first.latency_sum_ms) / n if n > 0 else None
-        return round(per_min, 3), (round(mean, 3) if mean is not None else None)
+        return (round(per_min, 3),
+                mean(last.latency_sum_ms - first.latency_sum_ms,
+                     last.latency_count - first.latency_count),
+                mean(last.push_sum_ms - first.push_sum_ms, last.push_count - first.push_count))
 
     def shard_stats(self) -> dict[str, Any] | None:
         """``GET /api/v1/shards/{id}/stats`` for this replica, or None off a shard."""
@@ -250,7 +264,7 @@ class NodeView:
         raft = service.raft_status()
         total, active = self.devices()
         _, rejected = request_totals(stats["requests"])
-        per_min, latency = self._rates()
+        per_min, latency, push_latency = self._rates()
         st = stats["state"]
         gc = stats["group_commit"]
         return {
@@ -266,6 +280,7 @@ class NodeView:
             "pushes_applied": int(st["pushes"]),
             "sync_requests_per_min": per_min,
             "sync_latency_ms_avg": latency,
+            "push_latency_ms_avg": push_latency,
             "rejected": rejected,
             "storage_bytes": self.storage_bytes(),
             "global_version": int(st["global_version"]),

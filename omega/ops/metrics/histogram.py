@@ -39,12 +39,28 @@ class FastHistogram:
         with self._lock:
             return self._sum, sum(self._counts)
 
-    def family(self) -> HistogramMetricFamily:
+    def snapshot(self) -> tuple[list[tuple[str, float]], float]:
+        """(cumulative buckets as Prometheus wants them, sum)."""
         with self._lock:
             counts, total = list(self._counts), self._sum
-        cumulative, running = [], 0
+        cumulative: list[tuple[str, float]] = []
+        running = 0
         for bound, n in zip((*[repr(b) for b in self.bounds], "+Inf"), counts, strict=True):
             running += n
             cumulative.append((bound, running))
-        return HistogramMetricFamily(self.name, self.documentation, buckets=cumulative,
+        return cumulative, total
+
+    def family(self) -> HistogramMetricFamily:
+        buckets, total = self.snapshot()
+        return HistogramMetricFamily(self.name, self.documentation, buckets=buckets,
                                      sum_value=total)
+
+
+def labelled_family(name: str, documentation: str, label: str,
+                    parts: dict[str, FastHistogram]) -> HistogramMetricFamily:
+    """One histogram family with a sample set per label value."""
+    fam = HistogramMetricFamily(name, documentation, labels=[label])
+    for value, hist in parts.items():
+        buckets, total = hist.snapshot()
+        fam.add_metric([value], buckets, total)
+    return fam

@@ -24,7 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from omega.ops.metrics import names as N
-from omega.ops.metrics.histogram import FastHistogram
+from omega.ops.metrics.histogram import FastHistogram, labelled_family
 from omega.transport import Handler, Pending, Reply
 
 if TYPE_CHECKING:
@@ -62,7 +62,8 @@ class NodeMetrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self.view: NodeView | None = None
         self.watcher: ShardWatcher | None = None
-        self.sync_latency: FastHistogram | None = None
+        self.sync_latency: FastHistogram | None = None  # answered at once
+        self.push_latency: FastHistogram | None = None  # accepted pushes, once committed
         self.inference: FastHistogram | None = None
         self.recommendations = 0
         self._recs_lock = threading.Lock()
@@ -70,9 +71,8 @@ class NodeMetrics:
             return
         role = ctx.cfg.role
         if role == "shard":
-            self.sync_latency = FastHistogram(
-                N.SYNC_LATENCY_MS, "Device request latency on this shard replica, ms "
-                "(receipt to reply; a push waits for its Raft commit)", N.LATENCY_BUCKETS_MS)
+            self.sync_latency = FastHistogram(N.SYNC_LATENCY_MS, "", N.LATENCY_BUCKETS_MS)
+            self.push_latency = FastHistogram(N.SYNC_LATENCY_MS, "", N.LATENCY_BUCKETS_MS)
         if role == "tv":
             self.inference = FastHistogram(
                 N.BRAIN_INFERENCE_MS, "Time to answer one recommend request on the TV, ms",
@@ -85,12 +85,13 @@ class NodeMetrics:
         """``handler`` with each request's latency observed (a pass-through when off).
 
         A deferred reply (an accepted push) is timed when it is resolved: the
-        ``Pending`` the transport sees is resolved by the inner one's listener.
+        ``Pending`` the transport sees is resolved by the inner one's listener. Those
+        are the accepted pushes (``kind="push"``); everything answered at once —
+        pulls, heartbeats, refusals — is ``kind="read"``.
         """
-        hist = self.sync_latency
-        if hist is None:
+        if self.sync_latency is None or self.push_latency is None:
             return handler
-        observe = hist.observe
+        observe, observe_push = self.sync_latency.observe, self.push_latency.observe
         clock = time.perf_counter
 
         def timed(frame: bytes) -> Reply:
@@ -102,7 +103,7 @@ class NodeMetrics:
             outer = Pending()
 
             def done(data: bytes) -> None:
-                observe((clock() - t0) * 1000.0)
+                observe_push((clock() - t0) * 1000.0)
                 outer.resolve(data)
 
             reply.on_resolve(done)
@@ -118,12 +119,13 @@ class NodeMetrics:
 
     # -- reading -------------------------------------------------------------------------
 
-    def latency_totals(self) -> tuple[float, float]:
-        """(sum ms, count) of the sync latency histogram so far."""
-        if self.sync_latency is None:
-            return 0.0, 0.0
-        total, count = self.sync_latency.totals()
-        return total, float(count)
+    def latency_totals(self) -> tuple[float, float, float, float]:
+        """(sum ms, count) of every device request, then of accepted pushes, so far."""
+        if self.sync_latency is None or self.push_latency is None:
+            return 0.0, 0.0, 0.0, 0.0
+        read_sum, read_n = self.sync_latency.totals()
+        push_sum, push_n = self.push_latency.totals()
+        return read_sum + push_sum, float(read_n + push_n), push_sum, float(push_n)
 
     def exposition(self) -> bytes:
         """The text exposition format (what ``GET /metrics`` and ``ctl metrics`` show)."""
@@ -148,9 +150,14 @@ class _NodeCollector(Collector):
 
     def _timed(self) -> Iterator[Metric]:
         m = self.m
-        for hist in (m.sync_latency, m.inference):
-            if hist is not None:
-                yield hist.family()
+        if m.sync_latency is not None and m.push_latency is not None:
+            yield labelled_family(
+                N.SYNC_LATENCY_MS, "Device request latency on this shard replica, ms, receipt "
+                "to reply: kind=push for accepted pushes (answered once their Raft entry is "
+                "committed), kind=read for what is answered at once (pulls, heartbeats, "
+                "refusals)", "kind", {"push": m.push_latency, "read": m.sync_latency})
+        if m.inference is not None:
+            yield m.inference.family()
         if m.inference is not None:
             yield CounterMetricFamily(N.BRAIN_RECOMMENDATIONS, "Recommendations served "
                                       "(items returned)", value=m.recommendations)
