@@ -357,6 +357,37 @@ def _scrape(control: str) -> int:
     return len(reply.payload) if isinstance(reply, CtlReply) else 0
 
 
+def timing_overhead_us(n: int = 50_000, reps: int = 7) -> tuple[float, float]:
+    """In-process: µs per request of the device handler path without and with the
+    metrics' timing wrapper (a deferred reply, as an accepted push), min of ``reps``."""
+    from omega.ops.metrics.histogram import FastHistogram
+    from omega.ops.metrics.node import NodeMetrics
+    from omega.transport import Pending
+
+    class Hists:
+        sync_latency = FastHistogram("a", "", (1.0, 10.0, 100.0))
+        push_latency = FastHistogram("b", "", (1.0, 10.0, 100.0))
+
+    last: list[Pending] = []
+
+    def handler(_frame: bytes) -> Pending:
+        p = Pending()
+        last[:] = [p]  # keep only the one in flight, as the server does
+        return p
+
+    timed = NodeMetrics.timed_handler(Hists(), handler)  # type: ignore[arg-type]
+    best = {"plain": float("inf"), "timed": float("inf")}
+    for _ in range(reps):
+        for name, fn in (("plain", handler), ("timed", timed)):
+            last.clear()
+            t = time.perf_counter()
+            for _ in range(n):
+                fn(b"x").on_resolve(lambda _r: None)
+                last[-1].resolve(b"y")
+            best[name] = min(best[name], (time.perf_counter() - t) / n * 1e6)
+    return best["plain"], best["timed"]
+
+
 def metrics_cost(a: argparse.Namespace, seconds: float) -> int:
     """Acked pushes/s of a 3-replica omega-node group, metrics on vs off, same run.
 
@@ -371,6 +402,10 @@ def metrics_cost(a: argparse.Namespace, seconds: float) -> int:
     rates: dict[str, list[float]] = {"on": [], "off": []}
     cpu_us: dict[str, list[float]] = {"on": [], "off": []}  # replica CPU per acked push
     scrapes = [0]
+    scrape_s: list[float] = []
+    plain_us, timed_us = timing_overhead_us()
+    print(f"in-process: handler path {plain_us:.2f} us/request plain, {timed_us:.2f} us timed "
+          f"(+{timed_us - plain_us:.2f} us per request)", flush=True)
     for i in range(2 * a.rounds):
         mode = ("on", "off")[i % 2]
         with tempfile.TemporaryDirectory(prefix="omega-bench-metrics-") as tmp:
@@ -383,7 +418,9 @@ def metrics_cost(a: argparse.Namespace, seconds: float) -> int:
                 while not stop.wait(1.0):
                     for node in c.nodes:
                         try:
+                            t = time.perf_counter()
                             _scrape(node.control)
+                            scrape_s.append(time.perf_counter() - t)
                             scrapes[0] += 1
                         except Exception:  # a replica busy electing: next second
                             pass
@@ -413,6 +450,15 @@ def metrics_cost(a: argparse.Namespace, seconds: float) -> int:
           f"{a.rounds}); throughput cost {100 * (1 - on / off):+.1f} % (goal <= 5 %); "
           f"replica CPU per push {c_on:.0f} vs {c_off:.0f} us ({100 * (c_on / c_off - 1):+.1f} "
           f"%); {scrapes[0]} scrapes while on")
+    scrape_ms = 1000 * statistics.median(scrape_s) if scrape_s else float("nan")
+    # Bound from the parts: the extra CPU of timing every request plus one scrape a
+    # second per replica (its wall time, an upper bound on its CPU), over the CPU the
+    # group spends per push at the measured rate.
+    extra_us = (timed_us - plain_us) * 2 + 1e6 * (scrape_ms / 1000) * len(c.nodes) / off
+    print(f"bound from the parts: timing +{timed_us - plain_us:.2f} us x (push + its "
+          f"pull-side share) and a {scrape_ms:.1f} ms scrape per replica per second at "
+          f"{off:,.0f} pushes/s = {extra_us:.1f} us per push of {c_off:.0f} us: "
+          f"{100 * extra_us / c_off:.1f} %")
     if a.json:
         print(json.dumps({"on": rates["on"], "off": rates["off"], "median_on": on,
                           "median_off": off, "cost": 1 - on / off, "cpu_us_on": cpu_us["on"],
