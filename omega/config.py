@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from omega.errors import ConfigError
 from omega.ops.http.settings import AdminSettings
 from omega.schema import SettingError, load, require
-from omega.transport.settings import TransportSettings
+from omega.transport_settings import TransportSettings
 
 if TYPE_CHECKING:
     from omega.brain.settings import BrainSettings
@@ -291,3 +291,57 @@ def read_secret(ref: SecretRef, *, source: str, key: str, required: bool = True)
             source, key, f"secret not set: provide {where or 'an env or file source'}"
         )
     return None
+
+
+#: Every secret a role reads must be at least this long: the fleet key and the dedup
+#: secret key HMACs, and the Raft password guards a port that speaks pickle.
+MIN_SECRET_BYTES = 16
+
+
+def read_role_secrets(cfg: NodeConfig) -> dict[str, bytes]:
+    """Resolve and check the secrets the role needs, before any actor starts.
+
+    Raises ConfigError naming the secret and the rule (the CLI exits 2).
+    """
+    out: dict[str, bytes] = {}
+    if isinstance(cfg, ShardConfig):
+        wanted = [("fleet_key", True), ("dedup_secret", True),
+                  ("raft_password", not cfg.shard.raft.dev_mode)]
+        for name, required in wanted:
+            key = f"secrets.{name}"
+            ref: SecretRef = getattr(cfg.secrets, name)
+            value = read_secret(ref, source=cfg.source, key=key, required=required)
+            if value is None:
+                continue
+            if len(value) < MIN_SECRET_BYTES:
+                raise ConfigError(
+                    cfg.source, key,
+                    f"{_where(ref)} holds {len(value)} bytes; it must be at least "
+                    f"{MIN_SECRET_BYTES} bytes (e.g. `openssl rand -hex 16`)",
+                )
+            out[name] = value
+    admin = getattr(cfg, "admin", None)
+    if isinstance(admin, AdminSettings) and admin.enabled:
+        out.update(read_admin_tokens(cfg))
+    return out
+
+
+def read_admin_tokens(cfg: NodeConfig) -> dict[str, bytes]:
+    """The admin API's bearer tokens (each optional), checked for length and for being
+    different from each other (ConfigError otherwise)."""
+    from omega.ops.http.auth import SECRET_OF_ROLE, Tokens
+
+    out: dict[str, bytes] = {}
+    for key in SECRET_OF_ROLE.values():
+        value = read_secret(getattr(cfg.secrets, key), source=cfg.source,
+                            key=f"secrets.{key}", required=False)
+        if value is not None:
+            out[key] = value
+    Tokens.from_secrets(out, cfg.source)
+    return out
+
+
+def _where(ref: SecretRef) -> str:
+    if ref.env and os.environ.get(ref.env):
+        return f"environment variable {ref.env}"
+    return f"file {ref.file}"

@@ -103,13 +103,14 @@ class InProcess:
 def in_process_node(role: str, config: Path) -> Iterator[InProcess]:
     """The role's real tree, started here (admin child included only if configured)."""
     from omega.actors import start_tree
+    from omega.actors.context import NodeContext
     from omega.actors.roles import tree_for
-    from omega.node import NodeContext, node_metrics
+    from omega.ops.metrics import NodeMetrics
 
     cfg = load_config(role, config)  # type: ignore[arg-type]
     cfg.node.data_dir.mkdir(parents=True, exist_ok=True)
     ctx = NodeContext(cfg=cfg, secrets=secrets_for(cfg))
-    ctx.publish("metrics", node_metrics(ctx))
+    ctx.publish("metrics", NodeMetrics.for_node(ctx))
     handle = start_tree(tree_for(cfg, ctx))
     ctx.handle = handle
     try:

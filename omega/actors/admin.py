@@ -15,7 +15,7 @@ from omega.actors.base import OmegaActor
 from omega.errors import TransportError
 
 if TYPE_CHECKING:
-    from omega.node import NodeContext
+    from omega.actors.context import NodeContext
     from omega.ops.http.server import AdminServer
 
 log = logging.getLogger("omega.actors.admin")

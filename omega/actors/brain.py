@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 from omega.actors.base import OmegaActor
 
 if TYPE_CHECKING:
+    from omega.actors.context import NodeContext
     from omega.brain.api import Brain
-    from omega.node import NodeContext
     from omega.protocol import CatalogEntry
 
 log = logging.getLogger("omega.actors.brain")

@@ -24,11 +24,12 @@ from omega.actors.rpc import RpcServerActor
 from omega.actors.spec import ChildSpec, Strategy, SupervisorSpec
 from omega.config import ShardConfig, TvConfig
 from omega.ops.control import ControlHandler, error_reply, health_only_handler
-from omega.transport import Handler, TransportSettings
+from omega.reply import Handler
+from omega.transport_settings import TransportSettings
 
 if TYPE_CHECKING:
+    from omega.actors.context import NodeContext
     from omega.config import NodeConfig
-    from omega.node import NodeContext
 
 
 CONTROL_WORKERS = 4

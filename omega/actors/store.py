@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 
 from omega.actors.base import OmegaActor
 from omega.protocol import ErrorReply, encode
-from omega.transport import Handler, Reply
+from omega.reply import Handler, Reply
 
 if TYPE_CHECKING:
-    from omega.node import NodeContext
+    from omega.actors.context import NodeContext
     from omega.raft import ReplicatedLmdb
     from omega.shard import ShardService
 

@@ -36,7 +36,7 @@ from omega.protocol import (
 )
 
 if TYPE_CHECKING:
-    from omega.node import NodeContext
+    from omega.actors.context import NodeContext
 
 log = logging.getLogger("omega.ops.control")
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
-from omega.errors import OmegaError
+from omega.catalog_files import read_catalog
 from omega.ops.ctl import request, resolve_control
 from omega.protocol import (
     CatalogEntry,
@@ -22,45 +20,6 @@ from omega.protocol import (
 
 #: Entries per TvImportCatalog frame: far below the frame cap even with descriptions.
 IMPORT_CHUNK = 100
-
-
-class CatalogFileError(OmegaError):
-    def __init__(self, path: Path, line: int, message: str) -> None:
-        super().__init__(f"{path}:{line}: {message}")
-
-
-def read_catalog(path: Path) -> Iterator[CatalogEntry]:
-    """MovieLens ``movies.csv`` (movieId,title,genres) or JSON lines with
-    ``id``, ``title`` and optional ``genres``, ``description``, ``year``, ``duration_min``."""
-    from omega.sim.movielens import read_movies_csv
-
-    if path.suffix == ".csv":
-        for item_id, item in read_movies_csv(path):
-            yield CatalogEntry(
-                id=str(item_id),
-                title=item.title[:256],
-                genres=item.genres,
-                description="",
-                year=item.year or 0,
-                duration_min=0,
-            )
-        return
-    with path.open(encoding="utf-8") as f:
-        for line, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-                yield CatalogEntry(
-                    id=str(obj["id"]),
-                    title=obj["title"],
-                    genres=tuple(obj.get("genres", ())),
-                    description=obj.get("description", ""),
-                    year=int(obj.get("year") or 0),
-                    duration_min=int(obj.get("duration_min") or 0),
-                )
-            except (ValueError, KeyError, TypeError) as exc:
-                raise CatalogFileError(path, line, f"bad catalog entry: {exc}") from None
 
 
 def run_tv(args: argparse.Namespace) -> int:

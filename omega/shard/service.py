@@ -45,6 +45,7 @@ from omega.protocol import (
     verify,
 )
 from omega.raft import CommitTimeout, KvReader, LeaderChanged, NotLeader
+from omega.reply import Pending, Reply
 from omega.shard import state
 from omega.shard.commands import (
     Advertise,
@@ -69,7 +70,6 @@ from omega.shard.validate import (
     device_hash,
     report_digest,
 )
-from omega.transport import Pending, Reply
 
 log = logging.getLogger("omega.shard")
 

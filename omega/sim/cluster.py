@@ -415,8 +415,8 @@ def _operations(c: Cluster) -> None:
 
 
 def _demo_tv(c: Cluster) -> None:
+    from omega.catalog_files import read_catalog
     from omega.ops.ctl import request
-    from omega.ops.tvcli import read_catalog
     from omega.protocol import (
         TvImportCatalog,
         TvObserve,

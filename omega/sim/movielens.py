@@ -17,7 +17,6 @@ fewer than 5 interactions are dropped. The catalog is every item anyone rated.
 from __future__ import annotations
 
 import csv
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,15 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from omega.errors import OmegaError
+# The catalog readers moved to omega.catalog_files; their names stay importable here.
+from omega.catalog_files import ML100K_GENRES as ML100K_GENRES
+from omega.catalog_files import DatasetError as DatasetError
+from omega.catalog_files import Item as Item
+from omega.catalog_files import _expect_header, _int, _lines
+from omega.catalog_files import item_text as item_text
+from omega.catalog_files import read_movies_csv as read_movies_csv
+from omega.catalog_files import read_u_item as _read_u_item
+from omega.catalog_files import split_title as split_title
 
 Layout = Literal["ml-latest", "ml-100k"]
 
@@ -40,64 +47,10 @@ MIN_INTERACTIONS = 5
 #: Cold-start slice: this many first interactions are the history, the next is the target.
 COLD_HISTORY = 5
 
-#: The 19 genre flags of ml-100k's u.item, in file order.
-ML100K_GENRES: tuple[str, ...] = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
-    "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
-    "Romance", "Sci-Fi", "Thriller", "War", "Western",
-)  # fmt: skip
-
-_NO_GENRES = "(no genres listed)"
-# A trailing "(1995)" or a series range "(2006–2007)"; the first year is kept.
-_YEAR = re.compile(r"^(?P<title>.*?)\s*\((?P<year>\d{4})(?:\s*[-–]\s*(?:\d{4})?)?\)\s*$")
-_RELEASE_YEAR = re.compile(r"(\d{4})\s*$")
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 
-
-class DatasetError(OmegaError):
-    """A data folder is missing, of an unknown layout, or holds a malformed file."""
-
-    def __init__(self, path: Path | str, message: str) -> None:
-        self.path = str(path)
-        self.message = message
-        super().__init__(f"{path}: {message}")
-
-
-@dataclass(frozen=True)
-class Item:
-    """One catalog title. ``title`` is without its year, which is in ``year``."""
-
-    id: int
-    title: str
-    year: int | None
-    genres: tuple[str, ...]
-
-    @property
-    def text(self) -> str:
-        """The text embedded for this item (see :func:`item_text`)."""
-        return item_text(self.title, self.year, self.genres)
-
-
-def item_text(title: str, year: int | None, genres: Sequence[str]) -> str:
-    """``"Title (year). Genres: a, b, c"``, e.g. ``"Heat (1995). Genres: Action, Crime"``.
-
-    A title without a year reads ``"Title. Genres: ..."``; without genres the
-    text is the title alone, as ``omega.brain.content.content_text`` writes it
-    (so the brain finds these texts in the runner's shared embedding cache).
-    """
-    head = f"{title} ({year})" if year is not None else title
-    return f"{head}. Genres: {', '.join(genres)}" if genres else head
-
-
-def split_title(raw: str) -> tuple[str, int | None]:
-    """Split a MovieLens title ``"Heat (1995)"`` into ``("Heat", 1995)``."""
-    text = raw.strip()
-    match = _YEAR.match(text)
-    if match is None:
-        return text, None
-    return match.group("title"), int(match.group("year"))
 
 
 @dataclass(frozen=True, eq=False)
@@ -266,31 +219,6 @@ def split_leave_last(data: MovieLens, min_interactions: int = MIN_INTERACTIONS) 
 # -- readers -----------------------------------------------------------------
 
 
-def _lines(path: Path, encoding: str) -> list[str]:
-    # Whole-file reads: the largest file (ratings.csv) is a few MB.
-    try:
-        return path.read_text(encoding=encoding).splitlines(keepends=True)
-    except UnicodeDecodeError as exc:
-        raise DatasetError(path, f"not {encoding} text: {exc}") from None
-    except OSError as exc:
-        raise DatasetError(path, f"cannot read: {exc.strerror or exc}") from None
-
-
-def read_movies_csv(path: Path) -> Iterator[tuple[int, Item]]:
-    """The titles of a MovieLens ``movies.csv`` (movieId,title,genres), year split off."""
-    reader = csv.reader(_lines(path, "utf-8"))
-    _expect_header(path, next(reader, None), ["movieId", "title", "genres"])
-    for row in reader:
-        line = reader.line_num
-        if not row:
-            continue
-        if len(row) != 3:
-            raise DatasetError(path, f"line {line}: expected 3 fields, got {len(row)}")
-        item_id = _int(path, line, row[0], "movieId")
-        title, year = split_title(row[1])
-        genres = () if row[2] in ("", _NO_GENRES) else tuple(row[2].split("|"))
-        yield item_id, Item(item_id, title, year, genres)
-
 
 def _read_ratings_csv(path: Path) -> Iterator[tuple[int, int, float, int]]:
     reader = csv.reader(_lines(path, "utf-8"))
@@ -304,28 +232,6 @@ def _read_u_data(path: Path) -> Iterator[tuple[int, int, float, int]]:
     for line, text in enumerate(_lines(path, "latin-1"), start=1):
         if text.strip():
             yield _rating_row(path, line, text.split())
-
-
-def _read_u_item(path: Path) -> Iterator[tuple[int, Item]]:
-    n_genres = len(ML100K_GENRES)
-    for line, text in enumerate(_lines(path, "latin-1"), start=1):
-        text = text.rstrip("\r\n")
-        if not text.strip():
-            continue
-        fields = text.split("|")
-        if len(fields) < 2 + n_genres:
-            raise DatasetError(path, f"line {line}: expected at least {2 + n_genres} fields")
-        item_id = _int(path, line, fields[0], "item id")
-        title, year = split_title(fields[1])
-        if year is None and len(fields) > 2 + n_genres:
-            # Some titles lack "(year)"; the release date (field 3) may hold it.
-            release = _RELEASE_YEAR.search(fields[2])
-            year = int(release.group(1)) if release else None
-        flags = fields[-n_genres:]
-        if any(f not in ("0", "1") for f in flags):
-            raise DatasetError(path, f"line {line}: genre flags must be 0 or 1")
-        genres = tuple(g for g, f in zip(ML100K_GENRES, flags, strict=True) if f == "1")
-        yield item_id, Item(item_id, title, year, genres)
 
 
 def _rating_row(path: Path, line: int, row: Sequence[str]) -> tuple[int, int, float, int]:
@@ -342,16 +248,3 @@ def _rating_row(path: Path, line: int, row: Sequence[str]) -> tuple[int, int, fl
     return user, item, rating, _int(path, line, row[3], "timestamp")
 
 
-def _int(path: Path, line: int, text: str, what: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise DatasetError(path, f"line {line}: {what} {text!r} is not an integer") from None
-
-
-def _expect_header(path: Path, header: list[str] | None, expected: list[str]) -> None:
-    if header is None:
-        raise DatasetError(path, "empty file")
-    got = [h.strip().lstrip("\ufeff") for h in header]
-    if got != expected:
-        raise DatasetError(path, f"header {','.join(got)!r}, expected {','.join(expected)!r}")

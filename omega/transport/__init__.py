@@ -7,13 +7,13 @@ with timeouts, bounded retries and endpoint failover; ``Publisher``/``Subscriber
 broadcast. Errors are ``omega.errors.TransportError`` subclasses.
 """
 
+from omega.reply import Handler, OnError, Pending, Reply, reply_bytes
 from omega.transport.client import RpcClient
 from omega.transport.errors import AddressInUse, RequestTimeout, TransportClosed, TransportError
 from omega.transport.memory import InMemoryRequester, Requester
-from omega.transport.pending import Pending, Reply, reply_bytes
 from omega.transport.pubsub import Publisher, Subscriber
-from omega.transport.server import Handler, OnError, OnFatal, RpcServer
-from omega.transport.settings import TlsSettings, TransportSettings
+from omega.transport.server import OnFatal, RpcServer
+from omega.transport_settings import TlsSettings, TransportSettings
 
 __all__ = [
     "AddressInUse",

@@ -27,7 +27,7 @@ import pynng
 from pynng import ffi, lib
 
 from omega.transport.errors import AddressInUse, RequestTimeout, TransportClosed, TransportError
-from omega.transport.settings import TlsSettings, TransportSettings
+from omega.transport_settings import TlsSettings, TransportSettings
 
 OK = 0
 ETIMEDOUT: int = lib.NNG_ETIMEDOUT

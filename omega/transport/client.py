@@ -26,7 +26,7 @@ from typing import Any
 
 from omega.transport import _nng
 from omega.transport.errors import RequestTimeout, TransportClosed, TransportError
-from omega.transport.settings import TransportSettings
+from omega.transport_settings import TransportSettings
 
 log = logging.getLogger("omega.transport")
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 import threading
 from typing import Protocol
 
+from omega.reply import Handler, OnError, reply_bytes
 from omega.transport.errors import TransportClosed
-from omega.transport.pending import reply_bytes
-from omega.transport.server import Handler, OnError
 
 #: How long ``request`` waits for a deferred reply when the caller gives no timeout.
 _DEFAULT_WAIT_S = 30.0

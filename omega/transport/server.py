@@ -33,16 +33,13 @@ from collections.abc import Callable
 from typing import Any
 
 from omega.errors import OmegaError
+from omega.reply import Handler, OnError, Pending, Reply
 from omega.transport import _nng
 from omega.transport.errors import TransportError
-from omega.transport.pending import Pending, Reply
-from omega.transport.settings import TransportSettings
+from omega.transport_settings import TransportSettings
 
 log = logging.getLogger("omega.transport")
 
-#: ``handler(request) -> reply``: bytes now, or a ``Pending`` resolved later.
-Handler = Callable[[bytes], Reply]
-OnError = Callable[[BaseException], bytes]
 OnFatal = Callable[[BaseException], None]
 
 #: A worker waiting for a request wakes this often to look at the closing flag,

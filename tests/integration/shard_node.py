@@ -25,10 +25,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from omega.config import ShardConfig, load_config
+from omega.config import ShardConfig, load_config, read_role_secrets
 from omega.errors import OmegaError, ProtocolError
 from omega.log import setup_logging
-from omega.node import read_role_secrets
 from omega.protocol import (
     CtlReply,
     CtlRequest,

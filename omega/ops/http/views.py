@@ -28,7 +28,7 @@ from omega.ops.http.federation import Federation
 from omega.ops.http.settings import AdminSettings
 
 if TYPE_CHECKING:
-    from omega.node import NodeContext
+    from omega.actors.context import NodeContext
 
 #: Store scans (every device record, every file) are at most this often.
 SCAN_CACHE_S = 5.0

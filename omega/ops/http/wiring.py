@@ -13,7 +13,7 @@ from omega.ops.metrics import RESOURCE as METRICS
 from omega.ops.metrics import NodeMetrics
 
 if TYPE_CHECKING:
-    from omega.node import NodeContext
+    from omega.actors.context import NodeContext
 
 
 def admin_settings(ctx: NodeContext) -> AdminSettings:

@@ -28,7 +28,7 @@ from omega.ops.metrics.histogram import FastHistogram, labelled_family
 from omega.transport import Handler, Pending, Reply
 
 if TYPE_CHECKING:
-    from omega.node import NodeContext
+    from omega.actors.context import NodeContext
     from omega.ops.http.views import NodeView
     from omega.ops.http.watch import ShardWatcher
 
@@ -78,6 +78,12 @@ class NodeMetrics:
                 N.BRAIN_INFERENCE_MS, "Time to answer one recommend request on the TV, ms",
                 N.INFERENCE_BUCKETS_MS)
         self.registry.register(_NodeCollector(self))
+
+    @classmethod
+    def for_node(cls, ctx: NodeContext) -> NodeMetrics:
+        """The node's metrics, on unless ``[admin] metrics = false``."""
+        admin = getattr(ctx.cfg, "admin", None)
+        return cls(ctx, enabled=bool(getattr(admin, "metrics", True)))
 
     # -- the hot paths -------------------------------------------------------------------
 

@@ -1,4 +1,9 @@
-"""``Pending``: a reply a handler gives later, from whatever thread has it.
+"""Reply types of a request handler: ``Reply``, ``Pending``, ``Handler``.
+
+A leaf module (no engine imported) so that services can speak the handler
+contract without importing the nng transport that serves it.
+
+``Pending``: a reply a handler gives later, from whatever thread has it.
 
 A handler that cannot answer at once (a push waiting for its Raft commit) returns
 a ``Pending`` instead of bytes and keeps it; whoever learns the answer calls
@@ -14,9 +19,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from omega.transport.errors import RequestTimeout
+from omega.errors import RequestTimeout
 
-__all__ = ["Pending", "Reply", "reply_bytes"]
+__all__ = ["Handler", "OnError", "Pending", "Reply", "reply_bytes"]
 
 _UNSET = object()
 
@@ -73,6 +78,12 @@ class Pending:
 
 #: What a handler returns: the reply now, or a ``Pending`` resolved later.
 Reply = bytes | Pending
+
+
+#: A request handler: request bytes in, a reply (now or later) out.
+Handler = Callable[[bytes], Reply]
+#: ``on_error(exc) -> reply``: the error reply sent for a handler's exception.
+OnError = Callable[[BaseException], bytes]
 
 
 def reply_bytes(reply: Reply, timeout_s: float) -> bytes:

@@ -1,7 +1,8 @@
 """Transport settings: the ``[transport]`` table of every role's config.
 
 Loaded by ``omega.schema.load``; ranges are checked here so that a bad value is a
-``SettingError`` naming the key before any socket is opened.
+``SettingError`` naming the key before any socket is opened. A leaf module (it
+imports no pynng) so that loading a config does not load the transport engine.
 """
 
 from __future__ import annotations
