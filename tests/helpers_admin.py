@@ -137,3 +137,20 @@ def http(method: str, url: str, token: bytes | None = None, body: Any = None,
             return resp.status, dict(resp.headers), resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), exc.read()
+
+
+def get_json(url: str, token: bytes | None = None) -> Any:
+    """GET → parsed JSON, or None when the node does not answer 200 (yet): for waits."""
+    try:
+        status, _, body = http("GET", url, token, timeout=2.0)
+    except OSError:
+        return None
+    return json.loads(body) if status == 200 else None
+
+
+def get_text(url: str) -> str | None:
+    try:
+        status, _, body = http("GET", url, timeout=2.0)
+    except OSError:
+        return None
+    return body.decode() if status == 200 else None

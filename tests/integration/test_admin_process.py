@@ -15,7 +15,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from omega.client import DeviceClient
 from omega.ops.metrics import names as N
-from tests.helpers_admin import ADMIN_ENV, ROLE_TOKEN, device_key, http, hub_toml, shard_toml
+from tests.helpers_admin import (
+    ADMIN_ENV,
+    ROLE_TOKEN,
+    device_key,
+    get_json,
+    get_text,
+    http,
+    hub_toml,
+    shard_toml,
+)
 from tests.nodeproc import REPO, free_ports, kill_all, node_env, run_cli, start_node, stop, wait_for
 
 READ = ROLE_TOKEN["read"]
@@ -61,7 +70,7 @@ def test_shard_aggregator_hub_over_http(tmp_path: Path,
     for url in (shard_url, hub_url, agg_url):
         wait_for(lambda url=url: up(url), 60, f"admin API at {url}")
     health = json.loads(http("GET", shard_url + "/api/v1/health")[2])
-    wait_for(lambda: json.loads(http("GET", shard_url + "/api/v1/health")[2])["status"] == "ok",
+    wait_for(lambda: (get_json(shard_url + "/api/v1/health") or {}).get("status") == "ok",
              60, "the shard to elect itself")
     assert health["role"] == "shard"
     # No token: 401 and no data; the read token: data.
@@ -73,7 +82,7 @@ def test_shard_aggregator_hub_over_http(tmp_path: Path,
             dev.pull(0, "eu")
 
     def hub_sees_devices() -> Any:
-        shards = json.loads(http("GET", hub_url + "/api/v1/shards", READ)[2])["shards"]
+        shards = (get_json(hub_url + "/api/v1/shards", READ) or {}).get("shards")
         return shards if shards and shards[0]["devices"] == 5 else None
 
     shards = wait_for(hub_sees_devices, 30, "the hub to see the shard's devices")
@@ -90,7 +99,7 @@ def test_shard_aggregator_hub_over_http(tmp_path: Path,
     assert shard_m[(N.SYNC_LATENCY_MS + "_count", (("kind", "read"),))] >= 5
     assert shard_m[(N.SHARD_HEALTH, (("shard", "shard-a"),))] == 1
     assert shard_m[(N.REQUESTS + "_total", (("reply", "PushAck"),))] >= 5
-    hub_m = wait_for(lambda: (m := metric_samples(http("GET", hub_url + "/metrics")[2].decode()))
+    hub_m = wait_for(lambda: (m := metric_samples(get_text(hub_url + "/metrics") or ""))
                      .get((N.DEVICES_ACTIVE, ())) == 5 and m, 30, "hub metrics")
     assert hub_m[(N.SHARD_HEALTH, (("shard", "shard-a"),))] == 1
     assert hub_m[(N.PATTERNS_RECEIVED + "_total", ())] >= 5
@@ -104,8 +113,7 @@ def test_shard_aggregator_hub_over_http(tmp_path: Path,
     assert out.returncode == 0, out.stderr
 
     def restarted() -> bool:
-        tree = json.loads(http("GET", hub_url + "/api/v1/node/tree", READ)[2]) if up(
-            hub_url) else None
+        tree = get_json(hub_url + "/api/v1/node/tree", READ)
         return bool(tree) and any(c["name"] == "admin" and c["restarts"] >= 1
                                   for c in tree["children"])
 
