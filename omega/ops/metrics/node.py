@@ -88,16 +88,17 @@ class NodeMetrics:
     # -- the hot paths -------------------------------------------------------------------
 
     def timed_handler(self, handler: Handler) -> Handler:
-        """``handler`` with each request's latency observed (a pass-through when off).
+        """``handler`` with the latency of each request answered at once observed
+        (``kind="read"``: pulls, heartbeats, refusals); a pass-through when off.
 
-        A deferred reply (an accepted push) is timed when it is resolved: the
-        ``Pending`` the transport sees is resolved by the inner one's listener. Those
-        are the accepted pushes (``kind="push"``); everything answered at once —
-        pulls, heartbeats, refusals — is ``kind="read"``.
+        An accepted push's reply is deferred (a ``Pending``): the shard service times
+        it itself, through ``ShardService.push_timer`` (``kind="push"``), where the
+        ack is made — no extra object per push, which would cost the Raft thread and
+        the garbage collector more than the timing itself.
         """
-        if self.sync_latency is None or self.push_latency is None:
+        if self.sync_latency is None:
             return handler
-        observe, observe_push = self.sync_latency.observe, self.push_latency.observe
+        observe = self.sync_latency.observe
         clock = time.perf_counter
 
         def timed(frame: bytes) -> Reply:
@@ -105,15 +106,7 @@ class NodeMetrics:
             reply = handler(frame)
             if not isinstance(reply, Pending):
                 observe((clock() - t0) * 1000.0)
-                return reply
-            outer = Pending()
-
-            def done(data: bytes) -> None:
-                observe_push((clock() - t0) * 1000.0)
-                outer.resolve(data)
-
-            reply.on_resolve(done)
-            return outer
+            return reply
 
         return timed
 
