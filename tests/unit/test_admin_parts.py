@@ -203,3 +203,28 @@ def test_fleet_aggregate_sums_every_sample() -> None:
     assert fleet[("omega_brain_recommendations_served_total", ())] == 4
     assert fleet[("omega_brain_memory_mb", ())] == 200.0
     assert fleet[("omega_fleet_tvs", ())] == 2
+
+
+def test_scan_cache_follows_the_cost_of_the_scan() -> None:
+    from omega.ops.http.views import _Cached
+
+    t = [0.0]
+    calls = [0]
+
+    def scan(cost: float) -> Any:
+        def run() -> int:
+            calls[0] += 1
+            t[0] += cost  # the scan takes this long
+            return calls[0]
+        return run
+
+    c = _Cached(lambda: t[0], min_ttl=1.0, cost_factor=20.0)
+    assert c.get(scan(0.001)) == 1
+    t[0] += 0.5
+    assert c.get(scan(0.001)) == 1  # fresh enough
+    t[0] += 0.6
+    assert c.get(scan(0.5)) == 2  # older than a second: scanned again, and it took 0.5 s
+    t[0] += 5.0
+    assert c.get(scan(0.5)) == 2  # a 0.5 s scan is reused for 10 s
+    t[0] += 5.0
+    assert c.get(scan(0.001)) == 3

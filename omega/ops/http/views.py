@@ -8,7 +8,7 @@ have is ``None`` (and the schema says when that happens).
 
 Rates (sync requests per minute, mean latency) are differences between samples
 that ``sample()`` takes every ``[admin] poll_s``; scans of the store (devices,
-storage on disk) are cached for ``SCAN_CACHE_S``.
+storage on disk) are reused for a second or more (``_Cached``).
 """
 
 from __future__ import annotations
@@ -30,8 +30,10 @@ from omega.ops.http.settings import AdminSettings
 if TYPE_CHECKING:
     from omega.actors.context import NodeContext
 
-#: Store scans (every device record, every file) are at most this often.
-SCAN_CACHE_S = 5.0
+#: Store scans (every device record, every file) are reused for at least this long,
+#: and for ``SCAN_COST_FACTOR`` times what the last scan took (at most 5 % of a core).
+SCAN_MIN_AGE_S = 1.0
+SCAN_COST_FACTOR = 20.0
 #: Window of the per-minute rates.
 RATE_WINDOW_S = 60.0
 #: Releases shown by the API (newest last).
@@ -98,13 +100,18 @@ class _Sample:
 
 
 class _Cached:
-    """A value recomputed at most every ``ttl`` seconds (thread-safe)."""
+    """A value recomputed when older than ``max(min_ttl, cost_factor × the time its
+    last computation took)``: fresh when cheap, at most ``1 / cost_factor`` of a core
+    when a scan grows long (a million device records). Thread-safe."""
 
-    def __init__(self, ttl: float, clock: Callable[[], float]) -> None:
-        self._ttl = ttl
+    def __init__(self, clock: Callable[[], float], min_ttl: float = SCAN_MIN_AGE_S,
+                 cost_factor: float = SCAN_COST_FACTOR) -> None:
         self._clock = clock
+        self._min_ttl = min_ttl
+        self._factor = cost_factor
         self._lock = threading.Lock()
         self._at = -1e18
+        self._ttl = min_ttl
         self._value: Any = None
 
     def get(self, compute: Callable[[], Any]) -> Any:
@@ -112,7 +119,9 @@ class _Cached:
             now = self._clock()
             if now - self._at >= self._ttl:
                 self._value = compute()
+                took = self._clock() - now
                 self._at = now
+                self._ttl = max(self._min_ttl, self._factor * took)
             return self._value
 
 
@@ -126,8 +135,8 @@ class NodeView:
         self.settings = settings
         self._clock = clock
         self._wall = wall
-        self._devices = _Cached(SCAN_CACHE_S, clock)
-        self._storage = _Cached(SCAN_CACHE_S, clock)
+        self._devices = _Cached(clock)
+        self._storage = _Cached(clock)
         self._samples: deque[_Sample] = deque()
         self._samples_lock = threading.Lock()
         #: Set by the metrics (when on): () -> (sum ms, count) of all device requests,
