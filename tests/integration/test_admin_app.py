@@ -291,3 +291,35 @@ def test_dashboard_needs_a_token_and_totals_add_up(shard: InProcess) -> None:
                  "dashboard data")
     assert d["node"]["role"] == "shard" and d["totals"]["devices"] >= 1
     assert d["federation"]["available"] is False
+
+
+class ForwarderOnly:
+    """A role's federation with status and trigger but no content registry, whose
+    status carries its Raft group (as the hub's does)."""
+
+    def status(self) -> dict[str, Any]:
+        return {"role": "aggregator", "batches_forwarded": 2,
+                "raft": {"role": "leader", "term": 3, "leader": "127.0.0.1:1",
+                         "commit_index": 9, "applied_index": 9}}
+
+    def trigger(self) -> dict[str, Any]:
+        return {"forward": 1}
+
+
+def test_partial_federation_and_its_raft_group(hub: InProcess) -> None:
+    c = client(hub)
+    fed = ForwarderOnly()
+    hub.ctx.publish("federation", fed)
+    try:
+        r = c.post("/api/v1/content", headers=headers("operator"), json=CONTENT)
+        assert r.status_code == 409 and "has no add_content" in r.json()["detail"]
+        r = c.post("/api/v1/federation/trigger", headers=headers("operator"))
+        assert r.status_code == 202 and r.json()["result"] == {"forward": 1}
+        st = c.get("/api/v1/federation", headers=headers("read")).json()
+        assert st["available"] and st["rounds"] is None
+        assert st["detail"]["batches_forwarded"] == 2
+        raft = c.get("/api/v1/node/raft", headers=headers("read")).json()
+        assert raft["role"] == "leader" and raft["term"] == 3
+    finally:
+        hub.ctx.withdraw("federation", fed)
+    assert c.get("/api/v1/node/raft", headers=headers("read")).status_code == 404

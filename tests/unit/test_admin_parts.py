@@ -228,3 +228,26 @@ def test_scan_cache_follows_the_cost_of_the_scan() -> None:
     assert c.get(scan(0.5)) == 2  # a 0.5 s scan is reused for 10 s
     t[0] += 5.0
     assert c.get(scan(0.001)) == 3
+
+
+def test_federation_view_reads_what_federation_gives_and_invents_nothing() -> None:
+    from omega.ops.http.federation import federation_view
+
+    hub_like = {"role": "hub", "releases_spent": 3, "titles": 40, "epsilon_spent": 1.5,
+                "last_release": {"version": 7, "time": 1.7e9, "pairs": 12},
+                "keys": [{"key_id": 1, "retired_ms": None}], "raft": {"role": "leader"}}
+    v = federation_view(hub_like)
+    assert v["rounds"] == 3 and v["content_items"] == 40 and v["epsilon_spent"] == 1.5
+    assert v["releases"] == [{"version": 7, "at": 1.7e9, "epsilon": None, "titles": None,
+                              "pairs": 12}]
+    assert v["reports_received"] is None and v["next_round_at"] is None  # not given
+    assert v["detail"]["keys"] == [{"key_id": 1, "retired_ms": None}]
+    assert v["epsilon_unbounded"] is False
+    inf = federation_view({"epsilon_spent": "inf", "trends": {"eu": [
+        {"content_id": "m1", "score": float("nan")}, {"content_id": "m2", "score": 2}]}})
+    assert inf["epsilon_spent"] is None and inf["epsilon_unbounded"] is True
+    assert inf["trends"] == {"eu": [{"content_id": "m2", "score": 2.0}]}
+    shard_like = federation_view({"role": "shard", "reports_forwarded": 5, "x": float("inf")})
+    assert shard_like["rounds"] is None and shard_like["releases"] == []
+    assert shard_like["detail"] == {"role": "shard", "reports_forwarded": 5, "x": None}
+    json.dumps(shard_like, allow_nan=False)

@@ -27,6 +27,7 @@ from starlette.routing import Route
 from omega.errors import OmegaError
 from omega.ops.http.auth import AuthError, Role, Tokens
 from omega.ops.http.bodies import BadBody, is_id, parse_body
+from omega.ops.http.federation import json_safe
 from omega.ops.http.openapi import API, openapi_document
 from omega.ops.http.views import NodeView
 from omega.ops.http.watch import ShardWatcher
@@ -176,12 +177,17 @@ def registry_change(admin: Admin, device_ids: list[str], revoke: bool) -> dict[s
     return {"action": "revoke" if revoke else "register", "devices": len(device_ids)}
 
 
-def _federation(admin: Admin) -> Any:
+def _federation(admin: Admin, method: str) -> Any:
+    """Federation's ``method``, or 409 when federation (or that part of it) is not here."""
     fed = admin.view.federation()
     if fed is None:
         raise ApiError(409, "federation_unavailable",
                        f"federation not running on this node (role {admin.view.role})")
-    return fed
+    fn = getattr(fed, method, None)
+    if not callable(fn):
+        raise ApiError(409, "federation_unavailable",
+                       f"federation on this node (role {admin.view.role}) has no {method}")
+    return fn
 
 
 # -- routes -------------------------------------------------------------------------------
@@ -245,23 +251,25 @@ def build_app(admin: Admin) -> Starlette:
         item = parse_body(await request.body(), "ContentItem")
         if not is_id(item["id"]):
             raise BadBody("id", "must be letters, digits and . _ : - only")
-        fed = _federation(admin)
+        add_content = _federation(admin, "add_content")
         try:
-            result = await run_in_threadpool(fed.add_content, [item])
+            result = await run_in_threadpool(add_content, [item])
         except OmegaError as exc:
             raise ApiError(409, "refused", str(exc)) from None
-        return JSONResponse({"id": item["id"], "result": dict(result)}, status_code=201)
+        return JSONResponse({"id": item["id"], "result": json_safe(dict(result))},
+                            status_code=201)
 
     async def federation(_: Request) -> Response:
         return JSONResponse(await run_in_threadpool(view.federation_status))
 
     async def trigger(_: Request) -> Response:
-        fed = _federation(admin)
+        trigger_round = _federation(admin, "trigger")
         try:
-            result = await run_in_threadpool(fed.trigger)
+            result = await run_in_threadpool(trigger_round)
         except OmegaError as exc:
             raise ApiError(409, "refused", str(exc)) from None
-        return JSONResponse({"accepted": True, "result": dict(result)}, status_code=202)
+        return JSONResponse({"accepted": True, "result": json_safe(dict(result))},
+                            status_code=202)
 
     async def tree(_: Request) -> Response:
         t = await run_in_threadpool(view.tree)

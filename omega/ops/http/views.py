@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omega.ops.http.federation import RESOURCE as FEDERATION
-from omega.ops.http.federation import Federation
+from omega.ops.http.federation import federation_view, json_safe
 from omega.ops.http.settings import AdminSettings
 
 if TYPE_CHECKING:
@@ -175,16 +175,29 @@ class NodeView:
     def shard_service(self) -> Any:
         return self.ctx.resource("shard")
 
-    def federation(self) -> Federation | None:
+    def federation(self) -> Any:
+        """Federation's hook (``status`` at least; ``trigger`` and ``add_content`` where
+        the role has them), or None while it does not run here."""
         fed = self.ctx.resource(FEDERATION)
-        return fed if isinstance(fed, Federation) else None
+        return fed if callable(getattr(fed, "status", None)) else None
 
     def raft(self) -> dict[str, Any] | None:
+        """This node's Raft replica: the shard's, else one published as ``"raft"``
+        (an object with ``status()``), else the ``raft`` part of federation's status
+        (the hub's group); None when the node has none."""
         service = self.shard_service()
-        if service is None:
-            return None
-        status: dict[str, Any] = service.raft_status()
-        return status
+        if service is not None:
+            status: dict[str, Any] = service.raft_status()
+            return status
+        other = self.ctx.resource("raft")
+        if callable(getattr(other, "status", None)):
+            return json_safe(dict(other.status()))  # type: ignore[no-any-return]
+        fed = self.federation()
+        if fed is not None:
+            part = fed.status().get("raft")
+            if isinstance(part, dict) and "role" in part and "term" in part:
+                return json_safe(part)  # type: ignore[no-any-return]
+        return None
 
     # -- this shard ----------------------------------------------------------------------
 
@@ -309,27 +322,7 @@ class NodeView:
         if fed is None:
             return {"available": False,
                     "reason": f"federation not running on this node (role {self.role})"}
-        raw = dict(fed.status())
-        out: dict[str, Any] = {"available": True}
-        for key, kind in (("rounds", int), ("epsilon_spent", float), ("epsilon_budget", float),
-                          ("reports_received", int), ("last_round_at", float),
-                          ("next_round_at", float), ("content_items", int)):
-            value = raw.get(key)
-            out[key] = kind(value) if value is not None else None
-        releases = raw.get("releases") or []
-        out["releases"] = [
-            {"version": int(r["version"]), "at": float(r["at"]),
-             "epsilon": float(r["epsilon"]), "titles": int(r.get("titles", 0)),
-             "pairs": int(r.get("pairs", 0))}
-            for r in list(releases)[-MAX_RELEASES:]
-        ]
-        trends = raw.get("trends") or {}
-        out["trends"] = {
-            str(region): [{"content_id": str(t["content_id"]), "score": float(t["score"])}
-                          for t in items][:20]
-            for region, items in trends.items()
-        }
-        return out
+        return federation_view(dict(fed.status()))
 
 
 def _shard_status(raft: dict[str, Any]) -> str:
