@@ -1,23 +1,28 @@
 """``omega-node``: one binary for every role, plus operator and TV commands.
 
   omega-node --role tv|shard|aggregator|hub --config config/ROLE.toml   run a node
-  omega-node ctl tree|kill NAME|raft|health                             operate a running node
+  omega-node ctl tree|kill NAME|raft|shard|health|stop                  operate a running node
   omega-node health ADDRESS                                             health request over nng
-  omega-node tv observe|recommend|import-catalog|status                 talk to a running TV
+  omega-node tv import-catalog|observe|recommend|status                 talk to a running TV
   omega-node bench quality --data DIR                                   MovieLens quality benchmark
   omega-node local-cluster                                              the main job
 
 Exit codes: 0 ok, 1 runtime failure (including a root supervisor giving up),
-2 bad usage or bad config (the message names the file and the key).
+2 bad usage or bad config (the message names the file and the key, or the
+address already in use).
+
+Only the standard library is imported to parse arguments (``--help`` works
+without the engines installed); each command imports what it needs when it runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import math
+import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 from omega.blas import one_blas_thread
 from omega.config import ROLES, Overrides, Role, load_config
@@ -27,12 +32,45 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
-_ROLE_HELP = """roles:
-  tv          the brain on each TV: embedder, index, LMDB memory, recommender, local API
-  shard       one replica of a 3-node Raft group taking device pushes and serving pulls
-  aggregator  sums shard summaries for a region
-  hub         global consolidation: DP release, neighbour lists, trends, content registry
+_ROLE_HELP = """roles (what runs today):
+  tv          the brain on each TV: embedder, index, LMDB memory, recommender, and its
+              local API on the control socket (`omega-node tv ...`); it does not sync yet
+  shard       one replica of a 3-node Raft group: takes signed device pushes of sealed
+              reports (stored, replicated) and serves pulls
+  aggregator  answers health and ctl only (merging shard summaries is not built yet)
+  hub         answers health and ctl only (DP release, neighbour lists, trends: not built yet)
+
+Secrets come from the environment (or files named in the config's [secrets] table),
+never from the TOML. A shard needs OMEGA_FLEET_KEY, OMEGA_DEDUP_SECRET and
+OMEGA_RAFT_PASSWORD, each at least 16 bytes (e.g. `openssl rand -hex 16`).
 """
+
+_INSTALL_HINT = (
+    "install Omega and its dependencies into a virtualenv and run it from there:\n"
+    "  python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/omega-node --help"
+)
+
+
+def _ranged(kind: Callable[[str], float], lo: float, hi: float, what: str
+            ) -> Callable[[str], float]:
+    """An argparse type: ``kind(text)`` within ``[lo, hi]``, else a usage error (exit 2)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            noun = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{what} must be {noun}, got {text!r}") from None
+        if not (math.isfinite(value) and lo <= value <= hi):
+            raise argparse.ArgumentTypeError(f"{what} must be between {lo:g} and {hi:g}, "
+                                             f"got {text}")
+        return value
+
+    return parse
+
+
+def _wants(argv: Sequence[str] | None, command: str) -> bool:
+    return command in (sys.argv[1:] if argv is None else argv)
 
 
 def _add_node_flags(p: argparse.ArgumentParser, *, with_role: bool) -> None:
@@ -48,7 +86,7 @@ def _add_node_flags(p: argparse.ArgumentParser, *, with_role: bool) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="omega-node",
         description="Omega: edge-first recommendations for smart TVs. One binary, four roles.",
@@ -63,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     ctl.add_argument("--config", type=Path, help="the node's config (to find its control socket)")
     ctl.add_argument("--data-dir", type=Path, help="the node's data dir (control socket inside)")
     ctl.add_argument("--control", help="control socket address, e.g. ipc:///path/control.sock")
-    ctl.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the node")
+    ctl.add_argument("--timeout", type=_ranged(float, 0.1, 3600, "--timeout"), default=5.0,
+                     help="seconds to wait for the node, 0.1-3600 (default 5)")
     ctl_sub = ctl.add_subparsers(dest="ctl_command", metavar="CTL", required=True)
     ctl_sub.add_parser("tree", help="supervision tree: names, state, restart counts")
     kill = ctl_sub.add_parser(
@@ -82,37 +121,66 @@ def build_parser() -> argparse.ArgumentParser:
 
     health = sub.add_parser("health", help="send a health request to a node's listen address")
     health.add_argument("address", help="e.g. tcp://127.0.0.1:7410")
-    health.add_argument("--timeout", type=float, default=3.0)
+    health.add_argument("--timeout", type=_ranged(float, 0.1, 3600, "--timeout"), default=3.0,
+                        help="seconds to wait for the answer, 0.1-3600 (default 3)")
 
-    tv = sub.add_parser("tv", help="talk to a running TV node over its local socket")
+    tv = sub.add_parser(
+        "tv",
+        help="talk to a running TV node over its local control socket",
+        description="Talk to a running TV node (start it first: "
+        "omega-node --role tv --config config/tv.toml).",
+    )
     tv.add_argument("--config", type=Path, help="the TV's config (to find its control socket)")
     tv.add_argument("--data-dir", type=Path, help="the TV's data dir (control socket inside)")
-    tv.add_argument("--control", help="control socket address")
-    tv.add_argument("--timeout", type=float, default=30.0)
+    tv.add_argument("--control", help="control socket address, e.g. ipc:///path/control.sock")
+    tv.add_argument("--timeout", type=_ranged(float, 0.1, 3600, "--timeout"), default=30.0,
+                    help="seconds to wait for the TV's answer, 0.1-3600 (default 30)")
     tv_sub = tv.add_subparsers(dest="tv_command", metavar="TV", required=True)
-    obs = tv_sub.add_parser("observe", help="record a viewing event")
-    obs.add_argument("content_id")
-    obs.add_argument("watch_fraction", type=float)
-    obs.add_argument("--timestamp", type=int, default=None, help="unix seconds (default: now)")
-    rec = tv_sub.add_parser("recommend", help="top-k recommendations with reasons")
-    rec.add_argument("-k", type=int, default=10)
-    rec.add_argument("--timestamp", type=int, default=None)
-    imp = tv_sub.add_parser(
-        "import-catalog", help="import a catalog (MovieLens movies.csv or JSON lines)"
+    obs = tv_sub.add_parser("observe", help="record a viewing event",
+                            description="Record that the viewer watched a title.")
+    obs.add_argument("content_id", help="the title's id in the imported catalog, e.g. 1")
+    obs.add_argument("watch_fraction", type=_ranged(float, 0.0, 1.0, "watch_fraction"),
+                     help="how much of it was watched, 0.0-1.0 (0.8 or more counts as finished)")
+    obs.add_argument("--timestamp", type=_ranged(int, 0, 253_402_300_799, "--timestamp"),
+                     default=None, help="when, in Unix seconds (default: now)")
+    rec = tv_sub.add_parser(
+        "recommend", help="top-k recommendations: rank, title and reason",
+        description="The top k unwatched titles, best first: rank, title and why. The order "
+        "mixes relevance and variety, so it is the rank that matters, not a score.",
     )
-    imp.add_argument("path", type=Path)
-    tv_sub.add_parser("status", help="brain status")
+    rec.add_argument("-k", type=_ranged(int, 1, 100, "-k"), default=10,
+                     help="how many titles, 1-100 (default 10)")
+    rec.add_argument("--timestamp", type=_ranged(int, 0, 253_402_300_799, "--timestamp"),
+                     default=None, help="the viewer's time in Unix seconds (default: now)")
+    rec.add_argument("--json", action="store_true",
+                     help="print JSON lines: rank, content id, title, score, source, reason")
+    imp = tv_sub.add_parser(
+        "import-catalog", help="import a catalog (MovieLens movies.csv or JSON lines)",
+        description="Add or update titles in the TV's catalog; new text is embedded once "
+        "(about 3 ms a title). Progress goes to stderr.",
+    )
+    imp.add_argument("path", type=Path,
+                     help="movies.csv (movieId,title,genres) or JSON lines with id and title")
+    tv_sub.add_parser("status", help="brain status: catalog size, views, patterns, storage")
 
     bench = sub.add_parser("bench", help="benchmarks that print figures")
     bench_sub = bench.add_subparsers(dest="bench_command", metavar="BENCH", required=True)
     quality = bench_sub.add_parser(
         "quality", help="MovieLens HR@10/NDCG@10 of the brain vs baselines"
     )
-    from omega.sim.cli import add_quality_arguments
+    if _wants(argv, "bench"):  # its options live with the simulator (numpy): loaded when asked
+        from omega.sim.cli import add_quality_arguments
 
-    add_quality_arguments(quality)
+        try:
+            add_quality_arguments(quality)
+        except ModuleNotFoundError as exc:  # say so in its help; running it will say more
+            quality.description = f"(its options need the missing package {exc.name!r})"
 
-    cluster = sub.add_parser("local-cluster", help="run a local constellation with simulated TVs")
+    cluster = sub.add_parser(
+        "local-cluster",
+        help="the main job: a local constellation on 127.0.0.1 (3 shard replicas, an "
+        "aggregator, a hub, a real TV, simulated TVs) checked end to end",
+    )
     cluster.add_argument(
         "--config",
         type=Path,
@@ -122,12 +190,17 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument(
         "--data-dir", type=Path, default=None, help="where the nodes keep their data"
     )
+    cluster.add_argument(
+        "--base-port", type=_ranged(int, 1024, 65000, "--base-port"), default=None,
+        help="move every port: shards base+10.., Raft base+20.., aggregator base+30, "
+        "hub base+40 (1024-65000; default from the file: 7400)",
+    )
     cluster.add_argument("--keep", action="store_true", help="keep running until Ctrl-C")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         if args.command is None:
@@ -164,6 +237,15 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_FAILURE
+    except BrokenPipeError:  # `omega-node ... | head`: the reader has gone, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] == "omega":
+            raise
+        print(f"omega-node: error: the Python package {exc.name!r} is missing; "
+              f"{_INSTALL_HINT}", file=sys.stderr)
+        return EXIT_FAILURE
     parser.error(f"unknown command {args.command!r}")
     return EXIT_USAGE
 
@@ -176,10 +258,6 @@ def _run_node(args: argparse.Namespace) -> int:
     from omega.node import run_node
 
     return run_node(cfg)
-
-
-def print_json(obj: Any) -> None:
-    print(json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
 if __name__ == "__main__":

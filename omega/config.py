@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -34,8 +34,8 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 _ADDRESS_SCHEMES = ("tcp://", "ipc://", "tls+tcp://", "inproc://")
 
 
-def check_address(value: str, key: str, *, allow_empty: bool = False) -> None:
-    """Reject an nng address with no scheme we serve."""
+def check_nng_address(value: str, key: str, *, allow_empty: bool = False) -> None:
+    """Reject an nng address with no scheme we serve (``tcp://``, ``ipc://``...)."""
     if allow_empty and value == "":
         return
     require(
@@ -53,7 +53,9 @@ class NodeSettings:
     data_dir: Path = Path("var/node")
     #: The node's network endpoint (device-facing for shards). Empty: none (a TV).
     listen: str = ""
-    #: Local control socket for `omega-node ctl`. Empty: ipc://<data_dir>/control.sock.
+    #: Local control socket for `omega-node ctl` and `omega-node tv`. Empty:
+    #: ipc://<data_dir>/control.sock. Only ipc:// is accepted: the socket can stop the
+    #: node and kill its actors, so it is a file only the node's user may open (0600).
     control: str = ""
     log_level: LogLevel = "info"
     #: SIGTERM/SIGINT → all actors stopped and the process gone within this time.
@@ -61,8 +63,13 @@ class NodeSettings:
 
     def __post_init__(self) -> None:
         require(0 < len(self.name) <= 64, "name", "must be 1-64 characters")
-        check_address(self.listen, "listen", allow_empty=True)
-        check_address(self.control, "control", allow_empty=True)
+        check_nng_address(self.listen, "listen", allow_empty=True)
+        require(
+            self.control == "" or self.control.startswith("ipc://"),
+            "control",
+            f"must be an ipc:// address (a local socket file), got {self.control!r}: the "
+            "control socket can stop the node, so it is never served on a network",
+        )
         require(
             0.1 <= self.shutdown_timeout_s <= 120,
             "shutdown_timeout_s",
@@ -108,6 +115,7 @@ class SecretsSettings:
     read_token: SecretRef = SecretRef(env="OMEGA_READ_TOKEN")
     operator_token: SecretRef = SecretRef(env="OMEGA_OPERATOR_TOKEN")
     admin_token: SecretRef = SecretRef(env="OMEGA_ADMIN_TOKEN")
+    #: Not read yet: the TV's sync agent (being built) will read it.
     device_key: SecretRef = SecretRef(env="OMEGA_DEVICE_KEY")
 
 
@@ -122,7 +130,7 @@ class SyncSettings:
 
     def __post_init__(self) -> None:
         for i, ep in enumerate(self.endpoints):
-            check_address(ep, f"endpoints[{i}]")
+            check_nng_address(ep, f"endpoints[{i}]")
         require(5 <= self.interval_s <= 86_400, "interval_s", "must be between 5 s and a day")
 
 
@@ -134,7 +142,7 @@ class UpstreamSettings:
     interval_s: float = 300.0
 
     def __post_init__(self) -> None:
-        check_address(self.upstream, "upstream", allow_empty=True)
+        check_nng_address(self.upstream, "upstream", allow_empty=True)
         require(1 <= self.interval_s <= 86_400, "interval_s", "must be between 1 s and a day")
 
 
@@ -251,14 +259,6 @@ def load_config(role: Role, path: Path | None, overrides: Overrides = Overrides(
     object.__setattr__(cfg, "role", role)
     object.__setattr__(cfg, "source", source)
     return cfg
-
-
-def with_node(cfg: NodeConfig, **changes: Any) -> NodeConfig:
-    """A copy of ``cfg`` with node settings changed (tests, the local cluster)."""
-    new = replace(cfg, node=replace(cfg.node, **changes))
-    object.__setattr__(new, "role", cfg.role)
-    object.__setattr__(new, "source", cfg.source)
-    return new
 
 
 def read_secret(ref: SecretRef, *, source: str, key: str, required: bool = True) -> bytes | None:

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from omega.errors import OmegaError
+from omega.netcheck import free_ports
 from omega.protocol import Health, HealthReply, Message, decode, encode
 from omega.transport import RpcClient, TransportSettings
+from omega.waiting import wait_for
+
+# The one wait_for and free_ports, from omega (the simulator uses them too).
+__all__ = ["free_port", "free_ports", "wait_for"]
 
 REPO = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
@@ -29,38 +32,6 @@ TEST_SECRETS = {
 
 def free_port() -> int:
     return free_ports(1)[0]
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct loopback ports the kernel had free (all held open while chosen)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def wait_for(
-    cond: Callable[[], T | None], timeout: float, what: str = "condition", interval: float = 0.02
-) -> T:
-    """Poll ``cond`` until it returns a truthy value; fail after ``timeout`` seconds.
-
-    ``interval`` only paces the polling; nothing waits for a fixed time.
-    """
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        pause.wait(interval)
 
 
 def node_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -17,7 +17,7 @@ from omega.actors.base import OmegaActor
 
 if TYPE_CHECKING:
     from omega.actors.context import NodeContext
-    from omega.brain.api import Brain
+    from omega.brain.api import Brain, Recommendation
     from omega.protocol import CatalogEntry
 
 log = logging.getLogger("omega.actors.brain")
@@ -61,13 +61,13 @@ class BrainActor(OmegaActor):
         )
         return {"observed": content_id, "seq": seq}
 
-    def recommend(self, k: int, timestamp: float | None) -> list[tuple[str, float, str]]:
+    def recommend(self, k: int, timestamp: float | None) -> list[Recommendation]:
         t0 = time.perf_counter()
         recs = self.brain.recommend(k=k, timestamp=timestamp or time.time())
         metrics = self._ctx.resource("metrics")
         if metrics is not None:
             metrics.observe_recommend(time.perf_counter() - t0, len(recs))
-        return [(r.content_id, float(r.score), r.reason[:128]) for r in recs]
+        return recs
 
     def import_catalog(self, items: Sequence[CatalogEntry]) -> dict[str, Any]:
         from omega.brain.api import Content

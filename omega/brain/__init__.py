@@ -3,11 +3,21 @@
 The public API is ``omega.brain.api.Brain`` (re-exported as ``omega.Brain``).
 Modules, each owning one concern:
 
-- ``api``: ``Brain`` — opening, the catalog, observe, recommend, crowd updates;
+- ``api``: ``Brain`` — the public face; it holds the lock and orchestrates;
 - ``content``: ``Content``, ``ViewingEvent``, ``Recommendation`` and their checks;
+- ``lock``: the data directory's exclusive lock; ``loading``: opening the storage,
+  loading the catalog, re-embedding it when the model changed;
 - ``memory``: the LMDB environment (the only module importing ``lmdb``);
-- ``catalog``, ``crowd``, ``patterns``: the in-RAM views the recommender reads;
-- ``profile``, ``recommender``: plain functions (profile, dayparts, ranking);
+- ``catalog`` (the catalog in RAM), ``catalog_update`` (planning an upsert),
+  ``embedding`` (texts to vectors, with a progress bar), ``indexes`` (the saved
+  HNSW indexes and their stamps);
+- ``learning`` (what a view changes: plain functions), ``viewer`` (the viewer's
+  state in RAM), ``patterns`` (the skill library);
+- ``ranking`` (recommend's orchestration) over ``recommender`` and ``profile``
+  (plain functions: ranking, profile, dayparts);
+- ``crowd`` (what the crowd knows), ``outbox`` (the sync agent's state and queue),
+  ``maintenance`` (bulk patterns, history, status), ``heap`` (freed memory back to
+  the OS);
 - ``embedder`` (+ ``onnx_embedder``, ``onnx_model``): text → vectors;
 - ``settings``, ``errors``.
 

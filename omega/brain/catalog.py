@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
 
+from omega.brain.errors import UnknownContent
 from omega.brain.memory import CatalogRecord
 
 __all__ = ["Catalog", "text_hash"]
@@ -51,6 +53,17 @@ class Catalog:
     def embeddings(self) -> F32:
         """(n, dim) float32, row = catalog position. A view: do not keep across writes."""
         return self._emb[: len(self.ids)]
+
+    def vectors_of(self, content_ids: Sequence[str]) -> F32:
+        """The embeddings of ``content_ids`` (a copy); ``UnknownContent`` for a missing one."""
+        pos = []
+        for cid in content_ids:
+            p = self.position.get(cid)
+            if p is None:
+                raise UnknownContent(cid)
+            pos.append(p)
+        out: F32 = self._emb[np.asarray(pos, dtype=np.int64)].copy()
+        return out
 
     def title(self, pos: int) -> str:
         return self.records[pos].title

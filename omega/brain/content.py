@@ -217,3 +217,5 @@ class Recommendation:
     score: float
     reason: str
     source: str = ""
+    #: The title's display name, as imported.
+    title: str = ""

@@ -230,10 +230,12 @@ class Memory:
         """
         where = str(path)
         try:
-            path.mkdir(parents=True, exist_ok=True)
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise DataDirError(where, f"cannot create the data directory: {exc}") from exc
         options: dict[str, Any] = {
+            # Viewing history: the files are the TV user's alone, whatever the umask.
+            "mode": 0o600,
             "map_size": map_size, "max_dbs": len(DB_NAMES) + 2, "subdir": True,
             "sync": durability != "nosync", "metasync": durability == "sync",
             "readahead": False, "meminit": False, "max_readers": 32, "lock": True}

@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from omega.brain.memory import PatternRecord
 from omega.brain.profile import pattern_value
-from omega.index.base import VectorIndex
+from omega.index.interface import VectorIndex
 
 __all__ = ["PatternChange", "SkillLibrary", "consolidate"]
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from omega.index.base import VectorIndex
 from omega.index.brute import BruteForceIndex
 from omega.index.errors import (
     DimensionMismatch,
@@ -17,6 +16,7 @@ from omega.index.errors import (
     InvalidVector,
     VectorIndexError,
 )
+from omega.index.interface import VectorIndex
 from omega.index.settings import DEFAULT_CAPACITY, IndexSettings
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from omega.index.base import F32, I64, IndexCore, check_unit_rows
+from omega.index.core import F32, I64, IndexCore, check_unit_rows
 from omega.index.settings import DEFAULT_CAPACITY, IndexSettings
 
 __all__ = ["BruteForceIndex"]

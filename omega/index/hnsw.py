@@ -22,7 +22,7 @@ force instead of 0.26× warm, 0.33× instead of 0.37× with cold caches; recall@
 unchanged at 0.986). Scores are then the float16 vectors' (within ~1e-3).
 
 Node numbers ("labels") are faiss's sequential positions; ``_label_id`` maps a
-label to its id (-1 for a tombstone). Thread-safety: none (see ``base``).
+label to its id (-1 for a tombstone). Thread-safety: none (see ``omega.index.interface``).
 """
 
 from __future__ import annotations
@@ -32,11 +32,15 @@ import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import faiss
 import numpy as np
 
-from omega.index.base import F32, I64, IndexCore, check_unit_rows
+from omega.index.core import F32, I64, IndexCore, check_unit_rows
 from omega.index.settings import DEFAULT_CAPACITY, STORAGES, IndexSettings
+
+# faiss's loader first tries its AVX512 build, which the wheel does not ship, and
+# logs the ModuleNotFoundError at info level on every start: not news, so hidden.
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+import faiss  # noqa: E402 - after its logger is quietened
 
 __all__ = ["HnswIndex"]
 

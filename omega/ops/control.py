@@ -31,9 +31,11 @@ from omega.protocol import (
     TvRecommend,
     TvRecommendReply,
     TvStatus,
+    Unavailable,
     decode,
     encode,
 )
+from omega.protocol.limits import REASON_MAX_LEN, TITLE_MAX_LEN
 
 if TYPE_CHECKING:
     from omega.actors.context import NodeContext
@@ -57,12 +59,11 @@ def error_reply(exc: BaseException) -> bytes:
     return encode(ErrorReply.from_error(exc))
 
 
-class Unavailable(ProtocolError):
-    code = "unavailable"
-
-
 def health_reply(ctx: NodeContext) -> HealthReply:
-    status = "stopping" if ctx.stop_requested.is_set() else "ok"
+    # "starting" until the whole tree is up: the control socket answers before the
+    # supervisor has handed over its handle, and TV commands need that handle.
+    status = ("stopping" if ctx.stop_requested.is_set()
+              else "starting" if ctx.handle is None else "ok")
     return HealthReply(
         role=ctx.cfg.role,
         name=ctx.cfg.node.name,
@@ -156,8 +157,13 @@ class ControlHandler:
                 )
             )
         if isinstance(msg, TvRecommend):
-            items = proxy.recommend(msg.k, msg.timestamp).get(timeout=BRAIN_ASK_TIMEOUT_S)
-            return TvRecommendReply(items=tuple(items))
+            recs = proxy.recommend(msg.k, msg.timestamp).get(timeout=BRAIN_ASK_TIMEOUT_S)
+            return TvRecommendReply(
+                items=tuple(
+                    (r.content_id, float(r.score), r.reason[:REASON_MAX_LEN]) for r in recs
+                ),
+                titles=tuple(r.title[:TITLE_MAX_LEN] for r in recs),
+            )
         if isinstance(msg, TvImportCatalog):
             return TvOk(payload=proxy.import_catalog(msg.items).get(timeout=BRAIN_ASK_TIMEOUT_S))
         if isinstance(msg, TvStatus):

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from omega.config import ROLES, Overrides, load_config, read_toml
-from omega.errors import ConfigError, OmegaError
+from omega.errors import ConfigError, OmegaError, RequestTimeout, TransportError
 from omega.protocol import (
     CtlReply,
     CtlRequest,
@@ -24,6 +25,7 @@ from omega.protocol import (
     decode,
     encode,
 )
+from omega.protocol.limits import MAX_FRAME_BYTES
 from omega.transport import RpcClient, TransportSettings
 
 
@@ -33,6 +35,37 @@ class RemoteError(OmegaError):
     def __init__(self, reply: ErrorReply) -> None:
         self.reply = reply
         super().__init__(f"{reply.code}: {reply.message}")
+
+
+class NodeUnreachable(OmegaError):
+    """No node answers on the address; the message says what to do."""
+
+
+#: How to start a node of each role, for the "no node answers" hint.
+START_HINT = {
+    "tv": "omega-node --role tv --config config/tv.toml",
+    "shard": "omega-node --role shard --config config/shard.toml",
+    "aggregator": "omega-node --role aggregator --config config/aggregator.toml",
+    "hub": "omega-node --role hub --config config/hub.toml",
+}
+
+
+def unreachable(address: str, reason: str, role: str | None = None) -> NodeUnreachable:
+    """The error for a node that does not answer, with what the operator can do."""
+    start = START_HINT.get(role or "", "omega-node --role ROLE --config FILE")
+    todo = (f"Start it first, in another terminal, and wait for its \"started\" log line: "
+            f"{start} (or name the running node with --config, --data-dir or --control).")
+    if address.startswith("ipc://"):
+        path = Path(address[len("ipc://"):])
+        if not path.exists():
+            return NodeUnreachable(f"no node is running with data directory {path.parent} "
+                                   f"(no control socket {path.name} there). {todo}")
+        if not os.access(path, os.W_OK):
+            return NodeUnreachable(
+                f"you may not use the control socket {path}: it belongs to the node's user "
+                "(mode 0600). Run this command as that user."
+            )
+    return NodeUnreachable(f"no node answers on {address} ({reason}). {todo}")
 
 
 def resolve_control(args: argparse.Namespace) -> str:
@@ -56,11 +89,23 @@ def resolve_control(args: argparse.Namespace) -> str:
     return cfg.node.control_address
 
 
-def request(address: str, msg: Message, timeout_s: float) -> Message:
-    """One request, one typed reply; an ErrorReply becomes RemoteError."""
-    settings = TransportSettings(request_timeout_s=timeout_s, retries=0)
-    with RpcClient(address, settings) as client:
-        reply = decode(client.request(encode(msg), timeout_s=timeout_s))
+def request(address: str, msg: Message, timeout_s: float, role: str | None = None) -> Message:
+    """One request, one typed reply; an ErrorReply becomes RemoteError, no answer
+    NodeUnreachable (its message says how to start the node of ``role``)."""
+    if address.startswith("ipc://") and not os.access(address[len("ipc://"):], os.W_OK):
+        raise unreachable(address, "", role)  # no socket file, or not ours: no need to wait
+    settings = TransportSettings(request_timeout_s=timeout_s, retries=0,
+                                 recv_max_size=MAX_FRAME_BYTES)
+    try:
+        with RpcClient(address, settings) as client:
+            reply = decode(client.request(encode(msg), timeout_s=timeout_s))
+    except RequestTimeout as exc:
+        raise NodeUnreachable(
+            f"{address} did not answer within {timeout_s:g} s ({exc}): the node may be busy "
+            "(a catalog import embeds its titles); try again with a longer --timeout"
+        ) from None
+    except TransportError as exc:
+        raise unreachable(address, str(exc), role) from None
     if isinstance(reply, ErrorReply):
         raise RemoteError(reply)
     return reply
@@ -70,7 +115,8 @@ def run_ctl(args: argparse.Namespace) -> int:
     address = resolve_control(args)
     target = getattr(args, "name", "") or ""
     try:
-        reply = request(address, CtlRequest(command=args.ctl_command, target=target), args.timeout)
+        reply = request(address, CtlRequest(command=args.ctl_command, target=target),
+                        args.timeout, getattr(args, "role", None))
     except RemoteError as exc:
         print(f"omega-node ctl: {exc}", file=sys.stderr)
         return 1

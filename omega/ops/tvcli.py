@@ -1,15 +1,24 @@
-"""``omega-node tv observe|recommend|import-catalog|status``: a running TV, locally."""
+"""``omega-node tv import-catalog|observe|recommend|status``: a running TV, locally.
+
+Each command is one or more requests on the TV node's control socket. Results go
+to stdout (``recommend --json`` prints JSON lines for programs); progress and
+errors go to stderr.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from collections.abc import Callable
 
 from omega.catalog_files import read_catalog
-from omega.ops.ctl import request, resolve_control
+from omega.errors import OmegaError
+from omega.ops.ctl import RemoteError, request, resolve_control
 from omega.protocol import (
     CatalogEntry,
+    Message,
     TvImportCatalog,
     TvObserve,
     TvOk,
@@ -28,46 +37,68 @@ def run_tv(args: argparse.Namespace) -> int:
             role="tv", config=args.config, data_dir=args.data_dir, control=args.control
         )
     )
+
+    def ask(msg: Message) -> Message:
+        return request(address, msg, args.timeout, "tv")
+
     cmd = args.tv_command
     if cmd == "observe":
         ts = float(args.timestamp if args.timestamp is not None else time.time())
-        reply = request(
-            address,
-            TvObserve(content_id=args.content_id, watch_fraction=args.watch_fraction, timestamp=ts),
-            args.timeout,
-        )
+        try:
+            reply = ask(TvObserve(content_id=args.content_id,
+                                  watch_fraction=args.watch_fraction, timestamp=ts))
+        except RemoteError as exc:
+            if "unknown content id" in exc.reply.message:
+                raise OmegaError(f"{exc.reply.message.split(' (')[0]}: import a catalog that "
+                                 "holds it first (omega-node tv import-catalog FILE)") from None
+            raise
         assert isinstance(reply, TvOk)
         print(json.dumps(reply.payload))
     elif cmd == "recommend":
         ts = float(args.timestamp if args.timestamp is not None else time.time())
-        rec = request(address, TvRecommend(k=args.k, timestamp=ts), args.timeout)
+        rec = ask(TvRecommend(k=args.k, timestamp=ts))
         assert isinstance(rec, TvRecommendReply)
-        for rank, (cid, score, reason) in enumerate(rec.items, start=1):
-            print(f"{rank:>3}  {cid:<24} {score:8.4f}  {reason}")
+        print_recommendations(rec, as_json=args.json)
     elif cmd == "import-catalog":
-        totals: dict[str, int] = {}
-        chunk: list[CatalogEntry] = []
-        for entry in read_catalog(args.path):
-            chunk.append(entry)
-            if len(chunk) == IMPORT_CHUNK:
-                _import(address, chunk, totals, args.timeout)
-                chunk = []
-        if chunk:
-            _import(address, chunk, totals, args.timeout)
-        print(json.dumps(totals))
+        print(json.dumps(import_catalog(ask, args)))
     elif cmd == "status":
-        st = request(address, TvStatus(), args.timeout)
+        st = ask(TvStatus())
         assert isinstance(st, TvOk)
         print(json.dumps(st.payload, indent=2, sort_keys=True))
     return 0
 
 
-def _import(
-    address: str, chunk: list[CatalogEntry], totals: dict[str, int], timeout: float
-) -> None:
-    reply = request(address, TvImportCatalog(items=tuple(chunk)), timeout)
-    assert isinstance(reply, TvOk)
-    if isinstance(reply.payload, dict):
-        for k, v in reply.payload.items():
-            if isinstance(v, int):
-                totals[k] = totals.get(k, 0) + v
+def print_recommendations(rec: TvRecommendReply, *, as_json: bool) -> None:
+    """Rank, title and reason (the order mixes relevance and variety: the rank is
+    what counts, so scores are shown only with ``--json``)."""
+    titles = rec.titles if len(rec.titles) == len(rec.items) else tuple(i[0] for i in rec.items)
+    if not rec.items and not as_json:
+        print("no recommendations: import a catalog first (tv import-catalog FILE)",
+              file=sys.stderr)
+    for rank, ((cid, score, reason), title) in enumerate(zip(rec.items, titles, strict=True), 1):
+        if as_json:
+            row = {"rank": rank, "content_id": cid, "title": title, "score": score,
+                   "reason": reason}
+            print(json.dumps(row, ensure_ascii=False))
+        else:
+            print(f"{rank:>3}. {title}  —  {reason}" if reason else f"{rank:>3}. {title}")
+
+
+def import_catalog(ask: Callable[[Message], Message], args: argparse.Namespace) -> dict[str, int]:
+    """Send the catalog file in chunks, with a progress bar on stderr."""
+    from tqdm import tqdm
+
+    entries = list(read_catalog(args.path))
+    totals: dict[str, int] = {"added": 0, "updated": 0, "unchanged": 0}
+    with tqdm(total=len(entries), desc="importing (embedding titles)", unit="title",
+              file=sys.stderr, disable=None) as bar:
+        for start in range(0, len(entries), IMPORT_CHUNK):
+            chunk: list[CatalogEntry] = entries[start:start + IMPORT_CHUNK]
+            reply = ask(TvImportCatalog(items=tuple(chunk)))
+            assert isinstance(reply, TvOk)
+            if isinstance(reply.payload, dict):
+                for k, v in reply.payload.items():
+                    if isinstance(v, int):
+                        totals[k] = totals.get(k, 0) + v
+            bar.update(len(chunk))
+    return totals

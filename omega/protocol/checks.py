@@ -471,21 +471,6 @@ def integers(lo: int = 0, hi: int = UINT63_MAX) -> ColumnCheck:
     return check
 
 
-def per_item(inner: Check) -> ColumnCheck:
-    """A column whose values are each checked by ``inner`` (e.g. nested lists)."""
-
-    def check(col: tuple[Any, ...]) -> tuple[Any, ...]:
-        out = []
-        for i, item in enumerate(col):
-            try:
-                out.append(inner(item))
-            except Invalid as exc:
-                raise type(exc)(f"[{i}]: {exc.reason}") from None
-        return col if all(map(operator.is_, col, out)) else tuple(out)
-
-    return check
-
-
 # --- JSON-like payloads ----------------------------------------------------------
 
 

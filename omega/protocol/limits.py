@@ -33,7 +33,8 @@ CTL_REQUEST_MAX_BYTES = 1024
 #: empty map costs ~80 bytes of memory per byte of frame.
 JSON_MESSAGE_MAX_BYTES = 128 * 1024
 TV_SMALL_MAX_BYTES = 512
-TV_REPLY_MAX_BYTES = 64 * 1024
+#: 100 recommendations with their reasons and titles, all at their longest (UTF-8).
+TV_REPLY_MAX_BYTES = 192 * 1024
 SERVER_MESSAGE_MAX_BYTES = MAX_FRAME_BYTES
 
 # Identifiers: ASCII letters, digits and ``. _ : -``.

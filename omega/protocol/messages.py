@@ -484,6 +484,10 @@ class TvRecommendReply(Message):
             max_items=L.MAX_RECOMMENDATIONS,
         )
     )
+    #: The display title of each item, in the same order (empty: not sent).
+    titles: tuple[str, ...] = wire(
+        list_of(texts(L.TITLE_MAX_LEN), L.MAX_RECOMMENDATIONS), default=()
+    )
 
 
 @message(tag=43, max_bytes=L.SERVER_MESSAGE_MAX_BYTES)

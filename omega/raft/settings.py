@@ -36,7 +36,8 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _check_address(key: str, address: str) -> None:
+def _check_raft_address(key: str, address: str) -> None:
+    """A Raft ``host:port`` that names an interface (not a wildcard: the port binds to it)."""
     try:
         host, _ = split_address(address)
     except ValueError as exc:
@@ -99,9 +100,9 @@ class RaftSettings:
     dev_mode: bool = False
 
     def __post_init__(self) -> None:
-        _check_address("self_address", self.self_address)
+        _check_raft_address("self_address", self.self_address)
         for i, partner in enumerate(self.partners):
-            _check_address(f"partners[{i}]", partner)
+            _check_raft_address(f"partners[{i}]", partner)
         require(self.self_address not in self.partners, "partners",
                 "must not contain self_address")
         require(len(set(self.partners)) == len(self.partners), "partners",

@@ -21,17 +21,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from omega.config import read_toml
-from omega.errors import OmegaError
+from omega.errors import ConfigError, OmegaError
+from omega.netcheck import taken
 from omega.schema import SettingError, load, require
+from omega.waiting import WaitTimeout, wait_for
 
-T = TypeVar("T")
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "local-cluster.toml"
 
 
@@ -85,8 +86,6 @@ class ClusterError(OmegaError):
 
 
 def load_cluster_settings(path: Path) -> ClusterSettings:
-    from omega.errors import ConfigError
-
     try:
         return load(ClusterFile, read_toml(path)).cluster
     except SettingError as exc:
@@ -128,6 +127,20 @@ class Cluster:
         self.tv_dir = root / "tv-1"
         self.shard_names = [f"shard-{chr(ord('a') + i)}" for i in range(n)]
         self.shard_controls = [f"ipc://{root / name / 'control.sock'}" for name in self.shard_names]
+
+    def tcp_addresses(self) -> list[tuple[str, str]]:
+        """Every TCP address the cluster's nodes will listen on, by node."""
+        return [
+            *((f"{n} (device port)", a) for n, a in zip(self.shard_names, self.shard_listen,
+                                                          strict=True)),
+            *((f"{n} (Raft port)", a) for n, a in zip(self.shard_names, self.raft, strict=True)),
+            ("aggregator", self.aggregator),
+            ("hub", self.hub),
+            *((f"{n} (admin API)", a) for n, a in zip(self.shard_names, self.shard_admin,
+                                                       strict=True)),
+            ("aggregator (admin API)", self.aggregator_admin),
+            ("hub (admin API)", self.hub_admin),
+        ]
 
     @property
     def fleet_key(self) -> bytes:
@@ -246,21 +259,6 @@ endpoints = [{endpoints}]
         return codes
 
 
-def wait_until(
-    cond: Callable[[], T | None], timeout: float, what: str, alive: Callable[[], None]
-) -> T:
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while True:
-        alive()
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}")
-        pause.wait(0.05)
-
-
 def _health(address: str) -> Any:
     from omega.ops.ctl import request
     from omega.protocol import Health
@@ -289,9 +287,21 @@ def _raft_status(control: str) -> Any:
 
 def run_local_cluster(args: argparse.Namespace) -> int:
     settings = load_cluster_settings(args.config or DEFAULT_CONFIG)
+    if getattr(args, "base_port", None) is not None:
+        settings = replace(settings, base_port=args.base_port)
     root = (args.data_dir or settings.data_dir).resolve()
-    root.mkdir(parents=True, exist_ok=True)
     cluster = Cluster(settings, root)
+    busy = taken(cluster.tcp_addresses())
+    if busy:
+        # Before anything starts: a node reached on a taken port would be another process.
+        name, address = busy[0]
+        raise ConfigError(
+            str(args.config or DEFAULT_CONFIG), "cluster.base_port",
+            f"{address} ({name}) is already in use by another process ({len(busy)} of the "
+            "cluster's ports are): stop it, or move the cluster with --base-port N "
+            "(or base_port in the file)",
+        )
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
     files = cluster.write_configs()
     t0 = time.monotonic()
     say(f"omega local cluster in {root} (logs in {root / 'logs'})")
@@ -308,7 +318,7 @@ def run_local_cluster(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
             while not stop.wait(0.5):
                 cluster.check_alive()
-    except OmegaError as exc:  # ClusterError, or a node's typed error reply
+    except (OmegaError, WaitTimeout) as exc:  # a node's typed error reply, a deadline
         say(f"FAILED: {exc}")
         cluster.stop_all()
         return 1
@@ -331,7 +341,7 @@ def _bring_up(c: Cluster, files: dict[str, Path]) -> None:
         ("aggregator", c.aggregator),
         ("hub", c.hub),
     ]:
-        reply = wait_until(lambda a=addr: _healthy(a), 60, f"{name} health ok", c.check_alive)  # type: ignore[misc]
+        reply = wait_for(lambda a=addr: _healthy(a), 60, f"{name} health ok", alive=c.check_alive)  # type: ignore[misc]
         say(f"  {name:<11} {addr:<24} health: {reply.status} (role {reply.role})")
     controls = c.shard_controls
 
@@ -342,15 +352,16 @@ def _bring_up(c: Cluster, files: dict[str, Path]) -> None:
         return next(iter(leaders)) if len(leaders) == 1 and roles.count("leader") == 1 else None
 
     t = time.monotonic()
-    lead = wait_until(leader, 30, "a Raft leader", c.check_alive)
+    lead = wait_for(leader, 30, "a Raft leader", alive=c.check_alive)
     say(
         f"  raft group of {s.shard_replicas}: leader {lead} (elected within "
         f"{time.monotonic() - t:.2f} s of the first status query)"
     )
     tv_control = f"ipc://{c.tv_dir / 'control.sock'}"
     t = time.monotonic()
-    reply = wait_until(
-        lambda: _health(tv_control), 180, "tv-1 health (loads the ONNX model)", c.check_alive
+    reply = wait_for(
+        lambda: _healthy(tv_control), 180, "tv-1 health ok (loads the ONNX model)",
+        alive=c.check_alive,
     )
     say(
         f"  tv-1        {'(local ipc socket)':<24} health: {reply.status} (brain ready in "
@@ -395,7 +406,7 @@ def _operations(c: Cluster) -> None:
         ok = [s for s in d["shards"] if s["status"] == "ok"]
         return d if len(ok) == c.s.shard_replicas and d["totals"]["devices"] >= want else None
 
-    d = wait_until(dashboard, 30, "the hub's dashboard to see every replica", c.check_alive)
+    d = wait_for(dashboard, 30, "the hub's dashboard to see every replica", alive=c.check_alive)
     t = d["totals"]
     say(f"hub dashboard: {len(d['shards'])} replicas ok, {t['devices']} devices "
         f"({t['devices_active']} active), {t['reports_received']} reports received")
@@ -462,10 +473,11 @@ def _demo_tv(c: Cluster) -> None:
         rec = request(control, TvRecommend(k=5, timestamp=now), 30)
         lat.append((time.perf_counter() - t) * 1000)
     assert isinstance(rec, TvRecommendReply)
-    titles = {e.id: e.title for e in entries}
     say(f"tv-1: recommend (k=5) over the local socket: p50 {statistics.median(lat):.1f} ms")
-    for cid, score, reason in rec.items:
-        say(f"    {titles.get(cid, cid):<44} {score:6.3f}  {reason}")
+    for rank, ((_cid, _score, reason), title) in enumerate(
+        zip(rec.items, rec.titles, strict=True), 1
+    ):
+        say(f"    {rank}. {title:<44} {reason}")
 
 
 def _simulate_fleet(c: Cluster) -> None:
@@ -524,7 +536,7 @@ def _check_replicas(c: Cluster) -> None:
         applied = {s["applied_index"] for s in st}
         return st if len(applied) == 1 else None
 
-    st = wait_until(converged, 30, "replicas to apply the same index", c.check_alive)
+    st = wait_for(converged, 30, "replicas to apply the same index", alive=c.check_alive)
     say(
         f"  every replica applied index {st[0]['applied_index']}; roles: "
         + ", ".join(f"{s['self']}={s['role']}" for s in st)
@@ -536,4 +548,5 @@ def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - via om
     p.add_argument("--config", type=Path)
     p.add_argument("--data-dir", type=Path)
     p.add_argument("--keep", action="store_true")
+    p.add_argument("--base-port", type=int)
     return run_local_cluster(p.parse_args(argv))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import os
 import socket as _socket
 import threading
 import weakref
@@ -163,6 +164,10 @@ def open_socket(kind: Literal["rep", "req", "pub", "sub"], settings: TransportSe
     return sock
 
 
+#: Mode of the socket file of every ``ipc://`` address we listen on.
+IPC_MODE = 0o600
+
+
 def listen(sock: Socket, url: str) -> tuple[Any, str]:
     """Listen on ``url``; return the listener and the address actually bound."""
     with translated(f"listen on {url}"):
@@ -170,6 +175,9 @@ def listen(sock: Socket, url: str) -> tuple[Any, str]:
         got = listener.recv_max_size
         if got != sock.recv_max_size:
             raise TransportError(f"listener recv_max_size {got} != socket's {sock.recv_max_size}")
+        if url.startswith("ipc://"):
+            # Owner-only whatever the umask: a local socket may stop the node (control).
+            os.chmod(url[len("ipc://"):], IPC_MODE)
         return listener, bound_address(listener, url)
 
 

@@ -15,13 +15,14 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 # Also imported by raft_node_bench.py, outside pytest: the repo root holds tests/.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from omega.waiting import WaitTimeout
+from omega.waiting import wait_for as _wait_for
 from tests.nodeproc import free_ports
 
 NODE_SCRIPT = Path(__file__).with_name("raft_node_main.py")
@@ -31,26 +32,8 @@ PASSWORD = "integration-test-cluster-password"
 T = TypeVar("T")
 
 
-class WaitTimeout(AssertionError):
-    pass
-
-
-def wait_for(cond: Callable[[], T], timeout: float, what: str, interval: float = 0.02) -> T:
-    """Poll ``cond`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last_exc: BaseException | None = None
-    while True:
-        try:
-            value = cond()
-            if value:
-                return value
-        except (WaitTimeout, OSError) as exc:
-            last_exc = exc
-        if time.monotonic() >= deadline:
-            raise WaitTimeout(f"timed out after {timeout} s waiting for {what}"
-                              + (f" (last error: {last_exc})" if last_exc else ""))
-        # A bounded pause between polls of a condition (not a sleep standing in for one).
-        threading.Event().wait(interval)
+#: Polls may fail while a replica starts (no reply yet, connection refused): retried.
+wait_for = partial(_wait_for, retry_on=(WaitTimeout, OSError))
 
 
 class Node:

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -34,7 +34,7 @@ from omega.transport import RpcClient, TransportSettings
 
 # Also imported by bench/shard.py, outside pytest: the repo root holds tests/.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.nodeproc import free_ports
+from tests.nodeproc import free_ports, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 RUNNER = Path(__file__).with_name("shard_node.py")
@@ -42,20 +42,6 @@ FLEET_KEY = b"shard-test-fleet-key-0123456789ab"
 DEDUP_SECRET = b"shard-test-dedup-secret-0123456789"
 Launcher = Literal["runner", "omega-node"]
 T = TypeVar("T")
-
-
-def wait_for(cond: Callable[[], T | None], timeout: float, what: str,
-             interval: float = 0.01) -> T:
-    """Poll ``cond`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        pause.wait(interval)  # pacing between polls, not a stand-in for a condition
 
 
 def _toml(value: Any) -> str:

@@ -51,13 +51,13 @@ def _up(url: str) -> bool:
 
 
 @pytest.mark.skipif(not SCHEMATHESIS.exists(), reason="schemathesis is not installed")
-def test_schemathesis_finds_nothing(nodes: dict[str, str]) -> None:
+def test_schemathesis_finds_nothing(nodes: dict[str, str], tmp_path: Path) -> None:
     for role, url in nodes.items():
         out = subprocess.run(
             [str(SCHEMATHESIS), "run", f"{url}/api/v1/openapi.json", "--checks", "all",
              "-H", "Authorization: Bearer " + ROLE_TOKEN["admin"].decode(),
              "--max-examples", "15", "--seed", "1", "--no-color"],
-            capture_output=True, text=True, timeout=300)
+            capture_output=True, text=True, timeout=300, cwd=tmp_path)  # its cache goes there
         tail = out.stdout[-3000:]
         assert out.returncode == 0, f"{role}:\n{tail}\n{out.stderr[-2000:]}"
         assert " passed" in tail and "failed" not in tail.split("SUMMARY")[-1], tail

@@ -8,7 +8,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,6 +28,8 @@ from omega.raft import (
     StoreClosed,
 )
 from omega.schema import SettingError, load
+from omega.waiting import wait_for
+from tests.nodeproc import free_port
 
 # PySyncObj reads its journal's meta file without closing it (one fd per start).
 pytestmark = pytest.mark.filterwarnings(
@@ -36,23 +38,6 @@ pytestmark = pytest.mark.filterwarnings(
 T = TypeVar("T")
 U64 = struct.Struct(">Q")
 PASSWORD = b"unit-test-cluster-password"
-
-
-def wait_for(cond: Callable[[], T], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        threading.Event().wait(0.01)  # pause between polls of the condition
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def apply(kv: KvWriter, command: bytes, index: int) -> int:

@@ -23,20 +23,11 @@ from omega.transport import (
     TransportClosed,
     TransportSettings,
 )
+from omega.waiting import wait_for
 
 FAST = TransportSettings(workers=4, request_timeout_s=3.0, retries=0, send_timeout_s=2.0,
                          reconnect_min_ms=10, reconnect_max_ms=200, close_timeout_s=3.0,
                          retry_backoff_s=0.01, retry_backoff_max_s=0.05)
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    """Poll ``cond`` until true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    tick = threading.Event()
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        tick.wait(0.005)
 
 
 def on_error(exc: BaseException) -> bytes:
@@ -88,7 +79,7 @@ def test_round_trip_and_counters(listen_url: str, closer: list[RpcServer | RpcCl
     assert c.request(b"x" * 5000) == b"re:" + b"x" * 5000
     assert c.request(b"") == b"re:"
     # A worker counts its reply after the send returns, maybe after the client has it.
-    wait_for(lambda: srv.stats()["replies"] == 3, what="replies counted")
+    wait_for(lambda: srv.stats()["replies"] == 3, 10.0, what="replies counted")
     s = srv.stats()
     assert (s["requests"], s["handler_failures"], s["errors"]) == (3, 0, 0)
     assert s["workers_alive"] == FAST.workers
@@ -161,7 +152,7 @@ def test_many_concurrent_clients(listen_url: str, closer: list[RpcServer | RpcCl
         t.join(60)
     assert not any(t.is_alive() for t in threads)
     assert errors == [] and wrong == []
-    wait_for(lambda: srv.stats()["replies"] == n_threads * per_thread, what="replies counted")
+    wait_for(lambda: srv.stats()["replies"] == n_threads * per_thread, 10.0, what="replies counted")
     assert shared.stats()["in_flight"] == 0
 
 
@@ -181,7 +172,7 @@ def test_handler_exception_answered_with_on_error(closer: list[RpcServer | RpcCl
     assert c.request(b"bug") == b"ERR:internal"
     assert c.request(b"bad") == b"ERR:bad_request"
     assert c.request(b"ok") == b"re:ok"
-    wait_for(lambda: srv.stats()["replies"] == 3, what="replies counted")
+    wait_for(lambda: srv.stats()["replies"] == 3, 10.0, what="replies counted")
     s = srv.stats()
     assert s["handler_failures"] == 2
     assert s["workers_alive"] == FAST.workers and s["workers_dead"] == 0
@@ -211,7 +202,7 @@ def test_oversized_request_never_reaches_handler(closer: list[RpcServer | RpcCli
     with pytest.raises(TransportError) as info:
         c.request(b"b" * 8192)
     assert not isinstance(info.value, RequestTimeout)
-    wait_for(lambda: srv.stats()["dropped_conns"] >= 1, what="dropped connection counted")
+    wait_for(lambda: srv.stats()["dropped_conns"] >= 1, 10.0, what="dropped connection counted")
     # The server keeps serving, and the client reconnects by itself.
     assert c.request(b"c" * 100) == b"ok"
     assert seen == [4000, 100]
@@ -234,7 +225,7 @@ def test_worker_death_calls_on_fatal_and_others_serve(
     c = client(closer, srv.address)
     with pytest.raises(RequestTimeout):
         c.request(b"die", timeout_s=0.3)
-    wait_for(lambda: len(fatal) == 1, what="on_fatal")
+    wait_for(lambda: len(fatal) == 1, 10.0, what="on_fatal")
     assert isinstance(fatal[0], Fatal)
     s = srv.stats()
     assert s["workers_dead"] == 1 and s["workers_alive"] == FAST.workers - 1
@@ -257,7 +248,7 @@ def test_on_error_raising_kills_only_that_worker(closer: list[RpcServer | RpcCli
     c = client(closer, srv.address)
     with pytest.raises(RequestTimeout):
         c.request(b"x", timeout_s=0.3)
-    wait_for(lambda: len(fatal) == 1, what="on_fatal")
+    wait_for(lambda: len(fatal) == 1, 10.0, what="on_fatal")
     assert isinstance(fatal[0], RuntimeError)
     assert c.request(b"y") == b"re:y"
 
@@ -283,7 +274,7 @@ def test_timeout_against_silent_server_is_bounded(closer: list[RpcServer | RpcCl
         elapsed = time.monotonic() - t0
         assert 0.6 <= elapsed < 10
         # Req0 resend is off: each attempt reached the server exactly once.
-        wait_for(lambda: len(calls) == 2, what="two attempts")
+        wait_for(lambda: len(calls) == 2, 10.0, what="two attempts")
         assert c.stats()["timeouts"] == 2
     finally:
         gate.set()
@@ -303,7 +294,7 @@ def test_retry_reaches_a_restarted_server(closer: list[RpcServer | RpcClient]) -
     restarted: list[RpcServer] = []
 
     def restart() -> None:
-        wait_for(lambda: c.stats()["attempt_failures"] >= 1, what="a failed attempt")
+        wait_for(lambda: c.stats()["attempt_failures"] >= 1, 10.0, what="a failed attempt")
         restarted.append(serve(closer, addr, lambda b: b"new:" + b))
 
     t = threading.Thread(target=restart)
@@ -381,7 +372,7 @@ def test_server_close_with_requests_in_flight_is_bounded(
     assert not any(t.is_alive() for t in slow)
     # Replies to a closed socket are lost: the callers got an error, not a hang.
     assert len(outcomes) == 2 and all(isinstance(o, TransportError) for o in outcomes)
-    wait_for(lambda: srv.stats()["workers_alive"] == 0, what="workers gone")
+    wait_for(lambda: srv.stats()["workers_alive"] == 0, 10.0, what="workers gone")
 
 
 def test_graceful_close_finishes_running_handler(closer: list[RpcServer | RpcClient]) -> None:
@@ -494,7 +485,7 @@ def test_deferred_replies_hold_no_worker(listen_url: str,
     payloads = [b"q%d" % i for i in range(20)]
     threads, outcomes = _calls(c, payloads)
     # One worker received all 20 while none was answered: a pending reply holds no thread.
-    wait_for(lambda: handler.count() == 20, what="20 requests deferred")
+    wait_for(lambda: handler.count() == 20, 10.0, what="20 requests deferred")
     assert srv.stats()["pending"] == 20
     taken = handler.take()
 
@@ -509,7 +500,7 @@ def test_deferred_replies_hold_no_worker(listen_url: str,
         t.join(10)
     assert outcomes == {p: b"later:" + p for p in payloads}
     assert not taken[0][1].resolve(b"twice")  # a reply is given once
-    wait_for(lambda: srv.stats()["replies"] == 20, what="replies counted")
+    wait_for(lambda: srv.stats()["replies"] == 20, 10.0, what="replies counted")
     s = srv.stats()
     assert (s["deferred"], s["pending"], s["errors"], s["workers_alive"]) == (20, 0, 0, 1)
     assert s["contexts"] <= 21  # the worker's own and one per reply outstanding at once
@@ -529,7 +520,7 @@ def test_deferred_reply_already_resolved_and_mixed_with_direct_ones(
     for i in range(50):  # contexts go round: parked, sent, reused
         assert c.request(b"later%d" % i) == b"done:later%d" % i
         assert c.request(b"now%d" % i) == b"re:now%d" % i
-    wait_for(lambda: srv.stats()["replies"] == 100, what="replies counted")
+    wait_for(lambda: srv.stats()["replies"] == 100, 10.0, what="replies counted")
     s = srv.stats()
     assert s["deferred"] == 50 and s["pending"] == 0
     assert s["contexts"] <= 2 + 4  # the workers' own and a few reused ones
@@ -541,12 +532,12 @@ def test_max_pending_stops_receiving_until_a_reply_goes(
     srv = serve(closer, "tcp://127.0.0.1:0", handler, replace(FAST, workers=1, max_pending=2))
     c = client(closer, srv.address)
     threads, outcomes = _calls(c, [b"a", b"b", b"c"])
-    wait_for(lambda: handler.count() == 2 and c.stats()["in_flight"] == 3,
+    wait_for(lambda: handler.count() == 2 and c.stats()["in_flight"] == 3, 10.0,
              what="two deferred, three sent")
     assert srv.stats()["requests"] == 2  # the worker waits for room, not for requests
     first = handler.take()
     first[0][1].resolve(b"1")
-    wait_for(lambda: handler.count() == 1, what="the third request received")
+    wait_for(lambda: handler.count() == 1, 10.0, what="the third request received")
     for data, reply in [*first[1:], *handler.take()]:
         reply.resolve(b"x:" + data)
     for t in threads:
@@ -562,7 +553,7 @@ def test_close_sends_replies_resolved_in_time_and_drops_later_ones(
     srv = serve(closer, "tcp://127.0.0.1:0", handler, replace(FAST, close_timeout_s=1.0))
     c = client(closer, srv.address)
     threads, outcomes = _calls(c, [b"kept", b"lost"], timeout_s=5)
-    wait_for(lambda: handler.count() == 2, what="two deferred")
+    wait_for(lambda: handler.count() == 2, 10.0, what="two deferred")
     replies = dict(handler.take())
     closing = threading.Thread(target=srv.close)
     t0 = time.monotonic()

@@ -23,7 +23,7 @@ from omega.index import (
     VectorIndex,
     VectorIndexError,
 )
-from omega.index.base import IndexCore
+from omega.index.core import IndexCore
 
 DIM = 16
 IMPLS = [HnswIndex, BruteForceIndex]
@@ -361,7 +361,7 @@ def test_load_refuses_bad_files(impl: type[IndexCore], rng: np.random.Generator,
 def test_load_refuses_consistent_but_invalid_content(impl: type[IndexCore],
                                                       rng: np.random.Generator,
                                                       tmp_path: Path) -> None:
-    from omega.index.base import _checksum
+    from omega.index.fileformat import checksum as _checksum
 
     index = impl(dim=DIM, capacity=10)
     index.add(np.arange(4), unit(rng, 4))

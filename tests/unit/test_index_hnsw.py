@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from omega.index import BruteForceIndex, HnswIndex, IndexFileError, IndexSettings, create_index
-from omega.index.base import _checksum
+from omega.index.fileformat import checksum as _checksum
 from omega.schema import SettingError, load
 
 

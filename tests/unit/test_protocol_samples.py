@@ -82,6 +82,7 @@ SAMPLES: tuple[Message, ...] = (
     TvObserve("m1", 0.75, 1_763_700_000.25),
     TvRecommend(10, 1_763_700_000.0),
     TvRecommendReply((("m1", 0.9, "because you watched m2"), ("m3", 0.1, ""))),
+    TvRecommendReply((("m1", 0.9, "because you watched m2"),), ("Heat ✓",)),
     TvImportCatalog(
         (
             CatalogEntry("m1", "Title", ("Drama", "Children's"), "A film.", 1999, 120),

@@ -129,6 +129,7 @@ BAD_CONSTRUCTIONS: list[tuple[str, Callable[[], object], type[ProtocolError]]] =
     ("title empty", lambda: NewContent("m1", "", EMB), BadRequest),
     ("message too long", lambda: ErrorReply("bad_request", "x" * 257), TooLarge),
     ("reason too long", lambda: TvRecommendReply((("m1", 1.0, "r" * 129),)), TooLarge),
+    ("title too long", lambda: TvRecommendReply((("m1", 1.0, ""),), ("t" * 257,)), TooLarge),
     ("leader with space", lambda: ErrorReply("not_leader", "x", "tcp://a b"), BadRequest),
     ("unknown error code", lambda: ErrorReply("teapot", "x"), BadRequest),
     ("command with space", lambda: CtlRequest("a b"), BadRequest),

@@ -282,7 +282,7 @@ def test_group_commit_batches_concurrent_pushes(svc: ShardService, store: FakeSt
 
 
 def _wait(cond: Any, timeout: float = 10.0) -> bool:
-    from tests.helpers_shard import wait_for
+    from omega.waiting import wait_for
 
     return bool(wait_for(cond, timeout))
 

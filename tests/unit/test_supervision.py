@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,19 +32,10 @@ from omega.actors import (
     start_tree,
 )
 from omega.errors import BrainError
+from omega.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 DEADLINE_S = 10.0
-
-
-def wait_for(cond: Callable[[], bool], what: str, timeout: float = DEADLINE_S) -> None:
-    """Poll ``cond`` until it holds; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        pause.wait(0.005)
 
 
 class FakeClock:
@@ -269,7 +259,7 @@ def test_one_for_one_restarts_only_the_failed_child(trees: Any, journal: Journal
     journal.clear()
 
     b.tell("boom")
-    wait_for(running_with(handle, "root.b", 1), "b restarted")
+    wait_for(running_with(handle, "root.b", 1), DEADLINE_S, "b restarted")
     assert journal.of("failure") == ["b"]
     assert journal.of("start") == ["b"]
     assert journal.of("stop") == []
@@ -288,7 +278,11 @@ def test_one_for_all_restarts_every_child(trees: Any, journal: Journal) -> None:
     journal.clear()
 
     handle.ref("b").tell("boom")
-    wait_for(lambda: all(running_with(handle, f"root.{n}", 1)() for n in "abc"), "all restarted")
+    wait_for(
+        lambda: all(running_with(handle, f"root.{n}", 1)() for n in "abc"),
+        DEADLINE_S,
+        "all restarted",
+    )
     assert journal.of("stop") == ["c", "a"]  # the others, in reverse order
     assert journal.of("start") == ["a", "b", "c"]  # then all, in order
 
@@ -304,7 +298,9 @@ def test_rest_for_one_restarts_the_failed_child_and_those_after_it(
 
     handle.ref("b").tell("boom")
     wait_for(
-        lambda: all(running_with(handle, f"root.{n}", 1)() for n in "bcd"), "b, c, d restarted"
+        lambda: all(running_with(handle, f"root.{n}", 1)() for n in "bcd"),
+        DEADLINE_S,
+        "b, c, d restarted",
     )
     assert journal.of("stop") == ["d", "c"]
     assert journal.of("start") == ["b", "c", "d"]
@@ -318,10 +314,10 @@ def test_rest_for_one_restarts_the_failed_child_and_those_after_it(
 def test_permanent_child_restarts_after_normal_exit_and_crash(trees: Any, journal: Journal) -> None:
     handle = trees(sup("root", worker("p", journal)))
     handle.ref("p").tell("quit")  # the actor stops itself: a normal exit
-    wait_for(running_with(handle, "root.p", 1), "p restarted after a normal exit")
+    wait_for(running_with(handle, "root.p", 1), DEADLINE_S, "p restarted after a normal exit")
     assert node(handle, "root.p")["last_exit"] == "normal"
     handle.ref("p").tell("boom")
-    wait_for(running_with(handle, "root.p", 2), "p restarted after a crash")
+    wait_for(running_with(handle, "root.p", 2), DEADLINE_S, "p restarted after a crash")
 
 
 def test_transient_child_restarts_only_after_abnormal_exit(trees: Any, journal: Journal) -> None:
@@ -333,10 +329,14 @@ def test_transient_child_restarts_only_after_abnormal_exit(trees: Any, journal: 
         )
     )
     handle.ref("crashes").tell("boom")
-    wait_for(running_with(handle, "root.crashes", 1), "transient restarted after a crash")
+    wait_for(
+        running_with(handle, "root.crashes", 1), DEADLINE_S, "transient restarted after a crash"
+    )
 
     handle.ref("quits").tell("quit")
-    wait_for(lambda: node(handle, "root.quits")["state"] == "stopped", "transient stopped")
+    wait_for(
+        lambda: node(handle, "root.quits")["state"] == "stopped", DEADLINE_S, "transient stopped"
+    )
     assert node(handle, "root.quits")["restarts"] == 0
     with pytest.raises(ChildNotRunningError):
         handle.ref("quits")
@@ -352,8 +352,12 @@ def test_temporary_child_is_never_restarted(trees: Any, journal: Journal) -> Non
     )
     handle.ref("crashes").tell("boom")
     handle.ref("quits").tell("quit")
-    wait_for(lambda: node(handle, "root.crashes")["state"] == "failed", "temporary failed")
-    wait_for(lambda: node(handle, "root.quits")["state"] == "stopped", "temporary stopped")
+    wait_for(
+        lambda: node(handle, "root.crashes")["state"] == "failed", DEADLINE_S, "temporary failed"
+    )
+    wait_for(
+        lambda: node(handle, "root.quits")["state"] == "stopped", DEADLINE_S, "temporary stopped"
+    )
     assert journal.of("start") == ["crashes", "quits"]
     assert handle.state == "running"
 
@@ -369,7 +373,7 @@ def test_temporary_sibling_is_not_restarted_by_one_for_all(trees: Any, journal: 
     handle = trees(spec)
     journal.clear()
     handle.ref("a").tell("boom")
-    wait_for(running_with(handle, "root.b", 1), "b restarted")
+    wait_for(running_with(handle, "root.b", 1), DEADLINE_S, "b restarted")
     assert journal.of("stop") == ["b", "tmp"]
     assert journal.of("start") == ["a", "b"]
     assert node(handle, "root.tmp")["state"] == "stopped"
@@ -384,9 +388,9 @@ def test_transient_that_ended_normally_restarts_with_its_siblings_as_in_otp(
     )  # fmt: skip
     handle = trees(spec)
     handle.ref("t").tell("quit")
-    wait_for(lambda: node(handle, "root.t")["state"] == "stopped", "t stopped")
+    wait_for(lambda: node(handle, "root.t")["state"] == "stopped", DEADLINE_S, "t stopped")
     handle.ref("a").tell("boom")
-    wait_for(running_with(handle, "root.t", 1), "t started again by one_for_all")
+    wait_for(running_with(handle, "root.t", 1), DEADLINE_S, "t started again by one_for_all")
 
 
 # --- failure kinds ---------------------------------------------------------------
@@ -399,7 +403,7 @@ def test_expected_ask_error_goes_to_caller_and_actor_keeps_running(
     ref = handle.ref("a")
     with pytest.raises(BrainError, match="refused"):
         ref.ask(BrainError("refused"), timeout=DEADLINE_S)
-    wait_for(lambda: node(handle, "root.a")["ask_failures"] == 1, "ask failure counted")
+    wait_for(lambda: node(handle, "root.a")["ask_failures"] == 1, DEADLINE_S, "ask failure counted")
     assert ref.ask("ping", timeout=DEADLINE_S) == "pong"
     assert handle.ref("a") is ref
     assert node(handle, "root.a")["restarts"] == 0
@@ -412,7 +416,9 @@ def test_unexpected_ask_error_goes_to_caller_and_restarts_the_actor(
     ref = handle.ref("a")
     with pytest.raises(KeyError, match="missing"):
         ref.ask(KeyError("missing"), timeout=DEADLINE_S)
-    wait_for(running_with(handle, "root.a", 1), "a restarted after an unexpected ask error")
+    wait_for(
+        running_with(handle, "root.a", 1), DEADLINE_S, "a restarted after an unexpected ask error"
+    )
     a = node(handle, "root.a")
     assert a["ask_failures"] == 1
     assert a["last_exit"].startswith("crash: AskHandlerError: ask handler raised KeyError")
@@ -431,7 +437,7 @@ def test_failing_on_start_during_restart_is_retried_and_counted(
     flaky.fail_starts = 1
     handle.ref("a").tell("boom")
     # crash -> restart whose on_start fails -> retried -> up: two restarts.
-    wait_for(running_with(handle, "root.a", 2), "a up after a failed restart")
+    wait_for(running_with(handle, "root.a", 2), DEADLINE_S, "a up after a failed restart")
     assert journal.of("start") == ["a", "a", "a"]
 
 
@@ -452,7 +458,7 @@ def test_failed_start_inside_a_one_for_all_restart_retries_the_whole_group(
     flaky.fail_starts = 1
     handle.ref("a").tell("boom")
     # stop c, b; start a, b (fails: c is never tried); retry: stop a; start a, b, c.
-    wait_for(running_with(handle, "root.c", 1), "c up after the retried restart")
+    wait_for(running_with(handle, "root.c", 1), DEADLINE_S, "c up after the retried restart")
     assert journal.of("stop") == ["c", "b", "a"]
     assert journal.of("start") == ["a", "b", "a", "b", "c"]
     assert [c["restarts"] for c in handle.tree()["children"]] == [2, 2, 1]
@@ -493,7 +499,7 @@ def test_start_must_return_an_omega_actor(clock: FakeClock) -> None:
 
     with pytest.raises(ChildStartError, match="OmegaActor"):
         start_tree(sup("root", ChildSpec("p", plain)), clock=clock)
-    wait_for(lambda: not refs[0].is_alive(), "the foreign actor stopped")
+    wait_for(lambda: not refs[0].is_alive(), DEADLINE_S, "the foreign actor stopped")
 
 
 def test_killed_actor_is_an_abnormal_exit_so_transient_restarts(
@@ -502,20 +508,24 @@ def test_killed_actor_is_an_abnormal_exit_so_transient_restarts(
     handle = trees(sup("root", worker("t", journal, restart="transient")))
     old = handle.ref("t")
     handle.kill("root.t")
-    wait_for(running_with(handle, "root.t", 1), "t restarted after kill")
+    wait_for(running_with(handle, "root.t", 1), DEADLINE_S, "t restarted after kill")
     assert node(handle, "root.t")["last_exit"] == "killed: ActorKilled: root.t killed"
     assert journal.of("failure") == ["t"]
     assert not old.is_alive()
     handle.kill("t")  # a unique leaf name works too
-    wait_for(running_with(handle, "root.t", 2), "t restarted after the second kill")
+    wait_for(running_with(handle, "root.t", 2), DEADLINE_S, "t restarted after the second kill")
 
 
 def test_actor_stopped_from_outside_is_seen(trees: Any, journal: Journal) -> None:
     handle = trees(sup("root", worker("p", journal), worker("t", journal, restart="transient")))
     assert handle.ref("p").stop(timeout=DEADLINE_S)
-    wait_for(running_with(handle, "root.p", 1), "permanent restarted after an outside stop")
+    wait_for(
+        running_with(handle, "root.p", 1), DEADLINE_S, "permanent restarted after an outside stop"
+    )
     assert handle.ref("t").stop(timeout=DEADLINE_S)
-    wait_for(lambda: node(handle, "root.t")["state"] == "stopped", "transient left stopped")
+    wait_for(
+        lambda: node(handle, "root.t")["state"] == "stopped", DEADLINE_S, "transient left stopped"
+    )
 
 
 # --- restart intensity -------------------------------------------------------------
@@ -532,7 +542,7 @@ def test_too_many_restarts_make_the_root_give_up(
     handle = trees(spec, on_give_up=gave_up.append)
     for n in (1, 2):
         handle.ref("b").tell("boom")
-        wait_for(running_with(handle, "root.b", n), f"restart {n}")
+        wait_for(running_with(handle, "root.b", n), DEADLINE_S, f"restart {n}")
     journal.clear()
     handle.ref("b").tell("boom")  # the third within 5 s (the clock did not move)
 
@@ -553,11 +563,11 @@ def test_restarts_outside_the_window_do_not_add_up(
     handle = trees(sup("root", worker("a", journal), max_restarts=2, within_s=5.0))
     for n in (1, 2):
         handle.ref("a").tell("boom")
-        wait_for(running_with(handle, "root.a", n), f"restart {n}")
+        wait_for(running_with(handle, "root.a", n), DEADLINE_S, f"restart {n}")
     clock.now += 5.0
     for n in (3, 4):
         handle.ref("a").tell("boom")
-        wait_for(running_with(handle, "root.a", n), f"restart {n}")
+        wait_for(running_with(handle, "root.a", n), DEADLINE_S, f"restart {n}")
     assert handle.state == "running"
 
 
@@ -581,14 +591,14 @@ def test_child_supervisor_giving_up_is_restarted_by_its_parent(
     handle = trees(spec)
     refs = {n: handle.ref(n) for n in "ab"}
     handle.ref("x").tell("boom")
-    wait_for(running_with(handle, "root.sub.x", 1), "x restarted by sub")
+    wait_for(running_with(handle, "root.sub.x", 1), DEADLINE_S, "x restarted by sub")
     journal.clear()
 
     handle.ref("x").tell("boom")  # sub's second restart within its window: it gives up
-    wait_for(running_with(handle, "root.sub", 1), "sub restarted by root")
+    wait_for(running_with(handle, "root.sub", 1), DEADLINE_S, "sub restarted by root")
     for n in "ab":
         if n in restarted:
-            wait_for(running_with(handle, f"root.{n}", 1), f"{n} restarted by root")
+            wait_for(running_with(handle, f"root.{n}", 1), DEADLINE_S, f"{n} restarted by root")
         else:
             assert handle.ref(n) is refs[n]
     sub = node(handle, "root.sub")
@@ -626,7 +636,7 @@ def test_killing_a_child_supervisor_restarts_it(trees: Any, journal: Journal) ->
     handle = trees(sup("root", sup("sub", worker("x", journal), worker("y", journal))))
     journal.clear()
     handle.kill("sub")
-    wait_for(running_with(handle, "root.sub", 1), "sub restarted")
+    wait_for(running_with(handle, "root.sub", 1), DEADLINE_S, "sub restarted")
     assert journal.of("stop") == ["y", "x"]
     assert journal.of("start") == ["x", "y"]
     assert node(handle, "root.sub")["last_exit"] == "killed: ActorKilled: root.sub killed"
@@ -735,7 +745,7 @@ def test_introspection_is_safe_from_another_thread_during_restarts(
     try:
         for n in range(1, 6):
             handle.kill("a")
-            wait_for(running_with(handle, "root.a", n), f"restart {n}")
+            wait_for(running_with(handle, "root.a", n), DEADLINE_S, f"restart {n}")
     finally:
         done.set()
         thread.join(DEADLINE_S)
@@ -751,7 +761,9 @@ def test_unsupervised_omega_actor_still_works(journal: Journal) -> None:
         assert ref.ask("ping", timeout=DEADLINE_S) == "pong"
         with pytest.raises(ValueError):
             ref.ask(ValueError("bug"), timeout=DEADLINE_S)
-        wait_for(lambda: not ref.is_alive(), "the actor crashed after an unexpected error")
+        wait_for(
+            lambda: not ref.is_alive(), DEADLINE_S, "the actor crashed after an unexpected error"
+        )
     finally:
         ref.stop(block=False)
 

@@ -10,6 +10,7 @@ import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from omega import netcheck
 from omega.schema import require
 
 LOOPBACK = "127.0.0.1"
@@ -17,14 +18,12 @@ LOOPBACK = "127.0.0.1"
 
 def split_host_port(value: str) -> tuple[str, int]:
     """``"host:port"`` (``"[::1]:port"`` for IPv6) → (host, port); ValueError if malformed."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit():
+    hp = None if "://" in value else netcheck.split_host_port(value)
+    if hp is None or not value.rpartition(":")[0]:
         raise ValueError(f"expected host:port, got {value!r}")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    n = int(port)
-    if not 0 <= n <= 65535:
+    if not 0 <= hp[1] <= 65535:
         raise ValueError(f"port out of range in {value!r}")
-    return host, n
+    return hp
 
 
 def is_loopback(host: str) -> bool:
