@@ -411,7 +411,7 @@ def metrics_cost(a: argparse.Namespace, seconds: float) -> int:
         with tempfile.TemporaryDirectory(prefix="omega-bench-metrics-") as tmp:
             c = ShardCluster(Path(tmp), workers=a.shard_workers, launcher="omega-node",
                              shard={"rate_limit_interval_s": 0.0, "pull_interval_s": 0.0},
-                             admin={"metrics": mode == "on"})
+                             extra=f"[admin]\nmetrics = {str(mode == 'on').lower()}")
             stop = threading.Event()
 
             def scrape(c: Any = c, stop: threading.Event = stop) -> None:

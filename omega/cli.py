@@ -2,6 +2,7 @@
 
   omega-node --role tv|shard|aggregator|hub --config config/ROLE.toml   run a node
   omega-node ctl tree|kill NAME|raft|shard|health|stop                  operate a running node
+  omega-node ctl federation [trigger|rotate-key] | content add FILE     federation, per role
   omega-node health ADDRESS                                             health request over nng
   omega-node tv import-catalog|observe|recommend|status                 talk to a running TV
   omega-node bench quality --data DIR                                   MovieLens quality benchmark
@@ -113,6 +114,20 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         "raft", help="shard only: Raft role, term, leader, commit/applied index, log, snapshot"
     )
     ctl_sub.add_parser("shard", help="shard only: sync service counters (pushes, group commit)")
+    fed = ctl_sub.add_parser(
+        "federation",
+        help="federation: batches held/forwarded/received, last release, ε spent; "
+        "trigger a round now; rotate the hub's report key",
+    )
+    fed.add_argument("name", nargs="?", default="status",
+                     choices=("status", "trigger", "rotate-key"),
+                     help="status (default); trigger: forward / mix / release now; "
+                     "rotate-key: hub only, a new key pair (the old one opens for key_grace_s)")
+    content = ctl_sub.add_parser("content", help="hub only: the content registry")
+    content.add_argument("action", choices=("add",), help="add titles from a file")
+    content.add_argument("name", metavar="FILE", type=lambda p: str(Path(p).resolve()),
+                         help="JSON lines: {\"id\", \"title\", \"metadata\"?, \"embedding\"?}; "
+                         "titles without an embedding are embedded by the hub")
     ctl_sub.add_parser("health", help="the node's health")
     ctl_sub.add_parser(
         "metrics", help="Prometheus metrics in the text format (a TV's only way to show them)"

@@ -25,6 +25,7 @@ from omega.transport_settings import TransportSettings
 
 if TYPE_CHECKING:
     from omega.brain.settings import BrainSettings
+    from omega.federation.settings import AggregatorSettings, HubSettings
     from omega.shard.settings import ShardSettings
 
 Role = Literal["tv", "shard", "aggregator", "hub"]
@@ -135,18 +136,6 @@ class SyncSettings:
 
 
 @dataclass(frozen=True)
-class UpstreamSettings:
-    """Aggregator and hub: where summaries go next and how often they are made."""
-
-    upstream: str = ""
-    interval_s: float = 300.0
-
-    def __post_init__(self) -> None:
-        check_nng_address(self.upstream, "upstream", allow_empty=True)
-        require(1 <= self.interval_s <= 86_400, "interval_s", "must be between 1 s and a day")
-
-
-@dataclass(frozen=True)
 class BaseConfig:
     node: NodeSettings = NodeSettings()
     supervision: SupervisionSettings = SupervisionSettings()
@@ -169,6 +158,18 @@ def _shard() -> ShardSettings:
     return ShardSettings()
 
 
+def _aggregator() -> AggregatorSettings:
+    from omega.federation.settings import AggregatorSettings
+
+    return AggregatorSettings()
+
+
+def _hub() -> HubSettings:
+    from omega.federation.settings import HubSettings
+
+    return HubSettings()
+
+
 @dataclass(frozen=True)
 class TvConfig(BaseConfig):
     brain: BrainSettings = field(default_factory=_brain)
@@ -183,13 +184,13 @@ class ShardConfig(BaseConfig):
 
 @dataclass(frozen=True)
 class AggregatorConfig(BaseConfig):
-    aggregator: UpstreamSettings = UpstreamSettings()
+    aggregator: AggregatorSettings = field(default_factory=_aggregator)
     admin: AdminSettings = field(default_factory=AdminSettings)
 
 
 @dataclass(frozen=True)
 class HubConfig(BaseConfig):
-    hub: UpstreamSettings = UpstreamSettings()
+    hub: HubSettings = field(default_factory=_hub)
     admin: AdminSettings = field(default_factory=AdminSettings)
 
 
@@ -304,22 +305,27 @@ def read_role_secrets(cfg: NodeConfig) -> dict[str, bytes]:
     Raises ConfigError naming the secret and the rule (the CLI exits 2).
     """
     out: dict[str, bytes] = {}
+    wanted: list[tuple[str, bool]] = []
     if isinstance(cfg, ShardConfig):
         wanted = [("fleet_key", True), ("dedup_secret", True),
                   ("raft_password", not cfg.shard.raft.dev_mode)]
-        for name, required in wanted:
-            key = f"secrets.{name}"
-            ref: SecretRef = getattr(cfg.secrets, name)
-            value = read_secret(ref, source=cfg.source, key=key, required=required)
-            if value is None:
-                continue
-            if len(value) < MIN_SECRET_BYTES:
-                raise ConfigError(
-                    cfg.source, key,
-                    f"{_where(ref)} holds {len(value)} bytes; it must be at least "
-                    f"{MIN_SECRET_BYTES} bytes (e.g. `openssl rand -hex 16`)",
-                )
-            out[name] = value
+    elif isinstance(cfg, HubConfig):
+        # The hub is a Raft group too: its port speaks pickle, and its state holds the
+        # private report keys.
+        wanted = [("raft_password", not cfg.hub.raft.dev_mode)]
+    for name, required in wanted:
+        key = f"secrets.{name}"
+        ref: SecretRef = getattr(cfg.secrets, name)
+        value = read_secret(ref, source=cfg.source, key=key, required=required)
+        if value is None:
+            continue
+        if len(value) < MIN_SECRET_BYTES:
+            raise ConfigError(
+                cfg.source, key,
+                f"{_where(ref)} holds {len(value)} bytes; it must be at least "
+                f"{MIN_SECRET_BYTES} bytes (e.g. `openssl rand -hex 16`)",
+            )
+        out[name] = value
     admin = getattr(cfg, "admin", None)
     if isinstance(admin, AdminSettings) and admin.enabled:
         out.update(read_admin_tokens(cfg))

@@ -75,16 +75,20 @@ partners = []
 def hub_toml(tmp: Path, *, admin_port: int | None = None, shards: list[str] | None = None,
              name: str = "hub", role: str = "hub", **admin: Any) -> Path:
     path = tmp / f"{name}.toml"
+    # The hub is a Raft group (of one here): its port must be a free one.
+    raft = f'[hub.raft]\nself_address = "127.0.0.1:{free_ports(1)[0]}"\n' if role == "hub" else ""
     path.write_text(f"""role = "{role}"
 [node]
 name = "{name}"
 data_dir = "{tmp / name}"
-""" + _admin_table(admin_port, shards, **admin))
+""" + raft + _admin_table(admin_port, shards, **admin))
     return path
 
 
 def secrets_for(cfg: NodeConfig) -> dict[str, bytes]:
     out = dict(TOKENS)
+    if cfg.role in ("shard", "hub"):
+        out["raft_password"] = TEST_SECRETS["OMEGA_RAFT_PASSWORD"].encode()
     if cfg.role == "shard":
         out.update({"fleet_key": FLEET_KEY,
                     "dedup_secret": TEST_SECRETS["OMEGA_DEDUP_SECRET"].encode(),
@@ -118,6 +122,10 @@ def in_process_node(role: str, config: Path) -> Iterator[InProcess]:
             wait_for(lambda: ctx.resource("shard") is not None
                      and ctx.resource("shard").raft_status().get("role") == "leader", 60,
                      "the single replica to lead")
+        if role == "hub":
+            wait_for(lambda: ctx.resource("federation") is not None
+                     and ctx.resource("federation").status().get("leader"), 60,
+                     "the hub's single replica to lead")
         yield InProcess(cfg, ctx, handle)
     finally:
         assert handle.stop(timeout=15)

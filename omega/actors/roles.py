@@ -7,8 +7,11 @@ takes down with it:
 - shard: ``rest_for_one`` over store → sync → control: the sync server serves the
   store's service, so it restarts after the store does; control restarts alone.
 - tv: ``rest_for_one`` over brain → control (the local API asks the brain).
-- aggregator, hub: ``one_for_one`` over api → control (their federation actors
-  land with the federation work; today they answer health and ctl).
+- shard also runs ``federation`` (forwarding to the aggregator, following the hub)
+  after control: it only uses the store's published service, so it restarts alone.
+- aggregator: ``rest_for_one`` over aggregator → api → control (the api serves the
+  aggregator's shuffle store); hub: the same over hub → api → control (the api
+  serves the hub's Raft replica).
 - shard, aggregator, hub with ``[admin] listen`` set: an ``admin`` child last (the
   admin REST API, metrics and dashboard over HTTP); it looks everything up per
   request, so it restarts alone.
@@ -22,8 +25,9 @@ from typing import TYPE_CHECKING
 
 from omega.actors.rpc import RpcServerActor
 from omega.actors.spec import ChildSpec, Strategy, SupervisorSpec
-from omega.config import ShardConfig, TvConfig
+from omega.config import AggregatorConfig, HubConfig, ShardConfig, TvConfig
 from omega.ops.control import ControlHandler, error_reply, health_only_handler
+from omega.protocol.limits import MAX_FRAME_BYTES
 from omega.reply import Handler
 from omega.transport_settings import TransportSettings
 
@@ -63,6 +67,7 @@ def tree_for(cfg: NodeConfig, ctx: NodeContext) -> SupervisorSpec:
     children: list[ChildSpec | SupervisorSpec]
     strategy: Strategy
     if isinstance(cfg, ShardConfig):
+        from omega.actors.federation import ShardFederationActor
         from omega.actors.store import ShardStoreActor, shard_handler
 
         children = [
@@ -75,6 +80,8 @@ def tree_for(cfg: NodeConfig, ctx: NodeContext) -> SupervisorSpec:
             _rpc_server("sync", cfg.node.listen, _timed(ctx, shard_handler(ctx)),
                         cfg.transport, shutdown),
             control,
+            ChildSpec(name="federation", start=partial(ShardFederationActor.start, ctx),
+                      shutdown_s=shutdown),
         ]
         strategy = "rest_for_one"
     elif isinstance(cfg, TvConfig):
@@ -91,6 +98,24 @@ def tree_for(cfg: NodeConfig, ctx: NodeContext) -> SupervisorSpec:
         ]
         if cfg.node.listen:
             children.insert(1, health_api)
+        strategy = "rest_for_one"
+    elif isinstance(cfg, AggregatorConfig | HubConfig):
+        from omega.actors.federation import AggregatorActor, HubActor, resource_handler
+
+        hub = isinstance(cfg, HubConfig)
+        owner = "hub" if hub else "aggregator"
+        children = [
+            ChildSpec(name=owner, start=partial(HubActor.start if hub else AggregatorActor.start,
+                                                ctx),
+                      shutdown_s=shutdown, start_timeout_s=60.0),
+        ]
+        if cfg.node.listen:
+            # Batches of sealed reports come in frames of up to the protocol's limit.
+            big = replace(cfg.transport,
+                          recv_max_size=max(cfg.transport.recv_max_size, MAX_FRAME_BYTES + 1024))
+            children.append(_rpc_server("api", cfg.node.listen, resource_handler(ctx, owner),
+                                        big, shutdown))
+        children.append(control)
         strategy = "rest_for_one"
     else:
         children = []

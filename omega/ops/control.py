@@ -5,8 +5,10 @@ threads. It decodes with the protocol's hard limits, dispatches by message type,
 and answers every failure with a typed ``ErrorReply`` — it never raises.
 
 Commands (``CtlRequest.command``): ``tree``, ``kill <name>``, ``raft``,
-``shard`` (sync service counters), ``health``, ``metrics`` (Prometheus text
-format: how a TV, which listens on no network address, shows its metrics), ``stop``. TV messages
+``shard`` (sync service counters), ``federation status|trigger|rotate-key``,
+``content <path>`` (hub: add a JSON-lines file of titles), ``health``, ``metrics``
+(Prometheus text format: how a TV, which listens on no network address, shows its
+metrics), ``stop``. TV messages
 (``TvObserve``, ``TvRecommend``, ``TvImportCatalog``, ``TvStatus``) are asked
 of the brain actor, which owns the brain and serialises access to it.
 """
@@ -52,6 +54,27 @@ CONTROL_TYPES: tuple[type[Message], ...] = (
 )
 #: How long a control request may wait for the brain (a catalog import embeds text).
 BRAIN_ASK_TIMEOUT_S = 600.0
+
+
+def read_content_lines(path: str) -> list[Any]:
+    """The items of a JSON-lines content file (``id``, ``title``, optional
+    ``metadata`` and ``embedding``); a clear error names the line that is wrong."""
+    import json
+    from pathlib import Path
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ProtocolError(f"cannot read {path}: {exc.strerror}") from None
+    items = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            items.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise ProtocolError(f"{path}:{n}: not JSON: {exc.msg}") from None
+    return items
 
 
 def error_reply(exc: BaseException) -> bytes:
@@ -138,14 +161,42 @@ class ControlHandler:
             if metrics is None or not metrics.enabled:
                 raise Unavailable("metrics are off on this node")
             return metrics.exposition().decode()
+        if command == "federation":
+            return self.federation(target or "status")
+        if command == "content":
+            return self.content(target)
         if command in ("raft", "shard"):
             service = ctx.resource("shard")
             if service is None:
                 raise Unavailable(f"no shard service on this node (role {ctx.cfg.role})")
             return service.raft_status() if command == "raft" else service.stats()
         raise ProtocolError(
-            f"unknown command {command!r}; one of tree, kill, raft, shard, health, metrics, stop"
+            f"unknown command {command!r}; one of tree, kill, raft, shard, federation, "
+            "content, health, metrics, stop"
         )
+
+    def federation(self, action: str) -> Any:
+        """``status``, ``trigger`` (every role), ``rotate-key`` (hub)."""
+        fed = self.ctx.resource("federation")
+        if fed is None:
+            raise Unavailable(f"no federation on this node (role {self.ctx.cfg.role}) yet")
+        if action == "status":
+            return fed.status()
+        if action == "trigger":
+            return fed.trigger()
+        if action == "rotate-key" and hasattr(fed, "rotate_key"):
+            return fed.rotate_key()
+        raise ProtocolError(f"unknown federation action {action!r}; one of status, trigger"
+                            + (", rotate-key" if hasattr(fed, "rotate_key") else ""))
+
+    def content(self, path: str) -> Any:
+        """Add the titles of a JSON-lines file (on this machine) to the hub's registry."""
+        fed = self.ctx.resource("federation")
+        if fed is None or not hasattr(fed, "add_content"):
+            raise ProtocolError(f"content goes to a hub, this is a {self.ctx.cfg.role}")
+        if not path:
+            raise ProtocolError("content needs the path of a JSON-lines file")
+        return fed.add_content(read_content_lines(path))
 
     def tv(self, msg: Message) -> Message:
         brain_ref = self._brain()

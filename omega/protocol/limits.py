@@ -44,6 +44,10 @@ DEVICE_ID_MAX_LEN = 31
 LABEL_MAX_LEN = 32  # region, role, status, software version, shard id
 ADDRESS_MAX_LEN = 256
 
+# The hub's report keys (X25519), announced in GlobalUpdate and PullResp.
+HUB_KEY_ID_MAX = 2**32 - 1
+HUB_PUBLIC_KEY_BYTES = 32
+
 # Signatures.
 MAC_BYTES = 32  # HMAC-SHA256, Push and Pull
 HEARTBEAT_MAC_BYTES = 16  # truncated HMAC-SHA256 (128 bits), Heartbeat only
@@ -55,6 +59,7 @@ EMBEDDING_BYTES = 2 * EMBEDDING_DIM
 
 # Field limits.
 MAX_REPORTS = 8  # sealed reports per push
+MAX_REPORT_BYTES = 1000  # one opaque sealed report
 MAX_WANT = 16  # content ids asked for per pull
 MAX_NEIGHBOURS = 100  # per title
 MAX_NEW_CONTENT_PER_PULL = 64

@@ -29,7 +29,6 @@ from omega.protocol.checks import (
     ident,
     ids,
     integer,
-    integers,
     json_value,
     keyed_lists,
     list_of,
@@ -52,8 +51,8 @@ from omega.protocol.errors import (
 )
 
 __all__ = [
+    "BatchAck",
     "CatalogEntry",
-    "CoCounts",
     "CtlReply",
     "CtlRequest",
     "ErrorReply",
@@ -69,17 +68,17 @@ __all__ = [
     "PullResp",
     "Push",
     "PushAck",
-    "RegionSummary",
+    "RegionBatch",
     "RegionTrends",
     "ScoredIds",
-    "ShardSummary",
-    "TitleCounts",
+    "ShardBatch",
     "TvImportCatalog",
     "TvObserve",
     "TvOk",
     "TvRecommend",
     "TvRecommendReply",
     "TvStatus",
+    "UpdateRequest",
 ]
 
 #: ``((id, score), ...)``: a neighbour list, popularity, or one region's trends.
@@ -88,10 +87,6 @@ ScoredIds: TypeAlias = tuple[tuple[str, float], ...]
 Neighbours: TypeAlias = tuple[tuple[str, ScoredIds], ...]
 #: ``((region, ((title, velocity), ...)), ...)``.
 RegionTrends: TypeAlias = tuple[tuple[str, ScoredIds], ...]
-#: ``((title, count), ...)``.
-TitleCounts: TypeAlias = tuple[tuple[str, int], ...]
-#: ``((a, ((b, count), ...)), ...)`` with ``a < b``: co-view counts of unordered pairs.
-CoCounts: TypeAlias = tuple[tuple[str, tuple[tuple[str, int], ...]], ...]
 #: ``(content_id, score, reason)``.
 RecommendationItem: TypeAlias = tuple[str, float, str]
 #: None, bool, int, float, str, tuples and str-keyed dicts of these.
@@ -112,6 +107,8 @@ _PART = integer(0, L.MAX_PARTS - 1)
 _PARTS = integer(1, L.MAX_PARTS)
 _JSON = json_value()
 _IDS = ids(L.CONTENT_ID_MAX_LEN)
+_KEY_ID = integer(0, L.HUB_KEY_ID_MAX)
+_PUBLIC_KEY = blob(L.HUB_PUBLIC_KEY_BYTES)
 
 
 def _scored(max_items: int, lo: float = -L.FLOAT_BOUND) -> Check:
@@ -133,12 +130,6 @@ def _region_trends() -> Check:
         numbers(-L.FLOAT_BOUND, L.FLOAT_BOUND),
         max_keys=L.MAX_ITEMS,
         max_per_key=L.MAX_ITEMS,
-    )
-
-
-def _co_counts() -> Check:
-    return keyed_lists(
-        _IDS, integers(), max_keys=L.MAX_ITEMS, max_per_key=L.MAX_ITEMS, ordered=True
     )
 
 
@@ -327,6 +318,10 @@ class PullResp(Message):
     trends: ScoredIds = wire(_scored(L.MAX_ITEMS), default=())
     #: New titles with embeddings (and those asked for in ``want``), at most 64.
     new_content: tuple[NewContent, ...] = wire(_NEW_CONTENT_PULL, default=())
+    #: The hub's current public key id, to seal reports to (0: none published yet).
+    hub_key_id: int = wire(_KEY_ID, default=0)
+    #: The hub's current X25519 public key (32 bytes; empty with key id 0).
+    hub_public_key: bytes = wire(_PUBLIC_KEY, default=b"")
 
 
 @message(tag=14, max_bytes=L.HEARTBEAT_MAX_BYTES)
@@ -355,22 +350,19 @@ class HeartbeatAck(Message):
 
 
 @message(tag=20, max_bytes=L.SERVER_MESSAGE_MAX_BYTES)
-class ShardSummary(Message):
-    """Co-view sums of shuffled report batches, shard -> aggregator (no identities)."""
+class ShardBatch(Message):
+    """Sealed reports of at least k devices, shuffled, without identities: shard ->
+    aggregator. The shard cannot open them; it forwards them as they came."""
 
-    #: The sending shard (identifier).
-    shard_id: str = wire(_CONTENT_ID)
-    #: Ids of the batches summed here (unique); merging is idempotent per batch.
-    batch_ids: tuple[str, ...] = wire(list_of(_IDS, L.MAX_ITEMS, unique=True))
-    #: Distinct devices that contributed.
-    contributors: int = wire(_U63)
-    #: Per-title counts.
-    title_counts: TitleCounts = wire(rows(_IDS, integers(), max_items=L.MAX_ITEMS), default=())
-    #: Co-view counts of unordered pairs ``a < b``.
-    pair_counts: CoCounts = wire(_co_counts(), default=())
-    #: This frame's index when a summary is split into parts.
+    #: Content-addressed id (a hash of the batch's reports): the same on every retry
+    #: and on every replica, so the aggregator stores a batch once.
+    batch_id: str = wire(_CONTENT_ID)
+    #: Up to 2048 opaque sealed reports, 1-1000 bytes each (a bigger bucket goes in parts).
+    reports: tuple[bytes, ...] = wire(blob_list(L.MAX_ITEMS, L.MAX_REPORT_BYTES, 1))
+    #: This frame's index when a batch is split into parts; ``(batch_id, part)`` is
+    #: what the receiver de-duplicates by.
     part: int = wire(_PART, default=0)
-    #: Number of parts of this summary.
+    #: Number of parts of the batch.
     parts: int = wire(_PARTS, default=1)
 
     def _check_whole(self) -> None:
@@ -378,19 +370,16 @@ class ShardSummary(Message):
 
 
 @message(tag=21, max_bytes=L.SERVER_MESSAGE_MAX_BYTES)
-class RegionSummary(Message):
-    """Co-view sums of a region, aggregator -> hub (same shape as ``ShardSummary``)."""
+class RegionBatch(Message):
+    """Sealed reports mixed across the shards of a region: aggregator -> hub. Carries
+    the region label and nothing that names a shard or a device."""
 
-    #: The region (label).
+    #: The region (label): scopes trends.
     region: str = wire(_LABEL)
-    #: Ids of the batches summed here (unique).
-    batch_ids: tuple[str, ...] = wire(list_of(_IDS, L.MAX_ITEMS, unique=True))
-    #: Distinct devices that contributed.
-    contributors: int = wire(_U63)
-    #: Per-title counts.
-    title_counts: TitleCounts = wire(rows(_IDS, integers(), max_items=L.MAX_ITEMS), default=())
-    #: Co-view counts of unordered pairs ``a < b``.
-    pair_counts: CoCounts = wire(_co_counts(), default=())
+    #: Content-addressed id of this mix (the same on every retry).
+    batch_id: str = wire(_CONTENT_ID)
+    #: Up to 2048 opaque sealed reports.
+    reports: tuple[bytes, ...] = wire(blob_list(L.MAX_ITEMS, L.MAX_REPORT_BYTES, 1))
     #: This frame's index when split into parts.
     part: int = wire(_PART, default=0)
     #: Number of parts.
@@ -398,6 +387,30 @@ class RegionSummary(Message):
 
     def _check_whole(self) -> None:
         _check_parts(self.part, self.parts)
+
+
+@message(tag=23, max_bytes=L.SMALL_MAX_BYTES)
+class BatchAck(Message):
+    """A ``ShardBatch``/``RegionBatch`` part is stored durably (or was already)."""
+
+    #: The acknowledged batch.
+    batch_id: str = wire(_CONTENT_ID)
+    #: The acknowledged part.
+    part: int = wire(_PART, default=0)
+    #: True when the receiver already held this part (a retry): nothing was added.
+    duplicate: bool = wire(boolean(), default=False)
+
+
+@message(tag=24, max_bytes=L.SMALL_MAX_BYTES)
+class UpdateRequest(Message):
+    """Catch-up, shard -> hub: one part of the newest release after ``since_version``
+    (answered with a ``GlobalUpdate``; an empty one at ``since_version`` or below
+    when nothing is newer)."""
+
+    #: The newest release the asker holds completely (0: none).
+    since_version: int = wire(_U63)
+    #: Which part of the newest release to send.
+    part: int = wire(_PART, default=0)
 
 
 @message(tag=22, max_bytes=L.SERVER_MESSAGE_MAX_BYTES)
@@ -418,6 +431,10 @@ class GlobalUpdate(Message):
     part: int = wire(_PART, default=0)
     #: Number of parts of the release.
     parts: int = wire(_PARTS, default=1)
+    #: The hub's current public key id (0: not announced in this part).
+    hub_key_id: int = wire(_KEY_ID, default=0)
+    #: The hub's current X25519 public key (32 bytes; empty with key id 0).
+    hub_public_key: bytes = wire(_PUBLIC_KEY, default=b"")
 
     def _check_whole(self) -> None:
         _check_parts(self.part, self.parts)

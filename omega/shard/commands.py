@@ -22,8 +22,9 @@ COMMAND_VERSION = 1
 
 DHASH_LEN = 32
 DIGEST_LEN = 16
-#: Global record kinds (see ``state``): neighbours, popularity, trends, content.
-RECORD_KINDS = (b"n", b"p", b"r", b"c")
+#: Global record kinds (see ``state``): neighbours, popularity, trends, content, and
+#: the hub's current report key.
+RECORD_KINDS = (b"n", b"p", b"r", b"c", b"k")
 MAX_RECORD_KEY = 255
 
 
@@ -59,7 +60,7 @@ class PushBatch:
     TAG = 1
     #: The leader's wall time when it proposed the batch (rate-limit records).
     now_ms: int
-    #: A report bucket is sealed once this many distinct devices fed it (k).
+    #: A report bucket is closed (forwardable) once this many distinct devices fed it (k).
     bucket_devices: int
     entries: tuple[PushEntry, ...]
 
@@ -101,21 +102,22 @@ class Registry:
 
 @dataclass(frozen=True)
 class ReleaseBatch:
-    """The sealed report bucket ``bucket`` was forwarded: delete it."""
+    """The closed report bucket ``bucket`` was forwarded and stored upstream: delete it."""
 
     TAG = 5
     bucket: int
 
 
 @dataclass(frozen=True)
-class SealOpen:
-    """Seal the open bucket now if at least ``min_devices`` devices fed it."""
+class CloseOpen:
+    """Close the open bucket now if at least ``min_devices`` devices fed it (a forward
+    on demand need not wait for the bucket to fill)."""
 
     TAG = 6
     min_devices: int
 
 
-Command = PushBatch | SetGlobal | Advertise | Registry | ReleaseBatch | SealOpen
+Command = PushBatch | SetGlobal | Advertise | Registry | ReleaseBatch | CloseOpen
 
 
 def encode_command(cmd: Command) -> bytes:
@@ -220,9 +222,9 @@ def _release(body: list[Any]) -> ReleaseBatch:
     return ReleaseBatch(_int(bucket))
 
 
-def _seal(body: list[Any]) -> SealOpen:
+def _close(body: list[Any]) -> CloseOpen:
     (min_devices,) = body
-    return SealOpen(_int(min_devices, 1))
+    return CloseOpen(_int(min_devices, 1))
 
 
 _DECODERS: dict[Any, Callable[[list[Any]], Command]] = {
@@ -231,5 +233,5 @@ _DECODERS: dict[Any, Callable[[list[Any]], Command]] = {
     Advertise.TAG: _advertise,
     Registry.TAG: _registry,
     ReleaseBatch.TAG: _release,
-    SealOpen.TAG: _seal,
+    CloseOpen.TAG: _close,
 }

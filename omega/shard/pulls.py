@@ -15,7 +15,9 @@ from omega.protocol import GlobalUpdate, NewContent, PullResp
 from omega.protocol.limits import MAX_ITEMS, MAX_NEW_CONTENT_PER_PULL
 from omega.shard.commands import pack, unpack
 from omega.shard.state import (
+    HUB_KEY_RECORD,
     KIND_CONTENT,
+    KIND_HUB_KEY,
     KIND_NEIGHBOURS,
     KIND_POPULARITY,
     KIND_TRENDS,
@@ -39,6 +41,8 @@ def records_of(update: GlobalUpdate) -> tuple[Record, ...]:
         out.append((KIND_TRENDS, region.encode(), pack([[t, v] for t, v in trends])))
     for item in update.new_content:
         out.append((KIND_CONTENT, item.id.encode(), pack([item.title, item.embedding])))
+    if update.hub_key_id:
+        out.append((KIND_HUB_KEY, HUB_KEY_RECORD, pack([update.hub_key_id, update.hub_public_key])))
     return tuple(out)
 
 
@@ -52,7 +56,8 @@ class PullPlan:
 
 
 def build_pull(changes: Iterable[Change], *, current: int, region: str,
-               wanted: Sequence[Change], max_records: int, max_bytes: int) -> PullPlan:
+               wanted: Sequence[Change], max_records: int, max_bytes: int,
+               hub_key: tuple[int, bytes] = (0, b"")) -> PullPlan:
     """Pack records changed since the device's cursor, oldest first, into a PullResp.
 
     Stops before ``max_records`` records or ``max_bytes`` of payload (at least one
@@ -60,6 +65,8 @@ def build_pull(changes: Iterable[Change], *, current: int, region: str,
     last record it covers (``current`` when it covers all), so the next pull
     continues exactly there. Other regions' trends are skipped, not sent.
     ``wanted``: content records the device asked for by id, added while room remains.
+    ``hub_key``: the hub's current ``(key_id, public_key)``, sent in every response
+    (36 bytes) so a TV always seals to the current key.
     """
     neighbours: list[tuple[str, tuple[tuple[str, float], ...]]] = []
     popularity: list[tuple[str, float]] = []
@@ -87,6 +94,8 @@ def build_pull(changes: Iterable[Change], *, current: int, region: str,
                 continue  # another region's: the cursor moves past it, nothing sent
             rows = unpack(ch.value) if ch.value else []
             trends = tuple((t, float(v)) for t, v in rows)
+        elif ch.kind == KIND_HUB_KEY:
+            continue  # sent in every response, below
         elif ch.kind == KIND_CONTENT:
             if not ch.value:
                 continue
@@ -105,5 +114,5 @@ def build_pull(changes: Iterable[Change], *, current: int, region: str,
             content[key] = NewContent(key, title, emb)
             used += len(ch.value) + _OVERHEAD
     resp = PullResp(version, tuple(neighbours), tuple(popularity), trends,
-                    tuple(content.values()))
+                    tuple(content.values()), hub_key[0], hub_key[1])
     return PullPlan(resp, count, complete)

@@ -18,7 +18,7 @@ import secrets
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -49,12 +49,12 @@ from omega.reply import Pending, Reply
 from omega.shard import state
 from omega.shard.commands import (
     Advertise,
+    CloseOpen,
     Command,
     PushBatch,
     PushEntry,
     Registry,
     ReleaseBatch,
-    SealOpen,
     SetGlobal,
     encode_command,
 )
@@ -356,7 +356,8 @@ class ShardService:
             plan = build_pull(state.changes_since(kv, since), current=current,
                               region=msg.region, wanted=wanted,
                               max_records=self.settings.pull_max_records,
-                              max_bytes=self.settings.pull_max_bytes)
+                              max_bytes=self.settings.pull_max_bytes,
+                              hub_key=state.hub_key(kv))
         self._count("pull.records", n=plan.records)
         frame = encode(plan.response)
         if not msg.want:
@@ -403,11 +404,11 @@ class ShardService:
         self.submit(Registry(() if revoke else hashes, hashes if revoke else ()), timeout_s)
 
     def take_batch(self, min_devices: int | None = None) -> ReportBatch | None:
-        """The oldest sealed bucket of reports from at least ``min_devices`` devices.
+        """The oldest closed bucket of reports from at least ``min_devices`` devices.
 
         ``min_devices`` cannot go below ``k_anonymity``. Reports come shuffled (on top
         of the storage order, which is already unrelated to arrival). Call
-        ``release_batch(batch.bucket)`` once it is forwarded. Stub for federation.
+        ``release_batch(batch.bucket)`` once the receiver stored it (``omega.federation.forward``).
         """
         k = max(min_devices or 0, self.settings.k_anonymity)
         with self._store.read() as kv:
@@ -418,19 +419,31 @@ class ShardService:
         secrets.SystemRandom().shuffle(reports)
         return ReportBatch(batch.bucket, batch.devices, tuple(reports))
 
-    def seal_open_bucket(self, min_devices: int | None = None) -> Any:
-        """Seal the open bucket early if at least ``max(min_devices, k)`` devices fed it."""
+    def is_leader(self) -> bool:
+        """Whether this replica leads its group now (forwarding runs only there)."""
+        return self._store.is_leader()
+
+    def held_buckets(self) -> tuple[int, int]:
+        """``(closed buckets waiting to be forwarded, reports in them)``."""
+        with self._store.read() as kv:
+            closed = [b for b in state.buckets(kv) if b.closed]
+        return len(closed), sum(b.reports for b in closed)
+
+    def release_versions(self) -> tuple[int, int]:
+        """``(newest hub release seen, newest release with every part applied)``."""
+        with self._store.read() as kv:
+            c = state.counters(kv)
+        return c["release"], c["release_complete"]
+
+    def close_open_bucket(self, min_devices: int | None = None) -> Any:
+        """Close the open bucket early if at least ``max(min_devices, k)`` devices fed it
+        (a forward on demand); ``("closed"|"open", bucket)``."""
         k = max(min_devices or 0, self.settings.k_anonymity)
-        return self.submit(SealOpen(k))
+        return self.submit(CloseOpen(k))
 
     def release_batch(self, bucket: int) -> Any:
         """The bucket was forwarded upstream: delete it (replicated)."""
         return self.submit(ReleaseBatch(bucket))
-
-    def iter_reports(self) -> Iterator[bytes]:
-        """Every report stored on this replica (audits and tests)."""
-        with self._store.read() as kv:
-            yield from list(state.all_reports(kv))
 
     # -- views -----------------------------------------------------------------------
 

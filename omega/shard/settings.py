@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Literal
 from omega.schema import require
 
 if TYPE_CHECKING:
+    from omega.federation.settings import ShardFederationSettings
     from omega.raft.settings import RaftSettings
 
 _SCHEMES = ("tcp://", "ipc://", "tls+tcp://", "inproc://")
@@ -23,11 +24,19 @@ def _raft() -> RaftSettings:
     return RaftSettings()
 
 
+def _federation() -> ShardFederationSettings:
+    from omega.federation.settings import ShardFederationSettings
+
+    return ShardFederationSettings()
+
+
 @dataclass(frozen=True)
 class ShardSettings:
     """Device-facing sync service of one shard replica."""
 
     raft: RaftSettings = field(default_factory=_raft)
+    #: ``[shard.federation]``: forwarding to the aggregator, following the hub.
+    federation: ShardFederationSettings = field(default_factory=_federation)
 
     # -- addresses ---------------------------------------------------------------
     #: Address devices should dial for this node (sent in ``not_leader`` replies).
@@ -63,7 +72,7 @@ class ShardSettings:
     push_timeout_s: float = 3.0
 
     # -- storage and forwarding --------------------------------------------------
-    #: k: a report bucket is sealed (forwardable) once this many distinct devices fed it.
+    #: k: a report bucket is closed (forwardable) once this many distinct devices fed it.
     k_anonymity: int = 50
     #: Back-pressure: refuse pushes (``unavailable``) when this many reports wait.
     max_stored_reports: int = 5_000_000

@@ -14,10 +14,10 @@ numeric order)::
     d:<dhash 32>                 device record: [last_seq, digest, ack_cursor, last_ms, pushes]
     r:<dhash 32>                 registry: 1 provisioned, 2 revoked
     a:<raft address>             device-facing address of that node
-    b:<bucket u64>               report bucket header: [devices, reports, sealed, bytes]
-    bm:<bucket u64><h 16>        "some device fed this bucket" (h = H(bucket, dhash)), until sealed
+    b:<bucket u64>               report bucket header: [devices, reports, closed, bytes]
+    bm:<bucket u64><h 16>        "some device fed this bucket" (h = H(bucket, dhash)), until closed
     q:<bucket u64><h 16>         one sealed report, opaque (h = H(index, position, report))
-    g:<kind 1><id>               global record: [cursor, value]  (kind: n p r c, see KIND_*)
+    g:<kind 1><id>               global record: [cursor, value]  (kind: n p r c k, see KIND_*)
     v:<cursor u64>               change index: <kind><id> changed at that cursor
 
 Privacy: a report is stored under a key derived from the Raft index and its own
@@ -45,11 +45,11 @@ from omega.raft.ports import KvReader, KvWriter
 from omega.shard.commands import (
     RECORD_KINDS,
     Advertise,
+    CloseOpen,
     CommandError,
     PushBatch,
     Registry,
     ReleaseBatch,
-    SealOpen,
     SetGlobal,
     decode_command,
 )
@@ -82,8 +82,10 @@ P_GLOBAL = b"g:"
 P_CHANGE = b"v:"
 
 #: Global record kinds: per-title neighbour list, per-title popularity, per-region
-#: trends, new content (title and embedding).
-KIND_NEIGHBOURS, KIND_POPULARITY, KIND_TRENDS, KIND_CONTENT = RECORD_KINDS
+#: trends, new content (title and embedding), the hub's report key (one record).
+KIND_NEIGHBOURS, KIND_POPULARITY, KIND_TRENDS, KIND_CONTENT, KIND_HUB_KEY = RECORD_KINDS
+#: The key of the one ``KIND_HUB_KEY`` record: value ``[key_id, public_key]``.
+HUB_KEY_RECORD = b"hub"
 
 REGISTERED, REVOKED = 1, 2
 
@@ -131,13 +133,14 @@ class Bucket:
     bucket: int
     devices: int
     reports: int
-    sealed: bool
+    #: Closed once k distinct devices fed it: forwardable, takes no more reports.
+    closed: bool
     nbytes: int
 
 
 @dataclass(frozen=True)
 class ReportBatch:
-    """A sealed bucket ready to forward: reports of ≥ k devices, no identities."""
+    """A closed bucket ready to forward: reports of ≥ k devices, no identities."""
 
     bucket: int
     devices: int
@@ -208,26 +211,26 @@ def advertised(kv: KvReader) -> dict[str, str]:
 
 def buckets(kv: KvReader) -> Iterator[Bucket]:
     for key, raw in kv.iterate(DB, P_BUCKET):
-        devices, reports, sealed, nbytes = _unpack(raw)
-        yield Bucket(_U64.unpack(key[len(P_BUCKET):])[0], devices, reports, bool(sealed), nbytes)
+        devices, reports, closed, nbytes = _unpack(raw)
+        yield Bucket(_U64.unpack(key[len(P_BUCKET):])[0], devices, reports, bool(closed), nbytes)
 
 
 def take_batch(kv: KvReader, min_devices: int) -> ReportBatch | None:
-    """The oldest sealed bucket fed by at least ``min_devices`` devices, or None.
+    """The oldest closed bucket fed by at least ``min_devices`` devices, or None.
 
     Reading does not remove it: the forwarder submits ``ReleaseBatch`` once the
     batch is safely upstream, so a crash in between forwards it again (the
     receiver de-duplicates by batch id).
     """
     for b in buckets(kv):
-        if b.sealed and b.devices >= min_devices:
+        if b.closed and b.devices >= min_devices:
             prefix = P_REPORT + u64(b.bucket)
             return ReportBatch(b.bucket, b.devices, tuple(v for _, v in kv.iterate(DB, prefix)))
     return None
 
 
 def all_reports(kv: KvReader) -> Iterator[bytes]:
-    """Every stored report, sealed bucket or not (tests and audits)."""
+    """Every stored report, closed bucket or not (tests and audits)."""
     for _, v in kv.iterate(DB, P_REPORT):
         yield v
 
@@ -238,6 +241,15 @@ def global_record(kv: KvReader, kind: bytes, key: bytes) -> Change | None:
         return None
     cursor, value = _unpack(raw)
     return Change(kind, key, cursor, value)
+
+
+def hub_key(kv: KvReader) -> tuple[int, bytes]:
+    """The hub's current report key as the newest release announced it, or (0, b"")."""
+    rec = global_record(kv, KIND_HUB_KEY, HUB_KEY_RECORD)
+    if rec is None or not rec.value:
+        return 0, b""
+    key_id, public = _unpack(rec.value)
+    return int(key_id), bytes(public)
 
 
 def changes_since(kv: KvReader, cursor: int) -> Iterator[Change]:
@@ -280,8 +292,8 @@ def apply(kv: KvWriter, command: bytes, index: int) -> Any:
         return ("ok", len(cmd.add), len(cmd.revoke))
     if isinstance(cmd, ReleaseBatch):
         return _release(kv, cmd.bucket)
-    assert isinstance(cmd, SealOpen)
-    return _seal_open(kv, cmd.min_devices)
+    assert isinstance(cmd, CloseOpen)
+    return _close_open(kv, cmd.min_devices)
 
 
 def _apply_pushes(kv: KvWriter, cmd: PushBatch, index: int) -> list[PushOutcome]:
@@ -324,7 +336,7 @@ def _apply_pushes(kv: KvWriter, cmd: PushBatch, index: int) -> list[PushOutcome]
         stored += len(e.reports)
         dirty = True
         if header[0] >= cmd.bucket_devices:
-            _seal(kv, bucket, header)
+            _close(kv, bucket, header)
             bucket, header, dirty = bucket + 1, [0, 0, 0, 0], False
     if dirty:
         kv.put(DB, P_BUCKET + u64(bucket), _pack(header))
@@ -343,22 +355,22 @@ def _bucket_header(kv: KvReader, bucket: int) -> list[Any]:
     return list(_unpack(raw)) if raw is not None else [0, 0, 0, 0]
 
 
-def _seal(kv: KvWriter, bucket: int, header: list[Any]) -> None:
+def _close(kv: KvWriter, bucket: int, header: list[Any]) -> None:
     header[2] = 1
     kv.put(DB, P_BUCKET + u64(bucket), _pack(header))
-    # Membership hashes only counted distinct devices; a sealed bucket forgets them.
+    # Membership hashes only counted distinct devices; a closed bucket forgets them.
     for key in _keys(kv, P_MEMBER + u64(bucket)):
         kv.delete(DB, key)
     kv.put(DB, M_OPEN, u64(bucket + 1))
 
 
-def _seal_open(kv: KvWriter, min_devices: int) -> tuple[str, int]:
+def _close_open(kv: KvWriter, min_devices: int) -> tuple[str, int]:
     bucket = _get_u64(kv, M_OPEN)
     header = _bucket_header(kv, bucket)
     if header[0] < min_devices or header[0] == 0:
-        return ("not_sealed", bucket)
-    _seal(kv, bucket, header)
-    return ("sealed", bucket)
+        return ("open", bucket)
+    _close(kv, bucket, header)
+    return ("closed", bucket)
 
 
 def _release(kv: KvWriter, bucket: int) -> tuple[str, int]:

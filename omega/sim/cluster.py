@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -43,8 +43,9 @@ class ClusterSettings:
     data_dir: Path = Path("var/cluster")
     host: str = "127.0.0.1"
     #: Shard replicas listen on base+10.., their Raft ports on base+20..,
-    #: the aggregator on base+30, the hub on base+40; admin APIs (HTTP) of the
-    #: shard replicas on base+50.., the aggregator's on base+70, the hub's on base+60.
+    #: the aggregator on base+30, the hub replicas on base+40.. (Pub/Sub base+45..,
+    #: Raft base+50..); admin APIs (HTTP): shard replicas base+60.., hub replicas
+    #: base+70.., the aggregator base+80.
     base_port: int = 7400
     shard_replicas: int = 3
     #: Simulated TVs pushing to the shard (signed, rate-limited, de-duplicated).
@@ -57,6 +58,15 @@ class ClusterSettings:
     views: int = 8
     #: Whole run's deadline.
     deadline_s: float = 300.0
+    #: Hub replicas (a Raft group): listen on base+40.., Pub/Sub base+45.., Raft base+50..
+    hub_replicas: int = 3
+    #: A shard forwards reports in buckets of at least this many devices.
+    k_anonymity: int = 20
+    #: ε of the hub's release (central Gaussian noise)...
+    release_epsilon: float = 1.0
+    #: ...calibrated as for a fleet of this many TVs (0: the real population of the
+    #: simulation, whose noise erases a few hundred TVs' signal: DESIGN.md §7).
+    simulated_fleet: int = 1_000_000
 
     def __post_init__(self) -> None:
         require(
@@ -74,6 +84,10 @@ class ClusterSettings:
         require(1 <= self.concurrency <= 256, "concurrency", "must be between 1 and 256")
         require(0 <= self.views <= 1000, "views", "must be between 0 and 1000")
         require(10 <= self.deadline_s <= 3600, "deadline_s", "must be between 10 and 3600 s")
+        require(self.hub_replicas in (1, 3, 5), "hub_replicas", "must be 1, 3 or 5")
+        require(1 <= self.k_anonymity <= 10_000, "k_anonymity", "must be between 1 and 10000")
+        require(0 < self.release_epsilon <= 100, "release_epsilon", "must be in (0, 100]")
+        require(0 <= self.simulated_fleet <= 10**10, "simulated_fleet", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -120,10 +134,17 @@ class Cluster:
         self.shard_listen = [f"tcp://{h}:{b + 10 + i}" for i in range(n)]
         self.raft = [f"{h}:{b + 20 + i}" for i in range(n)]
         self.aggregator = f"tcp://{h}:{b + 30}"
-        self.hub = f"tcp://{h}:{b + 40}"
-        self.shard_admin = [f"{h}:{b + 50 + i}" for i in range(n)]
-        self.hub_admin = f"{h}:{b + 60}"
-        self.aggregator_admin = f"{h}:{b + 70}"
+        m = settings.hub_replicas
+        self.hub_listen = [f"tcp://{h}:{b + 40 + i}" for i in range(m)]
+        self.hub_publish = [f"tcp://{h}:{b + 45 + i}" for i in range(m)]
+        self.hub_raft = [f"{h}:{b + 50 + i}" for i in range(m)]
+        self.hub_names = [f"hub-{i + 1}" for i in range(m)]
+        self.hub_controls = [f"ipc://{root / name / 'control.sock'}" for name in self.hub_names]
+        self.hub = self.hub_listen[0]
+        self.shard_admin = [f"{h}:{b + 60 + i}" for i in range(n)]
+        self.hub_admins = [f"{h}:{b + 70 + i}" for i in range(m)]
+        self.hub_admin = self.hub_admins[0]
+        self.aggregator_admin = f"{h}:{b + 80}"
         self.tv_dir = root / "tv-1"
         self.shard_names = [f"shard-{chr(ord('a') + i)}" for i in range(n)]
         self.shard_controls = [f"ipc://{root / name / 'control.sock'}" for name in self.shard_names]
@@ -135,11 +156,17 @@ class Cluster:
                                                           strict=True)),
             *((f"{n} (Raft port)", a) for n, a in zip(self.shard_names, self.raft, strict=True)),
             ("aggregator", self.aggregator),
-            ("hub", self.hub),
+            *((f"{n} (request port)", a) for n, a in zip(self.hub_names, self.hub_listen,
+                                                           strict=True)),
+            *((f"{n} (Pub/Sub port)", a) for n, a in zip(self.hub_names, self.hub_publish,
+                                                          strict=True)),
+            *((f"{n} (Raft port)", a) for n, a in zip(self.hub_names, self.hub_raft,
+                                                       strict=True)),
             *((f"{n} (admin API)", a) for n, a in zip(self.shard_names, self.shard_admin,
                                                        strict=True)),
+            *((f"{n} (admin API)", a) for n, a in zip(self.hub_names, self.hub_admins,
+                                                       strict=True)),
             ("aggregator (admin API)", self.aggregator_admin),
-            ("hub (admin API)", self.hub_admin),
         ]
 
     @property
@@ -153,6 +180,9 @@ class Cluster:
         cfgdir.mkdir(parents=True, exist_ok=True)
         files: dict[str, Path] = {}
         peers = ", ".join(f'"{r}={ep}"' for r, ep in zip(self.raft, self.shard_listen, strict=True))
+        hubs = ", ".join(f'"{ep}"' for ep in self.hub_listen)
+        hub_pubs = ", ".join(f'"{ep}"' for ep in self.hub_publish)
+        watched = ", ".join(f'"http://{a}"' for a in self.shard_admin)
         for name, listen, raft, admin in zip(self.shard_names, self.shard_listen, self.raft,
                                              self.shard_admin, strict=True):
             partners = ", ".join(f'"{p}"' for p in self.raft if p != raft)
@@ -171,6 +201,13 @@ listen = "{admin}"
 advertise = "{listen}"
 peer_addresses = [{peers}]
 rate_limit_interval_s = 60.0
+k_anonymity = {self.s.k_anonymity}
+[shard.federation]
+aggregator = ["{self.aggregator}"]
+hub = [{hubs}]
+hub_publish = [{hub_pubs}]
+forward_interval_s = 2.0
+catch_up_interval_s = 2.0
 [shard.raft]
 self_address = "{raft}"
 partners = [{partners}]
@@ -184,23 +221,51 @@ name = "aggregator-1"
 data_dir = "{self.root / "aggregator-1"}"
 listen = "{self.aggregator}"
 [aggregator]
-upstream = "{self.hub}"
+region = "local"
+hub = [{hubs}]
+interval_s = 2.0
+min_batches = 1
+max_wait_s = 0.0
 [admin]
 listen = "{self.aggregator_admin}"
 """,
         )
-        files["hub"] = self._write(
-            cfgdir / "hub.toml",
-            f"""role = "hub"
+        fleet = self.s.simulated_fleet
+        population = max(1, self.s.simulated_devices)
+        release = (f"fleet_size = {fleet}\npopulation = {population}\n"
+                   if fleet > population else "")
+        hub_peers = ", ".join(f'"{r}={ep}"'
+                              for r, ep in zip(self.hub_raft, self.hub_listen, strict=True))
+        for name, listen, pub, raft, admin in zip(self.hub_names, self.hub_listen,
+                                                  self.hub_publish, self.hub_raft,
+                                                  self.hub_admins, strict=True):
+            partners = ", ".join(f'"{p}"' for p in self.hub_raft if p != raft)
+            files[name] = self._write(
+                cfgdir / f"{name}.toml",
+                f"""role = "hub"
 [node]
-name = "hub"
-data_dir = "{self.root / "hub"}"
-listen = "{self.hub}"
+name = "{name}"
+data_dir = "{self.root / name}"
+listen = "{listen}"
+[hub]
+publish = "{pub}"
+peer_addresses = [{hub_peers}]
+release_interval_s = 3600.0
+[hub.release]
+epsilon = {self.s.release_epsilon}
+{release}[hub.raft]
+self_address = "{raft}"
+partners = [{partners}]
+election_timeout_min_s = 1.0
+election_timeout_max_s = 2.0
+heartbeat_s = 0.2
+leader_fallback_timeout_s = 6.0
+connection_timeout_s = 8.0
 [admin]
-listen = "{self.hub_admin}"
-shards = [{", ".join(f'"http://{a}"' for a in self.shard_admin)}]
+listen = "{admin}"
+shards = [{watched}]
 """,
-        )
+            )
         endpoints = ", ".join(f'"{ep}"' for ep in self.shard_listen)
         files["tv-1"] = self._write(
             cfgdir / "tv-1.toml",
@@ -308,7 +373,7 @@ def run_local_cluster(args: argparse.Namespace) -> int:
     try:
         _bring_up(cluster, files)
         _demo_tv(cluster)
-        _simulate_fleet(cluster)
+        _crowd_loop(cluster)
         _operations(cluster)
         say(f"all checks passed in {time.monotonic() - t0:.1f} s")
         if getattr(args, "keep", False):
@@ -334,12 +399,13 @@ def _bring_up(c: Cluster, files: dict[str, Path]) -> None:
     for name in c.shard_names:
         c.start(name, "shard", files[name])
     c.start("aggregator", "aggregator", files["aggregator"])
-    c.start("hub", "hub", files["hub"])
+    for name in c.hub_names:
+        c.start(name, "hub", files[name])
     c.start("tv-1", "tv", files["tv-1"])
     for name, addr in [
         *zip(c.shard_names, c.shard_listen, strict=True),
         ("aggregator", c.aggregator),
-        ("hub", c.hub),
+        *zip(c.hub_names, c.hub_listen, strict=True),
     ]:
         reply = wait_for(lambda a=addr: _healthy(a), 60, f"{name} health ok", alive=c.check_alive)  # type: ignore[misc]
         say(f"  {name:<11} {addr:<24} health: {reply.status} (role {reply.role})")
@@ -480,13 +546,15 @@ def _demo_tv(c: Cluster) -> None:
         say(f"    {rank}. {title:<44} {reason}")
 
 
-def _simulate_fleet(c: Cluster) -> None:
+def _simulate_fleet(c: Cluster, reports_of: Callable[[int], list[bytes]]) -> int:
+    """Every simulated TV pushes its sealed reports and pulls; the reports acknowledged."""
     from omega.client import DeviceClient
     from omega.protocol import derive_device_key
 
     n = c.s.simulated_devices
     if n == 0:
-        return
+        return 0
+    acked = [0]
     lat: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -495,15 +563,14 @@ def _simulate_fleet(c: Cluster) -> None:
         device_id = f"sim-{i:06d}"
         client = DeviceClient(c.shard_listen, device_id, derive_device_key(c.fleet_key, device_id))
         try:
-            # Stand-ins for sealed co-view reports: opaque bytes the shard cannot read
-            # (the report format and sealing land with the federation work).
-            reports = [os.urandom(96) for _ in range(2)]
+            reports = reports_of(i)
             t = time.perf_counter()
             client.push(reports)
             dt = time.perf_counter() - t
             client.pull(0, "local")
             with lock:
                 lat.append(dt * 1000)
+                acked[0] += len(reports)
         except OmegaError as exc:
             with lock:
                 errors.append(f"{device_id}: {exc}")
@@ -521,9 +588,111 @@ def _simulate_fleet(c: Cluster) -> None:
     say(
         f"fleet: {n} simulated TVs pushed (acknowledged after Raft commit) and pulled in "
         f"{took:.1f} s: {n / took:.0f} syncs/s, push ack p50 {statistics.median(lat):.1f} ms, "
-        f"p99 {p99:.1f} ms"
+        f"p99 {p99:.1f} ms; {acked[0]} sealed co-view reports"
     )
     _check_replicas(c)
+    return acked[0]
+
+
+def _catalog(c: Cluster) -> list[Any]:
+    from omega.catalog_files import read_catalog
+
+    path = Path(c.s.catalog) if c.s.catalog else Path(__file__).with_name("demo_catalog.jsonl")
+    return list(read_catalog(path))
+
+
+def _leader_control(c: Cluster, controls: Sequence[str], what: str) -> str:
+    from omega.sim.crowd_demo import try_ctl
+
+    def lead() -> str | None:
+        for ctl in controls:
+            st = try_ctl(ctl, "federation")
+            if isinstance(st, dict) and st.get("leader"):
+                return ctl
+        return None
+
+    return wait_for(lead, 30, what, alive=c.check_alive)
+
+
+def _on_leader(c: Cluster, controls: Sequence[str], command: str, target: str = "",
+               timeout: float = 120.0) -> Any:
+    """``ctl command target`` on the group's leader, again on the new one if it moved."""
+    from omega.sim import crowd_demo as cd
+
+    deadline = time.monotonic() + 300
+    while True:
+        lead = _leader_control(c, controls, "a leader")
+        try:
+            return cd.ctl(lead, command, target, timeout=timeout)
+        except OmegaError as exc:
+            if "leader" not in str(exc) or time.monotonic() > deadline:
+                raise
+
+
+def _num(x: Any) -> str:
+    return f"{x:.3g}" if isinstance(x, int | float) else str(x)
+
+
+def _crowd_loop(c: Cluster) -> None:
+    """The federation path end to end: the hub's registry, a TV before, the fleet's
+    sealed co-views through shard → aggregator → hub, a release, the TV after."""
+    from omega.sim import crowd_demo as cd
+
+    entries = _catalog(c)
+    t = time.monotonic()
+    added = _on_leader(c, c.hub_controls, "content",
+                       str(cd.hub_catalog_file(entries, c.root / "content.jsonl")), timeout=600)
+    say(f"hub: registered {added['added']} titles (embedded {added['embedded']} with the TV's "
+        f"model) in {time.monotonic() - t:.1f} s")
+    _on_leader(c, c.hub_controls, "federation", "trigger")
+    demo = cd.DemoTv(c.root / "tv-demo", entries, c.shard_listen, c.fleet_key, "local")
+    try:
+        groups = cd.tastes(entries)
+        demo.watch(groups[0][:3])
+        say("tv-demo: watched " + ", ".join(demo.titles[i] for i in groups[0][:3]))
+        demo.sync()
+        before = demo.show(say, "before the release")
+        key = wait_for(lambda: cd.hub_key_from(demo.client.pull(0, "local")), 30,
+                         "the hub's key at the shard", alive=c.check_alive)
+        say(f"tvs learn the hub's report key {key.key_id} from their pulls")
+        pushed = _simulate_fleet(c, lambda i: cd.device_reports(i, groups, key))
+        shard = _leader_control(c, c.shard_controls, "a shard leader")
+        agg = f"ipc://{c.root / 'aggregator-1' / 'control.sock'}"
+
+        def at_hub() -> dict[str, Any] | None:
+            cd.try_ctl(shard, "federation", "trigger")
+            cd.try_ctl(agg, "federation", "trigger")
+            st = cd.try_ctl(_leader_control(c, c.hub_controls, "a hub leader"), "federation")
+            return st if isinstance(st, dict) and st["counters"]["reports"] >= pushed else None
+
+        t = time.monotonic()
+        st = wait_for(at_hub, 60, f"{pushed} reports at the hub", alive=c.check_alive)
+        fwd = cd.ctl(shard, "federation")
+        say(f"path: shard leader forwarded {fwd['batches_forwarded']} buckets of >= "
+            f"{c.s.k_anonymity} TVs ({fwd['reports_forwarded']} sealed reports); the aggregator "
+            f"mixed them; the hub opened {st['counters']['opened']} in "
+            f"{time.monotonic() - t:.1f} s")
+        release = _on_leader(c, c.hub_controls, "federation", "trigger")
+        fleet = (f"noise calibrated for a fleet of {c.s.simulated_fleet:,} TVs"
+                 if c.s.simulated_fleet > c.s.simulated_devices else "noise at the real population")
+        say(f"hub: release v{release['version']}: {release['pairs_published']} pairs, "
+            f"{release['titles_published']} titles published; {release['body_bytes']} bytes "
+            f"stored; ε {release['epsilon']} this release (σ {release['sigma']:.3g}, {fleet}), "
+            f"ε total {_num(release['epsilon_total'])}")
+
+        def released() -> bool:
+            st = cd.try_ctl(shard, "federation")
+            return isinstance(st, dict) and (st.get("release_complete") or 0) >= release["version"]
+
+        wait_for(released, 30, "the release at the shard", alive=c.check_alive)
+        version, titles, size, pulls = demo.sync()
+        say(f"tv-demo: pulled the release (shard version {version}): lists of {titles} titles "
+            f"in {pulls} pulls, {size} bytes ({size // max(1, pulls)} bytes a pull)")
+        after = demo.show(say, "after the release")
+        if after == before:
+            raise ClusterError("the release did not change the TV's recommendations")
+    finally:
+        demo.close()
 
 
 def _check_replicas(c: Cluster) -> None:

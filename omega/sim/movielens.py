@@ -9,7 +9,9 @@ Two layouts are read, detected from the folder's files:
 
 The protocol (docs/BENCHMARKS.md §1) is implemented by :func:`split_leave_last`:
 every rating is a view (rating >= 4 watched at 0.95, else 0.3), each user's
-interactions sorted by (timestamp, item id), the last one is the test item, the
+interactions sorted by timestamp, ties within one second in a seeded random order
+per user (not by item id: an id order makes the highest id of a burst the test
+item, an artifact sequence statistics learn), the last one is the test item, the
 second-to-last the validation item, the rest the training history; users with
 fewer than 5 interactions are dropped. The catalog is every item anyone rated.
 """
@@ -36,6 +38,10 @@ from omega.catalog_files import read_u_item as _read_u_item
 from omega.catalog_files import split_title as split_title
 
 Layout = Literal["ml-latest", "ml-100k"]
+#: The test item's history (BENCHMARKS.md §1): "all" (B, what a TV knows: training +
+#: validation item) or "train" (A, two steps ahead: the training history alone).
+History = Literal["all", "train"]
+HISTORIES: tuple[History, ...] = ("all", "train")
 
 #: A rating at or above this is a successful view.
 SUCCESS_RATING = 4.0
@@ -46,6 +52,8 @@ FAIL_FRACTION = 0.3
 MIN_INTERACTIONS = 5
 #: Cold-start slice: this many first interactions are the history, the next is the target.
 COLD_HISTORY = 5
+#: Seed of the per-user random order of interactions within one second (BENCHMARKS.md §1).
+TIE_SEED = 20261202
 
 
 IntArray = npt.NDArray[np.int64]
@@ -81,7 +89,7 @@ class MovieLens:
 
 @dataclass(frozen=True, eq=False)
 class UserHistory:
-    """One user's interactions in protocol order: (timestamp, item id)."""
+    """One user's interactions in protocol order (timestamp; ties in a seeded random order)."""
 
     user_id: int
     items: IntArray
@@ -93,6 +101,10 @@ class UserHistory:
     @property
     def train(self) -> IntArray:
         return self.items[:-2]
+
+    def test_history(self, history: History) -> IntArray:
+        """The views the test item is scored from: training (+ validation with "all")."""
+        return self.items[:-1] if history == "all" else self.items[:-2]
 
     @property
     def val_item(self) -> int:
@@ -185,13 +197,19 @@ def load_movielens(path: Path | str) -> MovieLens:
     return MovieLens(folder, layout, items, users, item_index.astype(np.int64), ratings, timestamps)
 
 
-def split_leave_last(data: MovieLens, min_interactions: int = MIN_INTERACTIONS) -> Split:
+def split_leave_last(
+    data: MovieLens, min_interactions: int = MIN_INTERACTIONS, tie_seed: int = TIE_SEED
+) -> Split:
     """The protocol's per-user split; see the module docstring.
 
-    A repeated (user, item) pair keeps its first interaction only, so a test
-    item can never also be in the training history.
+    Interactions of one user within the same second are ordered by a random key
+    drawn from ``numpy.random.default_rng([tie_seed, user id])``: the same order on
+    every run and whatever the file order, but not the item ids' order. A repeated
+    (user, item) pair keeps its first interaction only, so a test item can never
+    also be in the training history.
     """
-    order = np.lexsort((data.item_index, data.timestamps, data.users))
+    ties = tie_keys(data.users, data.item_index, data.timestamps, tie_seed)
+    order = np.lexsort((ties, data.timestamps, data.users))
     users = data.users[order]
     items = data.item_index[order]
     times = data.timestamps[order]
@@ -214,6 +232,24 @@ def split_leave_last(data: MovieLens, min_interactions: int = MIN_INTERACTIONS) 
             )
         )
     return Split(data.n_items, tuple(kept), dropped)
+
+
+def tie_keys(users: IntArray, items: IntArray, timestamps: IntArray,
+             seed: int = TIE_SEED) -> FloatArray:
+    """A random sort key per interaction: each user's keys from its own seeded generator.
+
+    The keys of a user are drawn for its interactions in (timestamp, item) order, so
+    they depend on the seed and the data, not on the order of the file's lines.
+    """
+    keys = np.empty(len(users), dtype=np.float64)
+    order = np.lexsort((items, timestamps, users))
+    sorted_users = users[order]
+    starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
+    ends = np.r_[starts[1:], len(order)]
+    for lo, hi in zip(starts.tolist(), ends.tolist(), strict=True):
+        rng = np.random.default_rng([seed, int(sorted_users[lo])])
+        keys[order[lo:hi]] = rng.random(hi - lo)
+    return keys
 
 
 # -- readers -----------------------------------------------------------------

@@ -54,8 +54,11 @@ from omega.sim.metrics import (
     paired_diff,
 )
 from omega.sim.movielens import (
+    HISTORIES,
     DatasetError,
+    History,
     Item,
+    MovieLens,
     Split,
     UserHistory,
     load_movielens,
@@ -99,6 +102,7 @@ log = logging.getLogger("omega.sim")
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
+F32 = npt.NDArray[np.float32]
 
 #: Compared against the others when no brain runs: the strongest central baseline.
 FALLBACK_REFERENCE = "EASE + recency"
@@ -123,6 +127,9 @@ class QualitySettings:
     max_users: int = 0
     #: Held-out positions per user (targets items[-5], items[-6], ...); 0 = off.
     held_out_positions: int = 10
+    #: The test item's history: "all" (B: training + validation item, what a TV
+    #: knows; the product's figure) or "train" (A: two steps ahead).
+    history: History = "all"
 
     def __post_init__(self) -> None:
         require(1 <= self.k <= 1000, "k", "must be 1-1000")
@@ -152,9 +159,92 @@ class QualitySettings:
         require(
             0 <= self.held_out_positions <= 1000, "held_out_positions", "must be 0-1000 (0 = off)"
         )
+        require(self.history in HISTORIES, "history", "must be 'all' (B) or 'train' (A)")
 
 
 # -- the run --------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Prepared:
+    """The loaded data set, its split, the catalog embeddings and the evaluated users."""
+
+    data: MovieLens
+    split: Split
+    texts: list[str]
+    vectors: F32
+    cached: bool
+    rows: list[int]
+    users: list[UserHistory]
+    cold_pos: list[int]
+    test_targets: list[int]
+    cold_targets: list[int]
+    history: History
+
+    @property
+    def n_items(self) -> int:
+        return self.data.n_items
+
+    def test_histories(self) -> list[IntArray]:
+        return [u.test_history(self.history) for u in self.users]
+
+    def train_data(self) -> TrainData:
+        return TrainData(self.split.train_matrix(), self.vectors)
+
+
+def prepare(
+    data_dir: Path | str,
+    embedder: Embedder,
+    s: QualitySettings,
+    *,
+    cold_start: bool,
+    cache_dir: Path | None,
+    progress: bool,
+) -> Prepared:
+    """Load and split the data, embed the catalog, pick the evaluated users."""
+    data = load_movielens(data_dir)
+    split = split_leave_last(data)
+    if not split.users:
+        raise DatasetError(data.path, "no user has at least 5 interactions")
+    texts = data.texts()
+    vectors, cached = catalog_embeddings(
+        texts, embedder, cache_dir or default_cache_dir(), progress=progress
+    )
+    rows = _evaluated_rows(len(split.users), s.max_users)
+    users = [split.users[r] for r in rows]
+    cold_pos = [i for i, u in enumerate(users) if u.has_cold] if cold_start else []
+    return Prepared(
+        data, split, texts, vectors, cached, rows, users, cold_pos,
+        [u.test_item for u in users], [users[i].cold_item for i in cold_pos], s.history,
+    )  # fmt: skip
+
+
+def run_baselines(
+    prep: Prepared, s: QualitySettings, *, progress: bool
+) -> tuple[list[MethodResult], dict[str, Scorer]]:
+    """Every central baseline, tuned on validation, scored on test (and cold start)."""
+    from tqdm import tqdm
+
+    methods: list[MethodResult] = []
+    scorers: dict[str, Scorer] = {}
+    train = prep.train_data()
+    baselines = default_baselines(
+        decay=s.recency_decay,
+        ease_lambdas=s.ease_lambdas,
+        knn_neighbours=s.knn_neighbours,
+        content_last_n=s.content_last_n,
+        content_popularity=s.content_popularity,
+    )
+    bar = tqdm(baselines, desc="baselines", unit="method", disable=not progress, file=sys.stderr)
+    for baseline in bar:
+        bar.set_postfix_str(baseline.name)
+        result, scorers[baseline.name] = _run_baseline(baseline, prep, train, s)
+        methods.append(result)
+        log.info(
+            "baseline done",
+            extra={"fields": {"method": baseline.name, "seconds": round(result.seconds, 2)}},
+        )
+    return methods, scorers
 
 
 def run_quality(
@@ -175,123 +265,49 @@ def run_quality(
     ``[crowd]`` rows, test slice only). Raises :class:`DatasetError` for an
     unreadable data folder and :class:`QualityError` when the run cannot proceed.
     """
-    from tqdm import tqdm
-
     s = settings or QualitySettings()
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    data = load_movielens(data_dir)
-    split = split_leave_last(data)
-    if not split.users:
-        raise DatasetError(data.path, "no user has at least 5 interactions")
-    timings["load"] = time.perf_counter() - t0
-
-    t = time.perf_counter()
-    texts = data.texts()
-    vectors, cached = catalog_embeddings(
-        texts, embedder, cache_dir or default_cache_dir(), progress=progress
-    )
-    timings["embed catalog"] = time.perf_counter() - t
-
-    rows = _evaluated_rows(len(split.users), s.max_users)
-    users = [split.users[r] for r in rows]
-    cold_pos = [i for i, u in enumerate(users) if u.has_cold] if cold_start else []
-    test_targets = [u.test_item for u in users]
-    cold_targets = [users[i].cold_item for i in cold_pos]
-    n = data.n_items
-
-    methods: list[MethodResult] = []
-    train = TrainData(split.train_matrix(), vectors)
-    baselines = default_baselines(
-        decay=s.recency_decay,
-        ease_lambdas=s.ease_lambdas,
-        knn_neighbours=s.knn_neighbours,
-        content_last_n=s.content_last_n,
-        content_popularity=s.content_popularity,
-    )
-    scorers: dict[str, Scorer] = {}
-    bar = tqdm(baselines, desc="baselines", unit="method", disable=not progress, file=sys.stderr)
-    for baseline in bar:
-        bar.set_postfix_str(baseline.name)
-        result, scorers[baseline.name] = _run_baseline(
-            baseline, split, train, rows, users, cold_pos, test_targets, cold_targets, s
-        )
-        methods.append(result)
-        log.info(
-            "baseline done",
-            extra={"fields": {"method": baseline.name, "seconds": round(methods[-1].seconds, 2)}},
-        )
+    prep = prepare(data_dir, embedder, s, cold_start=cold_start, cache_dir=cache_dir,
+                   progress=progress)
+    timings["load and embed"] = time.perf_counter() - t0
+    methods, scorers = run_baselines(prep, s, progress=progress)
     timings["baselines"] = sum(m.seconds for m in methods)
-
     brain_info: dict[str, Any] | None = None
     held_out: HeldOutResult | None = None
     if brain_factory is not None:
-        t = time.perf_counter()
-        shared = SharedEmbedder(embedder, texts, vectors)
-        # Every replay (the plain brain, the [crowd] rows) sees the same users and catalog.
-        replay = partial(replay_brain, users=users, items=data.items, embedder=shared, k=s.k,
-                         work_dir=work_dir, progress=progress)
-        run = replay(brain_factory, cold_start=cold_start, held_out=s.held_out_positions)
-        seconds = time.perf_counter() - t
-        timings["brain"] = seconds
-        if s.held_out_positions > 0:
-            t = time.perf_counter()
-            held_out = _held_out(
-                run,
-                users,
-                scorers[HELD_OUT_BASELINE],
-                next(m.params for m in methods if m.name == HELD_OUT_BASELINE),
-                s,
-                n,
-            )
-            timings["held-out content"] = time.perf_counter() - t
-        cold_lists = pad_lists(run.cold, s.k) if cold_pos else None
-        crowd_rows: list[MethodResult] = []
-        if crowd_variants:
-            for name, factory in _crowd_factories(data.items, train):
-                t = time.perf_counter()
-                crowd_run = replay(factory, cold_start=False, label=name)
-                took = time.perf_counter() - t
-                timings[name] = took
-                test = SliceResult.of(pad_lists(crowd_run.test, s.k), test_targets, n)
-                crowd_rows.append(MethodResult(name, {}, test, None, None, None, took))
-        methods[0:0] = [
-            MethodResult(
-                BRAIN,
-                {},
-                SliceResult.of(pad_lists(run.test, s.k), test_targets, n),
-                SliceResult.of(cold_lists, cold_targets, n) if cold_lists is not None else None,
-                None,
-                None,
-                seconds,
-            ),
-            *crowd_rows,
-        ]
-        per_user = np.asarray(run.seconds)
-        brain_info = {
-            "users": len(users),
-            "seconds": round(seconds, 3),
-            "seconds_per_user_p50": round(float(np.median(per_user)), 4),
-            "seconds_per_user_p99": round(float(np.quantile(per_user, 0.99)), 4),
-            "foreign_ids": run.foreign,
-            "watched_items": run.watched,
-            "embed_hits": shared.hits,
-            "embed_misses": shared.misses,
-        }
+        rows, brain_info, held_out = _brain_rows(
+            prep, brain_factory, embedder, s, methods, scorers, timings,
+            crowd_variants=crowd_variants, work_dir=work_dir, progress=progress,
+        )  # fmt: skip
+        methods[0:0] = rows
     timings["total"] = time.perf_counter() - t0
-
     reference = BRAIN if brain_factory is not None else FALLBACK_REFERENCE
+    return build_report(prep, embedder, s.k, methods, reference, timings, brain_info, held_out)
+
+
+def build_report(
+    prep: Prepared,
+    embedder: Embedder,
+    k: int,
+    methods: list[MethodResult],
+    reference: str,
+    timings: dict[str, float],
+    brain_info: dict[str, Any] | None = None,
+    held_out: HeldOutResult | None = None,
+) -> QualityReport:
+    """The report of a run, with every method compared with ``reference``."""
     return QualityReport(
-        data_dir=str(data.path),
-        layout=data.layout,
-        n_users=len(split.users),
-        n_items=n,
-        n_interactions=data.n_interactions,
-        evaluated_users=len(users),
-        cold_users=len(cold_pos),
-        k=s.k,
+        data_dir=str(prep.data.path),
+        layout=prep.data.layout,
+        n_users=len(prep.split.users),
+        n_items=prep.n_items,
+        n_interactions=prep.data.n_interactions,
+        evaluated_users=len(prep.users),
+        cold_users=len(prep.cold_pos),
+        k=k,
         embedder=embedder_key(embedder),
-        embeddings_cached=cached,
+        embeddings_cached=prep.cached,
         methods=tuple(methods),
         reference=reference,
         comparisons=tuple(_compare(methods, reference)),
@@ -299,7 +315,80 @@ def run_quality(
         brain=brain_info,
         date=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         held_out=held_out,
+        history=prep.history,
     )
+
+
+def _brain_rows(
+    prep: Prepared,
+    brain_factory: BrainFactory,
+    embedder: Embedder,
+    s: QualitySettings,
+    methods: list[MethodResult],
+    scorers: dict[str, Scorer],
+    timings: dict[str, float],
+    *,
+    crowd_variants: bool,
+    work_dir: Path | None,
+    progress: bool,
+) -> tuple[list[MethodResult], dict[str, Any], HeldOutResult | None]:
+    """The plain brain (and the ``[crowd]`` rows), replayed user by user."""
+    users, n = prep.users, prep.n_items
+    cold_start = bool(prep.cold_pos)
+    t = time.perf_counter()
+    shared = SharedEmbedder(embedder, prep.texts, prep.vectors)
+    # Every replay (the plain brain, the [crowd] rows) sees the same users and catalog.
+    replay = partial(replay_brain, users=users, items=prep.data.items, embedder=shared, k=s.k,
+                     work_dir=work_dir, progress=progress, history=s.history)
+    run = replay(brain_factory, cold_start=cold_start, held_out=s.held_out_positions)
+    seconds = time.perf_counter() - t
+    timings["brain"] = seconds
+    held_out: HeldOutResult | None = None
+    if s.held_out_positions > 0:
+        t = time.perf_counter()
+        held_out = _held_out(
+            run,
+            users,
+            scorers[HELD_OUT_BASELINE],
+            next(m.params for m in methods if m.name == HELD_OUT_BASELINE),
+            s,
+            n,
+        )
+        timings["held-out content"] = time.perf_counter() - t
+    cold_lists = pad_lists(run.cold, s.k) if cold_start else None
+    crowd_rows: list[MethodResult] = []
+    if crowd_variants:
+        for name, factory in _crowd_factories(prep.data.items, prep.train_data()):
+            t = time.perf_counter()
+            crowd_run = replay(factory, cold_start=False, label=name)
+            took = time.perf_counter() - t
+            timings[name] = took
+            test = SliceResult.of(pad_lists(crowd_run.test, s.k), prep.test_targets, n)
+            crowd_rows.append(MethodResult(name, {}, test, None, None, None, took))
+    rows = [
+        MethodResult(
+            BRAIN,
+            {},
+            SliceResult.of(pad_lists(run.test, s.k), prep.test_targets, n),
+            SliceResult.of(cold_lists, prep.cold_targets, n) if cold_lists is not None else None,
+            None,
+            None,
+            seconds,
+        ),
+        *crowd_rows,
+    ]
+    per_user = np.asarray(run.seconds)
+    info = {
+        "users": len(users),
+        "seconds": round(seconds, 3),
+        "seconds_per_user_p50": round(float(np.median(per_user)), 4),
+        "seconds_per_user_p99": round(float(np.quantile(per_user, 0.99)), 4),
+        "foreign_ids": run.foreign,
+        "watched_items": run.watched,
+        "embed_hits": shared.hits,
+        "embed_misses": shared.misses,
+    }
+    return rows, info, held_out
 
 
 def _held_out(
@@ -377,18 +466,11 @@ def _evaluated_rows(n_users: int, max_users: int) -> list[int]:
 
 
 def _run_baseline(
-    baseline: Baseline,
-    split: Split,
-    train: TrainData,
-    rows: list[int],
-    users: list[UserHistory],
-    cold_pos: list[int],
-    test_targets: list[int],
-    cold_targets: list[int],
-    s: QualitySettings,
+    baseline: Baseline, prep: Prepared, train: TrainData, s: QualitySettings
 ) -> tuple[MethodResult, Scorer]:
     """The baseline's results and its scorer, as tuned on validation."""
     t = time.perf_counter()
+    split, users = prep.split, prep.users
     # Tuned on every user's validation item, whatever subset is evaluated.
     tuned = tune(
         baseline,
@@ -398,21 +480,21 @@ def _run_baseline(
         s.k,
     )
     test = SliceResult.of(
-        rank(tuned.scorer, [u.train for u in users], s.k), test_targets, train.n_items
+        rank(tuned.scorer, prep.test_histories(), s.k), prep.test_targets, train.n_items
     )
     cold = None
-    if cold_pos:
+    if prep.cold_pos:
         lists = cold_start_lists(
             baseline,
             tuned.params,
             train.x,
             train.embeddings,
-            [rows[i] for i in cold_pos],
-            [users[i].cold_history for i in cold_pos],
+            [prep.rows[i] for i in prep.cold_pos],
+            [users[i].cold_history for i in prep.cold_pos],
             s.k,
             s.cold_folds,
         )
-        cold = SliceResult.of(lists, cold_targets, train.n_items)
+        cold = SliceResult.of(lists, prep.cold_targets, train.n_items)
     result = MethodResult(
         baseline.name,
         dict(tuned.params),
@@ -463,6 +545,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-users", type=int, default=0, help="evaluate N users (0 = all)")
     parser.add_argument("--no-cold-start", action="store_true", help="skip the cold-start slice")
     parser.add_argument(
+        "--history",
+        choices=HISTORIES,
+        default=QualitySettings.history,
+        help="the test item's history: all = training + validation item (B, what a TV "
+        "knows; default), train = training only (A, two steps ahead)",
+    )
+    parser.add_argument(
         "--held-out-positions",
         type=int,
         default=QualitySettings.held_out_positions,
@@ -486,7 +575,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     """Run from parsed options; prints the report, returns the exit code (2: bad input)."""
     try:
         settings = QualitySettings(
-            max_users=args.max_users, held_out_positions=args.held_out_positions
+            max_users=args.max_users,
+            held_out_positions=args.held_out_positions,
+            history=args.history,
         )
         cache_dir = args.cache_dir or default_cache_dir()
         embedder = _make_embedder(args.embedder, cache_dir)

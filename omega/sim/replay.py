@@ -31,6 +31,7 @@ import numpy.typing as npt
 from omega.errors import OmegaError
 from omega.sim.movielens import (
     COLD_HISTORY,
+    History,
     Item,
     UserHistory,
 )
@@ -343,14 +344,16 @@ def replay_brain(
     progress: bool = False,
     label: str = "brain",
     held_out: int = 0,
+    history: History = "train",
 ) -> BrainRun:
     """Replay each user's views through a fresh brain; collect its lists.
 
     One replay per user serves every slice: the cold-start list is asked after
     the first 5 views, the test list after the training history, and with
     ``held_out`` > 0 the :func:`held_out_positions` lists after their histories
-    (all prefixes of the same time-ordered views). The validation item is never
-    replayed: the test item is two steps ahead.
+    (all prefixes of the same time-ordered views). With ``history="train"`` the
+    validation item is not replayed before the test list (two steps ahead, A);
+    with ``"all"`` it is (B, what a TV knows).
 
     A persistent factory gets the catalog once, in a template brain; each user's
     brain opens a copy of its folder (~3× faster than storing 9,724 titles per user).
@@ -373,7 +376,9 @@ def replay_brain(
             started = time.perf_counter()
             # views seen -> (slice, position of the target in the user's views)
             last = len(user.items) - 1
-            asks: dict[int, list[tuple[str, int]]] = {len(user.train): [("test", last)]}
+            asks: dict[int, list[tuple[str, int]]] = {
+                len(user.test_history(history)): [("test", last)]
+            }
             if cold_start and user.has_cold:
                 asks.setdefault(COLD_HISTORY, []).append(("cold", COLD_HISTORY))
             cases = held_out_positions(len(user.items), held_out)

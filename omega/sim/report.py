@@ -207,6 +207,10 @@ class QualityReport:
     date: str
     held_out: HeldOutResult | None = None
     """None when off (``held_out_positions = 0``) or without a brain."""
+    history: str = "all"
+    """The test item's history: "all" (B: training + validation item) or "train" (A)."""
+    federated: dict[str, Any] | None = None
+    """With ``--federated``: the releases' settings, sizes and the fleet crossing."""
 
     def method(self, name: str) -> MethodResult:
         for m in self.methods:
@@ -228,6 +232,7 @@ class QualityReport:
                 "cold_users": self.cold_users,
             },
             "k": self.k,
+            "history": self.history,
             "embedder": self.embedder,
             "embeddings_cached": self.embeddings_cached,
             "methods": [m.to_dict() for m in self.methods],
@@ -236,6 +241,7 @@ class QualityReport:
             "timings": {key: round(v, 3) for key, v in self.timings.items()},
             "brain": self.brain,
             "held_out": self.held_out.to_dict() if self.held_out is not None else None,
+            "federated": self.federated,
         }
 
 
@@ -253,6 +259,9 @@ def format_text(report: QualityReport) -> str:
         f"interactions; evaluated {report.evaluated_users} users "
         f"({report.cold_users} in the cold-start slice); embedder {report.embedder}"
         + (" (cached)" if report.embeddings_cached else ""),
+        "  test history: "
+        + ("B, training + validation item (what a TV knows)" if report.history == "all"
+           else "A, training only (two steps ahead)"),
         "",
         f"{'method':<30}{'HR@' + str(k):>16}{'NDCG@' + str(k):>16}{'cov':>7}"
         f"{'cold HR':>16}{'cold NDCG':>16}{'time':>8}  params",
@@ -289,6 +298,8 @@ def format_text(report: QualityReport) -> str:
         lines.append("  (* the interval excludes 0)")
     if report.held_out is not None:
         lines += ["", *_held_out_lines(report)]
+    if report.federated:
+        lines += ["", *(str(x) for x in report.federated.get("text", []))]
     if report.brain:
         b = report.brain
         lines += [

@@ -59,7 +59,7 @@ class ShardProc:
 
     def __init__(self, name: str, root: Path, listen: str, raft: str, partners: list[str],
                  shard: dict[str, Any], raft_opts: dict[str, Any], workers: int,
-                 launcher: Launcher, admin: dict[str, Any] | None = None) -> None:
+                 launcher: Launcher, extra: str = "") -> None:
         self.name = name
         self.listen = listen
         self.raft = raft
@@ -80,7 +80,7 @@ class ShardProc:
             "[shard.raft]", f"self_address = {_toml(raft)}", f"partners = {_toml(partners)}",
             "dev_mode = true",
             *(f"{k} = {_toml(v)}" for k, v in raft_opts.items()),
-            *(["[admin]", *(f"{k} = {_toml(v)}" for k, v in admin.items())] if admin else []),
+            extra,  # more tables, e.g. [shard.federation]
         ]
         self.cfg_path.write_text("\n".join(lines) + "\n")
         self._ctl = RpcClient(self.control, TransportSettings(request_timeout_s=1.0, retries=0),
@@ -199,7 +199,7 @@ class ShardCluster:
 
     def __init__(self, root: Path, n: int = 3, *, shard: dict[str, Any] | None = None,
                  raft: dict[str, Any] | None = None, workers: int = 64,
-                 launcher: Launcher | None = None, admin: dict[str, Any] | None = None) -> None:
+                 launcher: Launcher | None = None, extra: str = "") -> None:
         if launcher is None:
             env = os.environ.get("OMEGA_SHARD_LAUNCHER", "omega-node")
             launcher = "runner" if env == "runner" else "omega-node"
@@ -209,7 +209,7 @@ class ShardCluster:
         self.nodes = [
             ShardProc(f"s{i}", root, f"tcp://127.0.0.1:{ports[i]}", rafts[i],
                       [r for r in rafts if r != rafts[i]], shard_opts, raft or {}, workers,
-                      launcher, admin)
+                      launcher, extra)
             for i in range(n)
         ]
 

@@ -45,6 +45,17 @@ def shard_args(tmp: Path, port: int) -> list[str]:
     return ["--role", "shard", "--config", str(cfg)]
 
 
+def hub_args(tmp: Path) -> list[str]:
+    """config/hub.toml with its Raft and Pub/Sub ports moved to free ones."""
+    cfg = tmp / "hub.toml"
+    raft, pub = free_port(), free_port()
+    text = (REPO / "config" / "hub.toml").read_text()
+    text = text.replace('self_address = "127.0.0.1:7450"', f'self_address = "127.0.0.1:{raft}"')
+    text = text.replace('publish = "tcp://127.0.0.1:7445"', f'publish = "tcp://127.0.0.1:{pub}"')
+    cfg.write_text(text)
+    return ["--role", "hub", "--config", str(cfg)]
+
+
 @pytest.fixture
 def procs() -> Iterator[list]:  # type: ignore[type-arg]
     started: list = []  # type: ignore[type-arg]
@@ -61,6 +72,8 @@ def test_role_starts_answers_health_and_stops_on_sigterm(
     base = (
         shard_args(tmp_path, port)
         if role == "shard"
+        else hub_args(tmp_path)
+        if role == "hub"
         else ["--role", role, "--config", str(REPO / "config" / f"{role}.toml")]
     )
     log = tmp_path / "node.log"
@@ -104,10 +117,7 @@ def test_ctl_tree_and_kill_restart_a_child(tmp_path: Path, procs: list) -> None:
     data = tmp_path / "hub"
     proc = start_node(
         [
-            "--role",
-            "hub",
-            "--config",
-            str(REPO / "config" / "hub.toml"),
+            *hub_args(tmp_path),
             "--data-dir",
             str(data),
             "--listen",
@@ -140,6 +150,7 @@ def test_root_supervisor_giving_up_exits_nonzero(tmp_path: Path, procs: list) ->
     cfg.write_text(
         f'role = "hub"\n[node]\nlisten = "tcp://127.0.0.1:{port}"\n'
         f'data_dir = "{tmp_path / "d"}"\n[supervision]\nmax_restarts = 0\n'
+        f'[hub.raft]\nself_address = "127.0.0.1:{free_port()}"\n'
     )
     proc = start_node(["--role", "hub", "--config", str(cfg)])
     procs.append(proc)

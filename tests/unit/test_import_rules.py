@@ -49,6 +49,10 @@ DOMAIN = (
     "omega.federation.neighbours",
     "omega.federation.popularity",
     "omega.federation.thresholds",
+    "omega.federation.batches",
+    "omega.federation.hub",
+    "omega.federation.publish",
+    "omega.federation.forward",
 )
 
 #: Leaf modules every layer may import: they import no engine and nothing above them.
@@ -64,13 +68,14 @@ LEAVES = (
     "omega.index.settings",
     "omega.shard.settings",
     "omega.raft.settings",
+    "omega.federation.settings",
 )
 
 #: Third-party engines and the only modules allowed to import each.
 ENGINES: dict[str, tuple[str, ...]] = {
     "pynng": ("omega.transport._nng",),
     "pysyncobj": ("omega.raft.node",),
-    "lmdb": ("omega.brain.memory", "omega.raft.kv"),
+    "lmdb": ("omega.brain.memory", "omega.raft.kv", "omega.federation.shuffle"),
     "onnxruntime": ("omega.brain.onnx_model",),
     "faiss": ("omega.index.hnsw",),
     "pykka": ("omega.actors.*",),

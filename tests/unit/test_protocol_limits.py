@@ -53,7 +53,7 @@ def array16(n: int) -> bytes:
 def test_five_megabytes_of_empty_maps() -> None:
     n = 5_000_000
     bare = array32(n) + b"\x80" * n
-    tagged = array32(n + 2) + b"\x14\x01" + b"\x80" * n  # claims to be a ShardSummary
+    tagged = array32(n + 2) + b"\x14\x01" + b"\x80" * n  # claims to be a ShardBatch
     for frame in (bare, tagged):
         peak, err = peak_of_decode(frame)
         assert isinstance(err, TooLarge)

@@ -18,6 +18,7 @@ from omega.protocol import (
     ERROR_CODES,
     MAX_FRAME_BYTES,
     BadRequest,
+    BatchAck,
     CatalogEntry,
     CtlReply,
     CtlRequest,
@@ -33,8 +34,8 @@ from omega.protocol import (
     PullResp,
     Push,
     RateLimited,
-    RegionSummary,
-    ShardSummary,
+    RegionBatch,
+    ShardBatch,
     Stale,
     TooLarge,
     TvImportCatalog,
@@ -88,7 +89,7 @@ BAD_CONSTRUCTIONS: list[tuple[str, Callable[[], object], type[ProtocolError]]] =
     ("fraction bool", lambda: TvObserve("m1", True, 1.0), BadRequest),
     ("ok int", lambda: CtlReply(1), BadRequest),  # type: ignore[arg-type]
     ("score bool", lambda: PullResp(1, (), (("m1", True),)), BadRequest),
-    ("count bool", lambda: ShardSummary("s", (), 1, (("m1", True),)), BadRequest),
+    ("report not bytes", lambda: ShardBatch("b1", ("r",)), BadRequest),  # type: ignore[arg-type]
     # ranges
     ("seq negative", lambda: Push("tv-1", -1, NOW_MS, ()), BadRequest),
     ("seq over 2^63", lambda: Push("tv-1", 2**63, NOW_MS, ()), BadRequest),
@@ -98,7 +99,8 @@ BAD_CONSTRUCTIONS: list[tuple[str, Callable[[], object], type[ProtocolError]]] =
     ("k 101", lambda: TvRecommend(101, 1.0), BadRequest),
     ("popularity negative", lambda: PullResp(1, (), (("m1", -1.0),)), BadRequest),
     ("part >= parts", lambda: GlobalUpdate(1, part=2, parts=2), BadRequest),
-    ("parts 0", lambda: ShardSummary("s", (), 1, parts=0), BadRequest),
+    ("parts 0", lambda: ShardBatch("b1", (b"r",), parts=0), BadRequest),
+    ("key id over u32", lambda: GlobalUpdate(1, hub_key_id=2**32), BadRequest),
     ("year", lambda: CatalogEntry("m1", "t", (), "", 10000, 0), BadRequest),
     # NaN and infinity
     ("fraction nan", lambda: TvObserve("m1", math.nan, 1.0), BadRequest),
@@ -156,10 +158,11 @@ BAD_CONSTRUCTIONS: list[tuple[str, Callable[[], object], type[ProtocolError]]] =
     ("row too long", lambda: PullResp(1, (), (("m1", 1.0, 2.0),)), BadRequest),
     ("row is a str", lambda: PullResp(1, (), ("ab",)), BadRequest),
     ("rows not a list", lambda: PullResp(1, (), "m1"), BadRequest),  # type: ignore[arg-type]
-    ("pair a > b", lambda: ShardSummary("s", (), 1, (), (("m2", (("m1", 1),)),)), BadRequest),
-    ("pair a == b", lambda: ShardSummary("s", (), 1, (), (("m1", (("m1", 1),)),)), BadRequest),
-    ("count negative", lambda: RegionSummary("r", (), 1, (("m1", -1),)), BadRequest),
-    ("duplicate batch", lambda: ShardSummary("s", ("b", "b"), 1), BadRequest),
+    ("empty report", lambda: RegionBatch("eu", "b1", (b"",)), BadRequest),
+    ("report over 1000 bytes", lambda: ShardBatch("b1", (b"x" * 1001,)), TooLarge),
+    ("2049 reports", lambda: ShardBatch("b1", (b"x",) * 2049), TooLarge),
+    ("public key 33 bytes", lambda: PullResp(1, hub_key_id=1, hub_public_key=b"k" * 33), TooLarge),
+    ("bad batch id", lambda: BatchAck("b 1"), BadRequest),
     (
         "65 new titles",
         lambda: PullResp(1, new_content=tuple(NewContent(f"m{i}", "t", EMB) for i in range(65))),

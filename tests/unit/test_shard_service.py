@@ -491,6 +491,29 @@ def test_take_batch_only_from_k_devices(svc: ShardService, store: FakeStore) -> 
     assert svc.take_batch() is None
 
 
+def test_close_open_bucket_on_demand_never_below_k(svc: ShardService, store: FakeStore) -> None:
+    for i in range(2):
+        call(svc, push(f"tv-{i}", 1, (b"r%d" % i,)))
+    assert svc.close_open_bucket()[0] == "open"  # 2 devices < k = 3: stays open
+    assert svc.take_batch() is None
+    call(svc, push("tv-2", 1, (b"r2",)))  # the third device closes it by itself
+    assert svc.take_batch() is not None
+    call(svc, push("tv-3", 1, (b"r3",)))
+    assert svc.close_open_bucket(min_devices=1)[0] == "open"  # k is a floor here too
+
+
+def test_pull_announces_the_hubs_current_key(svc: ShardService, store: FakeStore) -> None:
+    before = call(svc, pull("tv-1", 0))
+    assert (before.hub_key_id, before.hub_public_key) == (0, b"")
+    svc.set_global_update(GlobalUpdate(1, popularity=(("t", 1.0),), hub_key_id=7,
+                                       hub_public_key=b"\x07" * 32))
+    r = call(svc, pull("tv-2", 0))
+    assert (r.hub_key_id, r.hub_public_key) == (7, b"\x07" * 32)
+    # Even a pull with nothing new names the key: the TV always seals to the current one.
+    again = call(svc, pull("tv-3", r.global_version))
+    assert again.hub_key_id == 7 and again.popularity == ()
+
+
 def test_raft_status_and_stats(svc: ShardService) -> None:
     call(svc, push("tv-1", 1))
     st = svc.raft_status()

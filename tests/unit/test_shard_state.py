@@ -11,12 +11,12 @@ from omega.raft import MemoryKv
 from omega.shard import state
 from omega.shard.commands import (
     Advertise,
+    CloseOpen,
     CommandError,
     PushBatch,
     PushEntry,
     Registry,
     ReleaseBatch,
-    SealOpen,
     SetGlobal,
     decode_command,
     encode_command,
@@ -49,7 +49,7 @@ def test_commands_round_trip() -> None:
         Advertise("127.0.0.1:1", "tcp://127.0.0.1:2"),
         Registry((dh(1),), (dh(2),)),
         ReleaseBatch(4),
-        SealOpen(1),
+        CloseOpen(1),
     ]
     for cmd in cmds:
         assert decode_command(encode_command(cmd)) == cmd
@@ -128,7 +128,7 @@ def test_reports_stored_without_identity_and_sealed_at_k() -> None:
             assert not any(h in key or h in value for h in hashes)
             assert not any(d in key or d in value for d in device_ids)
     bs = list(state.buckets(kv))
-    assert [(b.bucket, b.devices, b.sealed) for b in bs] == [(0, 3, True), (1, 2, False)]
+    assert [(b.bucket, b.devices, b.closed) for b in bs] == [(0, 3, True), (1, 2, False)]
     # Sealed buckets forget which hashed devices fed them.
     assert not list(kv.iterate(DB, state.P_MEMBER + state.u64(0)))
     got = state.take_batch(kv, min_devices=3)
@@ -143,9 +143,9 @@ def test_same_device_twice_in_a_bucket_counts_once() -> None:
     state.apply(kv, batch(entry(1, 1), k=2), 1)
     state.apply(kv, batch(entry(1, 2, (b"again",)), k=2), 2)
     (b,) = state.buckets(kv)
-    assert (b.devices, b.reports, b.sealed) == (1, 2, False)
+    assert (b.devices, b.reports, b.closed) == (1, 2, False)
     state.apply(kv, batch(entry(2, 1), k=2), 3)
-    assert next(state.buckets(kv)).sealed
+    assert next(state.buckets(kv)).closed
 
 
 def test_release_and_seal_open() -> None:
@@ -155,8 +155,8 @@ def test_release_and_seal_open() -> None:
     state.apply(kv, batch(entry(9, 1, (b"x", b"y")), k=3), 4)
     assert state.counters(kv)["reports_stored"] == 5
     assert state.apply(kv, encode_command(ReleaseBatch(1)), 5) == ("open", 0)
-    assert state.apply(kv, encode_command(SealOpen(2)), 6) == ("not_sealed", 1)
-    assert state.apply(kv, encode_command(SealOpen(1)), 7) == ("sealed", 1)
+    assert state.apply(kv, encode_command(CloseOpen(2)), 6) == ("open", 1)
+    assert state.apply(kv, encode_command(CloseOpen(1)), 7) == ("closed", 1)
     assert state.apply(kv, encode_command(ReleaseBatch(0)), 8) == ("released", 3)
     assert state.apply(kv, encode_command(ReleaseBatch(0)), 9) == ("absent", 0)
     c = state.counters(kv)

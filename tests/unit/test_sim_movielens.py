@@ -182,11 +182,11 @@ def _write_ratings(folder: Path, rows: list[tuple[int, int, float, int]]) -> Pat
     return folder
 
 
-def test_split_sorts_by_time_then_item_and_holds_out_the_last_two(tmp_path: Path) -> None:
+def test_split_sorts_by_time_and_holds_out_the_last_two(tmp_path: Path) -> None:
     rows = [
         (1, 30, 4.0, 500),  # test (latest)
         (1, 20, 3.0, 100),
-        (1, 10, 5.0, 100),  # same time as item 20: item 10 comes first
+        (1, 10, 5.0, 100),  # same time as item 20: the seeded order puts 10 first
         (1, 40, 4.5, 300),  # validation
         (1, 50, 1.0, 200),
         (1, 60, 4.0, 150),
@@ -214,6 +214,27 @@ def test_split_sorts_by_time_then_item_and_holds_out_the_last_two(tmp_path: Path
     x = split.train_matrix()
     assert x.shape == (1, data.n_items)
     assert sorted(np.flatnonzero(x[0]).tolist()) == sorted(user.train.tolist())
+
+
+def test_ties_within_a_second_follow_a_seeded_random_order_not_the_ids(tmp_path: Path) -> None:
+    # 200 users, each ending in a burst of 3 titles rated in the same second.
+    rows = []
+    for u in range(1, 201):
+        rows += [(u, i, 4.0, i) for i in range(1, 6)]
+        rows += [(u, i, 4.0, 1000) for i in (101, 102, 103)]
+    folder = _write_ratings(tmp_path / "d", rows)
+    split = split_leave_last(load_movielens(folder))
+    data = load_movielens(folder)
+    last = [data.items[u.test_item].id for u in split.users]
+    # Each title of the burst is the test item for about a third of the users.
+    for item in (101, 102, 103):
+        assert 40 <= last.count(item) <= 95, (item, last.count(item))
+    # The same seed gives the same order, whatever the order of the file's lines.
+    rows.reverse()
+    again = split_leave_last(load_movielens(_write_ratings(tmp_path / "e", rows)))
+    assert [u.items.tolist() for u in again.users] == [u.items.tolist() for u in split.users]
+    other = split_leave_last(data, tie_seed=7)
+    assert [u.items.tolist() for u in other.users] != [u.items.tolist() for u in split.users]
 
 
 def test_split_keeps_the_first_of_repeated_views(tmp_path: Path) -> None:

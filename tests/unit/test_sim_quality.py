@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -134,16 +134,19 @@ def _run(data: Path, tmp_path: Path, factory: Callable[[Path, Embedder], BrainSe
     )
 
 
-def test_each_user_replays_only_its_training_history(
-    folders: dict[str, Path], tmp_path: Path
+@pytest.mark.parametrize("history", ["train", "all"])
+def test_each_user_replays_only_the_history_of_its_test_item(
+    folders: dict[str, Path], tmp_path: Path, history: str
 ) -> None:
     data_dir = folders["ml-latest"]
     (tmp_path / "work").mkdir()
     rec = Recorder()
-    report = _run(data_dir, tmp_path, factory_of(rec, content_policy))
+    report = _run(data_dir, tmp_path, factory_of(rec, content_policy),
+                  settings=replace(FAST, history=history))
     data = load_movielens(data_dir)
     split = split_leave_last(data)
     assert [m.name for m in report.methods] == ["brain", *BASELINES]
+    assert report.history == history
     assert report.evaluated_users == len(split.users) == rec.closed
     assert len(set(rec.folders)) == len(split.users)
     assert not any((tmp_path / "work").iterdir()), "brain folders are removed"
@@ -152,9 +155,9 @@ def test_each_user_replays_only_its_training_history(
                                        strict=True):  # fmt: skip
         assert cat == catalog
         ids = [data.items[i].id for i in user.items]
-        n_train = len(user.train)
-        # Replayed: the training history in time order, plus (for a 6-view user) the
-        # validation item that the cold-start slice needs as its 5th view.
+        # A: the training history; B: training + validation item. In time order, plus
+        # (for a 6-view user in A) the validation item the cold-start slice needs.
+        n_train = len(user.train) if history == "train" else len(user.items) - 1
         replayed = max(n_train, COLD_HISTORY)
         assert [v[0] for v in views] == ids[:replayed]
         assert [v[1] for v in views] == user.fractions[:replayed].tolist()
@@ -407,8 +410,9 @@ def test_held_out_cases_are_asked_in_the_same_replay_and_scored_against_content(
     assert 0 < sum(1 for c in expected if c) < len(split.users), "some users are too short"
     for user, cases, views, calls in zip(split.users, expected, rec.views, rec.calls,
                                          strict=True):  # fmt: skip
-        # One replay: the views are the training history, as without held-out cases.
-        assert len(views) == max(len(user.train), COLD_HISTORY)
+        # One replay: the views are the test item's history (B: training + validation),
+        # as without held-out cases.
+        assert len(views) == len(user.items) - 1
         asked = [(c.seen, c.timestamp) for c in calls]
         assert len(asked) == 1 + int(user.has_cold) + len(cases)
         for seen, target in cases:

@@ -177,6 +177,14 @@ def registry_change(admin: Admin, device_ids: list[str], revoke: bool) -> dict[s
     return {"action": "revoke" if revoke else "register", "devices": len(device_ids)}
 
 
+def refused(exc: OmegaError) -> ApiError:
+    """409 for a refusal by federation, with its typed code (``not_leader`` names the
+    leader when it knows it: ask that node's admin API instead)."""
+    code = str(getattr(exc, "code", "") or "refused")
+    leader = getattr(exc, "leader", None)
+    return ApiError(409, code, str(exc), **({"leader": str(leader)} if leader else {}))
+
+
 def _federation(admin: Admin, method: str) -> Any:
     """Federation's ``method``, or 409 when federation (or that part of it) is not here."""
     fed = admin.view.federation()
@@ -252,10 +260,14 @@ def build_app(admin: Admin) -> Starlette:
         if not is_id(item["id"]):
             raise BadBody("id", "must be letters, digits and . _ : - only")
         add_content = _federation(admin, "add_content")
+        if "text" in item:  # the hub embeds the title with metadata.description
+            meta = dict(item["metadata"])
+            meta.setdefault("description", item["text"])
+            item = {k: v for k, v in item.items() if k != "text"} | {"metadata": meta}
         try:
             result = await run_in_threadpool(add_content, [item])
         except OmegaError as exc:
-            raise ApiError(409, "refused", str(exc)) from None
+            raise refused(exc) from None
         return JSONResponse({"id": item["id"], "result": json_safe(dict(result))},
                             status_code=201)
 
@@ -267,7 +279,7 @@ def build_app(admin: Admin) -> Starlette:
         try:
             result = await run_in_threadpool(trigger_round)
         except OmegaError as exc:
-            raise ApiError(409, "refused", str(exc)) from None
+            raise refused(exc) from None
         return JSONResponse({"accepted": True, "result": json_safe(dict(result))},
                             status_code=202)
 

@@ -194,7 +194,9 @@ SCHEMAS: dict[str, Any] = {
                           "maxItems": EMBEDDING_DIM,
                           "items": {"type": "number", "minimum": -1, "maximum": 1}},
             "text": {"type": "string", "minLength": 1, "maxLength": 10_000,
-                     "description": "for the hub to embed when no embedding is given"},
+                     "description": "when no embedding is given: a description the hub "
+                                    "embeds with the title (kept as metadata.description "
+                                    "unless that is set)"},
         }, ["id", "title", "metadata"]),
         "not": {"required": ["embedding", "text"]},
         "description": "one title; at most one of embedding and text",
