@@ -141,7 +141,8 @@ def test_dashboard_renders_live_data_and_hides_it_without_a_token(
             assert points >= 3
             tiles = page.inner_text("#shards")
             assert "shard-eu" in tiles and "shard-us" in tiles
-            assert "rounds" in page.inner_text("#fed-now")  # the hub's federation reports
+            fed = page.inner_text("#fed-now")  # the hub's federation reports itself
+            assert "rounds" in fed or "no release yet" in fed, fed
             page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
             # Signing out removes the data from the page.
             page.click("#signout")
