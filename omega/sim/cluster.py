@@ -476,6 +476,13 @@ def _operations(c: Cluster) -> None:
     t = d["totals"]
     say(f"hub dashboard: {len(d['shards'])} replicas ok, {t['devices']} devices "
         f"({t['devices_active']} active), {t['reports_received']} reports received")
+    fed = json.loads(get(f"http://{c.hub_admin}/api/v1/federation"))
+    if fed.get("available"):
+        eps = fed["epsilon_spent"]
+        say(f"hub /api/v1/federation: {fed['rounds']} releases spent, ε total "
+            f"{'-' if eps is None else format(eps, '.3g')}, last release v"
+            f"{fed['releases'][-1]['version'] if fed['releases'] else '-'}, "
+            f"{fed['content_items']} titles in the registry")
     text = get(f"http://{c.shard_admin[0]}/metrics", auth=False).decode()
     families = list(text_string_to_metric_families(text))
     say(f"{c.shard_names[0]} /metrics: {len(families)} families parsed by prometheus-client")
