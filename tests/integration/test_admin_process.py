@@ -103,6 +103,7 @@ def test_shard_aggregator_hub_over_http(tmp_path: Path,
                      .get((N.DEVICES_ACTIVE, ())) == 5 and m, 30, "hub metrics")
     assert hub_m[(N.SHARD_HEALTH, (("shard", "shard-a"),))] == 1
     assert hub_m[(N.PATTERNS_RECEIVED + "_total", ())] >= 5
+    assert hub_m[(N.RAFT_TERM, ())] >= 1 and hub_m[(N.RAFT_IS_LEADER, ())] == 1  # its group
     agg_m = metric_samples(http("GET", agg_url + "/metrics")[2].decode())
     assert agg_m[(N.NODE_INFO, (("name", "agg"), ("role", "aggregator"),
                                 ("version", health["version"])))] == 1

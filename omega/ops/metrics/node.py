@@ -139,7 +139,8 @@ class _NodeCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         sections: tuple[Callable[[], Iterator[Metric]], ...] = (
-            self._timed, self._node, self._shard, self._watched, self._brain, self._federation)
+            self._timed, self._node, self._shard, self._other_raft, self._watched, self._brain,
+            self._federation)
         for section in sections:
             try:
                 yield from list(section())
@@ -226,16 +227,16 @@ class _NodeCollector(Collector):
                                   "commit", value=gc["items"])
         yield GaugeMetricFamily(N.GROUP_COMMIT_LARGEST, "Largest group-commit batch so far",
                                 value=gc["largest_batch"])
-        yield GaugeMetricFamily(N.RAFT_TERM, "Raft term", value=int(raft.get("term") or 0))
-        yield GaugeMetricFamily(N.RAFT_COMMIT_INDEX, "Raft commit index",
-                                value=int(raft.get("commit_index") or 0))
-        yield GaugeMetricFamily(N.RAFT_APPLIED_INDEX, "Raft index applied to LMDB here",
-                                value=int(raft.get("applied_index") or 0))
-        yield GaugeMetricFamily(N.RAFT_IS_LEADER, "1 on the Raft leader",
-                                value=1.0 if raft.get("role") == "leader" else 0.0)
-        yield CounterMetricFamily(N.RAFT_LEADER_CHANGES, "Times this replica became or "
-                                  "stopped being leader",
-                                  value=int(raft.get("leadership_transitions") or 0))
+        yield from _raft_families(raft)
+
+    def _other_raft(self) -> Iterator[Metric]:
+        """A Raft replica that is not a shard's (the hub's group), via the views."""
+        view = self.m.view
+        if view is None or self.m.ctx.resource("shard") is not None:
+            return
+        raft = view.raft()
+        if raft is not None:
+            yield from _raft_families(raft)
 
     def _watched(self) -> Iterator[Metric]:
         watcher = self.m.watcher
@@ -286,3 +287,17 @@ class _NodeCollector(Collector):
         if fed.get("reports_received") is not None:
             yield CounterMetricFamily(N.FEDERATION_REPORTS, "Sealed reports received by "
                                       "federation on this node", value=fed["reports_received"])
+
+
+def _raft_families(raft: dict[str, Any]) -> Iterator[Metric]:
+    """Term, indexes, leadership of a Raft replica's ``status()``."""
+    yield GaugeMetricFamily(N.RAFT_TERM, "Raft term", value=int(raft.get("term") or 0))
+    yield GaugeMetricFamily(N.RAFT_COMMIT_INDEX, "Raft commit index",
+                            value=int(raft.get("commit_index") or 0))
+    yield GaugeMetricFamily(N.RAFT_APPLIED_INDEX, "Raft index applied to LMDB here",
+                            value=int(raft.get("applied_index") or 0))
+    yield GaugeMetricFamily(N.RAFT_IS_LEADER, "1 on the Raft leader",
+                            value=1.0 if raft.get("role") == "leader" else 0.0)
+    yield CounterMetricFamily(N.RAFT_LEADER_CHANGES, "Times this replica became or "
+                              "stopped being leader",
+                              value=int(raft.get("leadership_transitions") or 0))
