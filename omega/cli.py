@@ -176,7 +176,27 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     )
     imp.add_argument("path", type=Path,
                      help="movies.csv (movieId,title,genres) or JSON lines with id and title")
-    tv_sub.add_parser("status", help="brain status: catalog size, views, patterns, storage")
+    tv_sub.add_parser("status", help="brain status (catalog size, views, patterns, storage) "
+                      "and sync state (last push/pull, queue, backoff, global version, hub key "
+                      "id, epsilon today, shard group)")
+    prov = tv_sub.add_parser(
+        "provision",
+        help="write a TV's config and device key (device id, region, shard map, hub key); "
+        "run where the fleet key is, not on the TV",
+    )
+    prov.add_argument("--out", type=Path, required=True, help="directory for tv.toml + device.key")
+    prov.add_argument("--device-id", required=True, help="1-31 of A-Z a-z 0-9 . _ : -")
+    prov.add_argument("--region", required=True)
+    prov.add_argument("--group", action="append", required=True, metavar="[REGION/]NAME=EPS",
+                      help="a shard group: NAME=tcp://h:p,tcp://h:p,... (repeat per group)")
+    prov.add_argument("--hub-key-id", type=int, required=True)
+    prov.add_argument("--hub-public-key", required=True, help="the hub's X25519 public key, hex")
+    prov.add_argument("--fleet-key-env", default="OMEGA_FLEET_KEY",
+                      help="environment variable holding the fleet key")
+    prov.add_argument("--fleet-key-file", type=Path, help="file holding the fleet key")
+    prov.add_argument("--tier", choices=("premium", "active", "casual"), default="active")
+    prov.add_argument("--tv-data-dir", type=Path, help="the TV's data dir (default OUT/data)")
+    prov.add_argument("--force", action="store_true", help="overwrite an existing provisioning")
 
     bench = sub.add_parser("bench", help="benchmarks that print figures")
     bench_sub = bench.add_subparsers(dest="bench_command", metavar="BENCH", required=True)
@@ -190,6 +210,16 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
             add_quality_arguments(quality)
         except ModuleNotFoundError as exc:  # say so in its help; running it will say more
             quality.description = f"(its options need the missing package {exc.name!r})"
+    privacy = bench_sub.add_parser(
+        "privacy", help="replay MovieLens users as TVs through the real report, seal and shard "
+        "code; the shard and hub adversaries against chance, per privacy setting"
+    )
+    privacy.add_argument("--data", type=Path, required=True, help="a MovieLens directory")
+    privacy.add_argument("--json", action="store_true", help="print the rows as JSON")
+    privacy.add_argument("--users", type=int, default=0,
+                         help="at most this many users (0: all; more than k, or no batch forms)")
+    privacy.add_argument("--days", type=int, default=7, help="days of viewing replayed per TV")
+    privacy.add_argument("--seed", type=int, default=0)
 
     cluster = sub.add_parser(
         "local-cluster",
@@ -236,6 +266,10 @@ def main(argv: list[str] | None = None) -> int:
             from omega.ops.tvcli import run_tv
 
             return run_tv(args)
+        if args.command == "bench" and args.bench_command == "privacy":
+            from omega.sim.privacy import run_privacy
+
+            return run_privacy(args)
         if args.command == "bench":
             from omega.sim.cli import run_quality
 

@@ -201,6 +201,22 @@ class DeviceClient:
             self._seq.save()
             return ack
 
+    def push_seq(self, seq: int, reports: Sequence[bytes]) -> PushAck:
+        """Send sealed reports under a sequence number the caller keeps durably.
+
+        For callers that store the pending push with their own state (the TV's sync
+        agent keeps it in the brain's LMDB next to the outbound queue): a retry after a
+        crash sends the same ``seq`` with the same reports, which the shard applies once.
+        The caller's ``seq`` must grow between distinct pushes.
+        """
+        reports = tuple(reports)
+        with self._lock:
+            self._seq.last = max(self._seq.last, seq)
+            ack = self._call(lambda ts: Push(self.device_id, seq, ts, reports), PushAck)
+            if ack.seq != seq:
+                raise BadRequest(f"shard acknowledged sequence {ack.seq}, sent {seq}")
+            return ack
+
     def pull(self, since_version: int, region: str, want: Sequence[str] = ()) -> PullResp:
         """What changed since ``since_version`` (served by any replica)."""
         with self._lock:
@@ -247,7 +263,8 @@ class DeviceClient:
             try:
                 reply = decode(raw, allowed=(expect, ErrorReply))
             except ProtocolError as exc:
-                raise BadRequest(f"the shard sent an unreadable reply: {exc}") from None
+                # Chained: a caller may tell an oversized reply from a malformed one.
+                raise BadRequest(f"the shard sent an unreadable reply: {exc}") from exc
             if isinstance(reply, expect):
                 return reply
             assert isinstance(reply, ErrorReply)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from omega.errors import ConfigError
 from omega.ops.http.settings import AdminSettings
 from omega.schema import SettingError, load, require
+from omega.sync.settings import SyncSettings
 from omega.transport_settings import TransportSettings
 
 if TYPE_CHECKING:
@@ -116,23 +117,9 @@ class SecretsSettings:
     read_token: SecretRef = SecretRef(env="OMEGA_READ_TOKEN")
     operator_token: SecretRef = SecretRef(env="OMEGA_OPERATOR_TOKEN")
     admin_token: SecretRef = SecretRef(env="OMEGA_ADMIN_TOKEN")
-    #: Not read yet: the TV's sync agent (being built) will read it.
+    #: The TV's own device key (64 hex digits, `omega-node tv provision`), read when
+    #: ``[sync] enabled``.
     device_key: SecretRef = SecretRef(env="OMEGA_DEVICE_KEY")
-
-
-@dataclass(frozen=True)
-class SyncSettings:
-    """How a TV reaches its shard (the sync agent lands with federation)."""
-
-    device_id: str = "tv-local"
-    endpoints: tuple[str, ...] = ()
-    region: str = "local"
-    interval_s: float = 600.0
-
-    def __post_init__(self) -> None:
-        for i, ep in enumerate(self.endpoints):
-            check_nng_address(ep, f"endpoints[{i}]")
-        require(5 <= self.interval_s <= 86_400, "interval_s", "must be between 5 s and a day")
 
 
 @dataclass(frozen=True)
@@ -173,7 +160,7 @@ def _hub() -> HubSettings:
 @dataclass(frozen=True)
 class TvConfig(BaseConfig):
     brain: BrainSettings = field(default_factory=_brain)
-    sync: SyncSettings = SyncSettings()
+    sync: SyncSettings = field(default_factory=SyncSettings)
 
 
 @dataclass(frozen=True)
@@ -325,7 +312,19 @@ def read_role_secrets(cfg: NodeConfig) -> dict[str, bytes]:
                 f"{_where(ref)} holds {len(value)} bytes; it must be at least "
                 f"{MIN_SECRET_BYTES} bytes (e.g. `openssl rand -hex 16`)",
             )
+        if name == "raft_password":
+            from omega.raft.settings import password_weakness
+
+            weakness = password_weakness(value)
+            if weakness is not None:
+                raise ConfigError(cfg.source, key, f"{_where(ref)}: {weakness} (the Raft "
+                                  f"port speaks pickle: never weaken it)")
         out[name] = value
+    if isinstance(cfg, TvConfig) and cfg.sync.enabled:
+        # The TV's own provisioned key (never the fleet key: a TV does not hold it).
+        value = read_secret(cfg.secrets.device_key, source=cfg.source, key="secrets.device_key")
+        assert value is not None
+        out["device_key"] = value
     admin = getattr(cfg, "admin", None)
     if isinstance(admin, AdminSettings) and admin.enabled:
         out.update(read_admin_tokens(cfg))

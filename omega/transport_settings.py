@@ -66,6 +66,18 @@ class TransportSettings:
     reconnect_max_ms: int = 2_000
     #: ``close()`` waits this long for workers / in-flight requests to finish.
     close_timeout_s: float = 5.0
+    #: Server: connections one source IP address may hold (0: no limit). Many TVs
+    #: behind one carrier NAT share an address: raise it for such a fleet.
+    max_conns_per_address: int = 256
+    #: Server: connections open at once (0: the process's descriptor limit minus
+    #: ``fd_headroom``, read at start).
+    max_conns: int = 0
+    #: Descriptors kept free for everything else (Raft, LMDB, control, logs), at
+    #: most a quarter of the limit.
+    fd_headroom: int = 1024
+    #: Server: close a connection that carried no request for this long (0: never).
+    #: A real client's dialer reconnects by itself when it next sends.
+    idle_timeout_s: float = 300.0
     tls: TlsSettings = field(default_factory=TlsSettings)
 
     def __post_init__(self) -> None:
@@ -88,3 +100,11 @@ class TransportSettings:
                 "must be at least reconnect_min_ms and at most 600000 ms")
         require(0.01 <= self.close_timeout_s <= 600, "close_timeout_s",
                 "must be between 0.01 and 600 s")
+        require(0 <= self.max_conns_per_address <= 1_000_000, "max_conns_per_address",
+                "must be between 0 (no limit) and 1000000")
+        require(0 <= self.max_conns <= 10_000_000, "max_conns",
+                "must be between 0 (from the descriptor limit) and 10000000")
+        require(16 <= self.fd_headroom <= 1_000_000, "fd_headroom",
+                "must be between 16 and 1000000")
+        require(self.idle_timeout_s == 0 or 0.1 <= self.idle_timeout_s <= 86_400,
+                "idle_timeout_s", "must be 0 (never) or between 0.1 and 86400 s")

@@ -6,7 +6,8 @@ takes down with it:
 
 - shard: ``rest_for_one`` over store → sync → control: the sync server serves the
   store's service, so it restarts after the store does; control restarts alone.
-- tv: ``rest_for_one`` over brain → control (the local API asks the brain).
+- tv: ``rest_for_one`` over brain → sync (when ``[sync] enabled``) → control (the local
+  API asks the brain).
 - shard also runs ``federation`` (forwarding to the aggregator, following the hub)
   after control: it only uses the store's published service, so it restarts alone.
 - aggregator: ``rest_for_one`` over aggregator → api → control (the api serves the
@@ -19,6 +20,7 @@ takes down with it:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING
@@ -34,17 +36,21 @@ from omega.transport_settings import TransportSettings
 if TYPE_CHECKING:
     from omega.actors.context import NodeContext
     from omega.config import NodeConfig
+    from omega.transport import RpcServer
 
 
 CONTROL_WORKERS = 4
+TV_CONTROL_WORKERS = 1
 
 
 def _rpc_server(name: str, address: str, handler: Handler, transport: TransportSettings,
-                shutdown_s: float) -> ChildSpec:
+                shutdown_s: float,
+                on_server: Callable[[RpcServer | None], None] | None = None) -> ChildSpec:
     """A supervised request/reply server (``RpcServerActor``) answering with ``handler``."""
     return ChildSpec(
         name=name,
-        start=partial(RpcServerActor.start, name, address, handler, error_reply, transport),
+        start=partial(RpcServerActor.start, name, address, handler, error_reply, transport,
+                      on_server=on_server),
         shutdown_s=shutdown_s,
     )
 
@@ -59,8 +65,11 @@ def tree_for(cfg: NodeConfig, ctx: NodeContext) -> SupervisorSpec:
     sup = cfg.supervision
     shutdown = max(0.1, min(cfg.node.shutdown_timeout_s / 2, 5.0))
     # Operators and the TV's UI send a request at a time; idle workers cost CPU.
+    # A TV is idle most of the time and every idle worker wakes 4 times a second
+    # (omega.transport.server): its UI's requests share one (docs/benchmarks.md, TV idle).
+    workers = TV_CONTROL_WORKERS if isinstance(cfg, TvConfig) else CONTROL_WORKERS
     control = _rpc_server("control", cfg.node.control_address, ControlHandler(ctx).handle,
-                          replace(cfg.transport, workers=CONTROL_WORKERS), shutdown)
+                          replace(cfg.transport, workers=workers), shutdown)
     # Aggregator, hub and a TV given a listen address answer health there.
     health_api = _rpc_server("api", cfg.node.listen, health_only_handler(ctx), cfg.transport,
                              shutdown)
@@ -68,7 +77,7 @@ def tree_for(cfg: NodeConfig, ctx: NodeContext) -> SupervisorSpec:
     strategy: Strategy
     if isinstance(cfg, ShardConfig):
         from omega.actors.federation import ShardFederationActor
-        from omega.actors.store import ShardStoreActor, shard_handler
+        from omega.actors.store import ShardStoreActor, device_port_hooks, shard_handler
 
         children = [
             ChildSpec(
@@ -78,7 +87,7 @@ def tree_for(cfg: NodeConfig, ctx: NodeContext) -> SupervisorSpec:
                 start_timeout_s=60.0,
             ),
             _rpc_server("sync", cfg.node.listen, _timed(ctx, shard_handler(ctx)),
-                        cfg.transport, shutdown),
+                        cfg.transport, shutdown, device_port_hooks(ctx)),
             control,
             ChildSpec(name="federation", start=partial(ShardFederationActor.start, ctx),
                       shutdown_s=shutdown),
@@ -96,6 +105,12 @@ def tree_for(cfg: NodeConfig, ctx: NodeContext) -> SupervisorSpec:
             ),
             control,
         ]
+        if cfg.sync.enabled:
+            from omega.actors.sync import SyncAgent
+
+            # After the brain (it syncs the brain's state; a brain restart restarts it).
+            children.insert(1, ChildSpec(name="sync", start=partial(SyncAgent.start, ctx),
+                                         shutdown_s=shutdown))
         if cfg.node.listen:
             children.insert(1, health_api)
         strategy = "rest_for_one"

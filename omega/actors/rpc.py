@@ -29,6 +29,7 @@ class RpcServerActor(OmegaActor):
         on_error: Callable[[BaseException], bytes],
         settings: TransportSettings,
         on_bound: Callable[[str], None] | None = None,
+        on_server: Callable[[RpcServer | None], None] | None = None,
     ) -> None:
         super().__init__()
         self._name = name
@@ -37,6 +38,7 @@ class RpcServerActor(OmegaActor):
         self._on_error = on_error
         self._settings = settings
         self._on_bound = on_bound
+        self._on_server = on_server
         self._server: RpcServer | None = None
 
     def on_start(self) -> None:
@@ -53,8 +55,12 @@ class RpcServerActor(OmegaActor):
         )
         if self._on_bound is not None:
             self._on_bound(self._server.address)
+        if self._on_server is not None:
+            self._on_server(self._server)
 
     def on_stop(self) -> None:
+        if self._on_server is not None:
+            self._on_server(None)
         if self._server is not None:
             self._server.close()
             self._server = None

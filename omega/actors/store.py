@@ -11,6 +11,7 @@ replica.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from omega.actors.base import OmegaActor
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from omega.actors.context import NodeContext
     from omega.raft import ReplicatedLmdb
     from omega.shard import ShardService
+    from omega.transport import RpcServer
 
 log = logging.getLogger("omega.actors.store")
 
@@ -85,3 +87,30 @@ def shard_handler(ctx: NodeContext) -> Handler:
         return reply
 
     return handle
+
+
+def device_port_hooks(ctx: NodeContext) -> Callable[[RpcServer | None], None]:
+    """Wire the sync server to the node: its connection counters reach ``ctl shard``
+    (published as ``sync_server``), and a leader whose device port is saturated (the
+    connection cap refusing, descriptors low) hands leadership to a follower rather
+    than hold the group behind a port devices cannot use."""
+    current: list[RpcServer] = []
+
+    def on_server(server: RpcServer | None) -> None:
+        if server is None:
+            if current:
+                ctx.withdraw("sync_server", current.pop())
+            return
+        current[:] = [server]
+        ctx.publish("sync_server", server)
+        server.on_saturated = lambda reason: _saturated(ctx, reason)
+
+    return on_server
+
+
+def _saturated(ctx: NodeContext, reason: str) -> None:
+    store = ctx.resource("store")
+    if store is not None and store.is_leader():
+        log.error("device port saturated: this leader hands leadership over", extra={
+            "fields": {"reason": reason}})
+        store.step_down()

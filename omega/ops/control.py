@@ -169,7 +169,13 @@ class ControlHandler:
             service = ctx.resource("shard")
             if service is None:
                 raise Unavailable(f"no shard service on this node (role {ctx.cfg.role})")
-            return service.raft_status() if command == "raft" else service.stats()
+            if command == "raft":
+                return service.raft_status()
+            stats = service.stats()
+            sync = ctx.resource("sync_server")  # the device port's connection pressure
+            if sync is not None:
+                stats["device_port"] = sync.connection_stats()
+            return stats
         raise ProtocolError(
             f"unknown command {command!r}; one of tree, kill, raft, shard, federation, "
             "content, health, metrics, stop"
@@ -218,7 +224,12 @@ class ControlHandler:
         if isinstance(msg, TvImportCatalog):
             return TvOk(payload=proxy.import_catalog(msg.items).get(timeout=BRAIN_ASK_TIMEOUT_S))
         if isinstance(msg, TvStatus):
-            return TvOk(payload=proxy.status().get(timeout=BRAIN_ASK_TIMEOUT_S))
+            payload = dict(proxy.status().get(timeout=BRAIN_ASK_TIMEOUT_S))
+            # The sync agent's state lives in the brain's LMDB: read it here rather than
+            # wait behind a sync that may be waiting for the network.
+            sync = self.ctx.resource("sync")
+            payload["sync"] = sync.status() if sync is not None else {"enabled": False}
+            return TvOk(payload=payload)
         raise ProtocolError(f"unexpected message {type(msg).__name__}")
 
     def _brain(self) -> Any:

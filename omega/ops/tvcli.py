@@ -31,7 +31,37 @@ from omega.protocol import (
 IMPORT_CHUNK = 100
 
 
+def run_provision(args: argparse.Namespace) -> int:
+    import os
+
+    from omega.config import SecretRef, read_secret
+    from omega.errors import ConfigError
+    from omega.federation.report import HubKey
+    from omega.sync.provision import parse_group, provision
+    from omega.sync.shardmap import pick
+
+    ref = SecretRef(env=args.fleet_key_env, file=str(args.fleet_key_file or ""))
+    fleet = read_secret(ref, source="omega-node tv provision", key="fleet key")
+    assert fleet is not None
+    try:
+        hub = HubKey(args.hub_key_id, bytes.fromhex(args.hub_public_key))
+    except ValueError as exc:
+        raise ConfigError("--hub-public-key", "hub key", str(exc)) from None
+    groups = [parse_group(g, args.region) for g in args.group]
+    done = provision(args.out, device_id=args.device_id, region=args.region, groups=groups,
+                     hub=hub, fleet_key=fleet, tier=args.tier, data_dir=args.tv_data_dir,
+                     force=args.force)
+    group = pick(groups, args.device_id, args.region)
+    print(json.dumps({"config": str(done.config), "device_key_file": str(done.key_file),
+                      "device_key_mode": oct(os.stat(done.key_file).st_mode & 0o777),
+                      "device_id": args.device_id, "region": args.region,
+                      "group": group.name, "hub_key_id": hub.key_id}, indent=2))
+    return 0
+
+
 def run_tv(args: argparse.Namespace) -> int:
+    if args.tv_command == "provision":
+        return run_provision(args)
     address = resolve_control(
         argparse.Namespace(
             role="tv", config=args.config, data_dir=args.data_dir, control=args.control

@@ -97,7 +97,22 @@ def verify(msg: Push | Pull | Heartbeat, key: bytes, now_ms: int, window_ms: int
     if not hmac.compare_digest(expected, msg.sig):
         raise Unauthorized("missing or invalid signature")
     if abs(now_ms - msg.ts_ms) > window_ms:
-        raise Stale(f"timestamp is {(now_ms - msg.ts_ms) / 1000:+.1f} s from the server's clock")
+        raise Stale(f"timestamp is {describe_skew(now_ms - msg.ts_ms)} by the server's clock "
+                    f"(allowed: {window_ms / 1000:g} s either way); check the device's clock")
+
+
+def describe_skew(behind_ms: int) -> str:
+    """``600_000`` → ``"10 min in the past"``, ``-4_200`` → ``"4.2 s in the future"``."""
+    seconds = abs(behind_ms) / 1000
+    if seconds < 120:
+        amount = f"{seconds:.1f} s"
+    elif seconds < 2 * 3600:
+        amount = f"{seconds / 60:.0f} min"
+    elif seconds < 2 * 86400:
+        amount = f"{seconds / 3600:.1f} h"
+    else:
+        amount = f"{seconds / 86400:.1f} days"
+    return f"{amount} {'in the past' if behind_ms > 0 else 'in the future'}"
 
 
 def classify_sequence(seq: int, last_acked: int | None) -> SequenceClass:

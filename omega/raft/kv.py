@@ -323,6 +323,35 @@ class SnapshotCopy:
             self._release()
 
 
+def read_everything(path: Path, databases: Sequence[str]) -> tuple[int, str, int]:
+    """Read every record of a closed store: ``(applied index, state hash, records)``.
+
+    For ``omega.raft.integrity``'s child process: touches every page reachable
+    from the meta pages (LMDB checks each header). Raises ``lmdb.Error`` (or dies
+    by a signal) on a damaged file.
+    """
+    names = sorted(databases)
+    env = lmdb.open(str(path), subdir=False, readonly=True, lock=False,
+                    max_dbs=len(names) + 1, readahead=True)
+    try:
+        with env.begin() as txn:
+            meta = env.open_db(META_DB, txn=txn, create=False)
+            raw = txn.get(K_APPLIED, db=meta)
+            applied = 0 if raw is None else int(_U64.unpack(raw)[0])
+            counted = [sum(1 for _ in txn.cursor(db=meta))]
+
+            def items(db: Any) -> Iterator[tuple[bytes, bytes]]:
+                for kv in txn.cursor(db=db):
+                    counted[0] += 1
+                    yield kv
+
+            digest = state_hash((n, items(env.open_db(n.encode(), txn=txn, create=False)))
+                                for n in names)
+    finally:
+        env.close()
+    return applied, digest, counted[0]
+
+
 class LmdbStore:
     """The replica's LMDB state: apply, read, hash, snapshot, install."""
 
@@ -353,7 +382,8 @@ class LmdbStore:
         try:
             env = lmdb.open(str(self.path), subdir=False, map_size=self._map_size,
                             max_dbs=len(self.databases) + 1, sync=self._fsync,
-                            metasync=self._fsync, max_readers=512, readahead=False)
+                            metasync=self._fsync, max_readers=512, readahead=False,
+                            mode=0o600)  # py-lmdb's default 0o755 marks data executable
         except lmdb.Error as exc:
             raise StorageFailure(f"{self.path}: cannot open LMDB: {exc}") from exc
         try:
@@ -501,6 +531,7 @@ class LmdbStore:
         incoming = self.path.with_name(self.path.name + ".incoming")
         try:
             shutil.copyfile(snapshot, incoming)
+            os.chmod(incoming, 0o600)  # whatever the umask: it becomes state.mdb
             fsync_path(incoming)
         except OSError as exc:
             raise SnapshotError(f"cannot stage snapshot {snapshot}: {exc}") from exc

@@ -28,8 +28,10 @@ How PySyncObj is configured, and why (see docs/raft.md):
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import logging
+import os
 import socket
 import threading
 import time
@@ -40,12 +42,16 @@ from pathlib import Path
 from typing import Any
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+from pysyncobj import pickle as _pysyncobj_pickle
 from pysyncobj import tcp_connection as _pysyncobj_tcp
+from pysyncobj import tcp_server as _pysyncobj_tcp_server
+from pysyncobj import transport as _pysyncobj_transport
 from pysyncobj.config import SERIALIZER_STATE
 from pysyncobj.encryptor import HAS_CRYPTO
 from pysyncobj.syncobj import SyncObjException
 from pysyncobj.transport import TCPTransport
 
+from omega.raft import integrity, wire
 from omega.raft.errors import (
     ApplyError,
     CommandTooLarge,
@@ -62,7 +68,7 @@ from omega.raft.errors import (
 from omega.raft.journal import DurableJournal
 from omega.raft.kv import SKIPPED, LmdbStore
 from omega.raft.ports import ApplyFailed, ApplyFn, KvReader
-from omega.raft.settings import RaftSettings, is_loopback, split_address
+from omega.raft.settings import RaftSettings, is_loopback, password_weakness, split_address
 from omega.raft.snapshots import CheckState, Snapshotter
 
 __all__ = ["ReplicatedLmdb"]
@@ -81,7 +87,6 @@ _CHECK_STATES: dict[CheckState, int] = {
     "success": SERIALIZER_STATE.SUCCESS,
     "failed": SERIALIZER_STATE.FAILED,
 }
-_MIN_PASSWORD_BYTES = 16
 _SYNC_PERIOD_S = 1.0
 
 
@@ -139,6 +144,24 @@ class _WireCodec:
 
 # The one place this name is used: TcpConnection.send / __processParseMessage.
 _pysyncobj_tcp.zlib = _WireCodec
+# Importing PySyncObj replaces socket.inet_ntop (and inet_pton where missing) with
+# Windows-only versions, for the whole process (pysyncobj/win_inet_pton.py): put
+# the real ones back (pynng formats peer addresses with inet_ntop).
+socket.inet_ntop = _socket.inet_ntop
+socket.inet_pton = _socket.inet_pton
+
+
+class _GuardedTcpConnection(wire.FrameGuard, _pysyncobj_tcp.TcpConnection):  # type: ignore[misc]
+    """PySyncObj's connection with bounded frames, linear buffering and a read
+    budget per event (omega/raft/wire.py)."""
+
+    loads = staticmethod(_pysyncobj_pickle.loads)
+    decompress = staticmethod(_WireCodec.decompress)
+
+
+# The two modules that construct connections (incoming: the server; outgoing).
+_pysyncobj_tcp_server.TcpConnection = _GuardedTcpConnection
+_pysyncobj_transport.TcpConnection = _GuardedTcpConnection
 
 
 #: ``on_done(result, error)``: exactly one of them is meaningful (``error`` is None
@@ -156,12 +179,69 @@ class _Waiter:
         self.deadline = deadline
 
 
-class _SyncingTransport(TCPTransport):  # type: ignore[misc]
-    """PySyncObj's TCP transport that syncs the journal before any message leaves."""
+class _GuardedTransport(TCPTransport):  # type: ignore[misc]
+    """PySyncObj's TCP transport, hardened for an open port (omega/raft/wire.py).
+
+    - syncs the journal before any message leaves (when the journal is durable);
+    - gives every connection this replica's frame limit;
+    - refuses a new incoming connection while ``max_unauthenticated`` others have
+      not authenticated yet, and drops one that has not within ``auth_timeout_s``
+      (PySyncObj keeps a silent unidentified connection forever: its own timeout
+      is only looked at when the connection has an event).
+    """
+
+    def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any) -> None:
+        guard: _PortGuard = syncObj.port_guard
+        self._guard = guard
+        super().__init__(syncObj, selfNode, otherNodes)
 
     def send(self, node: Any, message: Any) -> bool:
         self._syncObj.sync_journal()
         return bool(super().send(node, message))
+
+    def addNode(self, node: Any) -> None:
+        super().addNode(node)
+        conn = self._connections.get(node)
+        if conn is not None:
+            conn.limits = self._guard.limits
+
+    def _onNewIncomingConnection(self, conn: Any) -> None:
+        conn.limits = self._guard.limits
+        waiting = sum(1 for c in self._unknownConnections if not c.authenticated)
+        if waiting >= self._guard.max_unauthenticated:
+            wire.counters.add("refused_connections")
+            wire.pressure_log.event("raft_unauthenticated_cap", "raft port: too many "
+                                    "unauthenticated connections; new one refused", {
+                                        "peer": conn.peer(), "waiting": waiting})
+            conn.disconnect()
+            return
+        super()._onNewIncomingConnection(conn)
+
+    def _onTick(self) -> None:
+        super()._onTick()
+        if not self._unknownConnections:
+            return
+        cutoff = time.monotonic() - self._guard.auth_timeout_s
+        late = [c for c in self._unknownConnections
+                if not c.authenticated and c.opened_at < cutoff]
+        for conn in late:
+            wire.counters.add("auth_timeouts")
+            wire.pressure_log.event("raft_auth_timeout", "raft port: connection did not "
+                                    "authenticate in time; dropped", {
+                                        "peer": conn.peer(),
+                                        "auth_timeout_s": self._guard.auth_timeout_s})
+            conn.disconnect()
+            self._unknownConnections.discard(conn)
+
+
+class _PortGuard:
+    """The Raft port's limits for one replica (read by its transport)."""
+
+    def __init__(self, settings: RaftSettings, batch_bytes: int) -> None:
+        self.limits = wire.WireLimits(wire.frame_limit(
+            settings.max_command_bytes, batch_bytes, settings.snapshot_chunk_bytes))
+        self.auth_timeout_s = settings.auth_timeout_s
+        self.max_unauthenticated = settings.max_unauthenticated
 
 
 class _Core(SyncObj):  # type: ignore[misc]
@@ -173,11 +253,12 @@ class _Core(SyncObj):  # type: ignore[misc]
     """
 
     def __init__(self, self_address: str, partners: Sequence[str], conf: Any,
-                 on_apply: Callable[[int, bytes], Any], *, durable_journal: bool) -> None:
+                 on_apply: Callable[[int, bytes], Any], *, durable_journal: bool,
+                 port_guard: _PortGuard) -> None:
         self._on_apply = on_apply
         self.journal: DurableJournal | None = None
-        super().__init__(self_address, list(partners), conf,
-                         transportClass=_SyncingTransport if durable_journal else TCPTransport)
+        self.port_guard = port_guard  # read by _GuardedTransport, built inside __init__
+        super().__init__(self_address, list(partners), conf, transportClass=_GuardedTransport)
         if durable_journal:
             # The tick thread already runs; swapping the attribute is atomic, and the
             # wrapper starts dirty, so anything added before it is synced too.
@@ -208,8 +289,11 @@ class ReplicatedLmdb:
 
     def __init__(self, settings: RaftSettings, data_dir: Path, password: bytes | None,
                  apply: ApplyFn, *, databases: Sequence[str] = ("main",),
-                 wall: Callable[[], float] = time.time) -> None:
+                 wall: Callable[[], float] = time.time,
+                 on_storage_failure: Callable[[int, StorageFailure], None] | None = None,
+                 verify_store: bool = True) -> None:
         _check_password(settings, password)
+        self._on_storage_failure = on_storage_failure or fail_stop
         self._settings = settings
         self._apply = apply
         self._wall = wall
@@ -226,9 +310,14 @@ class ReplicatedLmdb:
         self._last_tick: float | None = None
         self._max_tick_gap = 0.0
         self._slow_ticks = 0
+        self._step_down_until = 0.0
+        self._step_downs = 0
 
         _probe_bind(settings)
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        verdict = integrity.check_store(data_dir / STATE_FILE, list(databases)) \
+            if verify_store else None
+        self._store_rebuilt = verdict is not None and not verdict.ok
         self._store = LmdbStore(data_dir / STATE_FILE, databases, map_size=settings.map_size,
                                 fsync=settings.fsync_commits)
         try:
@@ -289,7 +378,9 @@ class ReplicatedLmdb:
             try:
                 box["core"] = _Core(self._settings.self_address, self._settings.partners,
                                     conf, self._on_apply,
-                                    durable_journal=self._settings.fsync_journal)
+                                    durable_journal=self._settings.fsync_journal,
+                                    port_guard=_PortGuard(self._settings,
+                                                          conf.appendEntriesBatchSizeBytes))
             except BaseException as exc:  # handed to the constructor's thread
                 box["error"] = exc
             finally:
@@ -338,12 +429,14 @@ class ReplicatedLmdb:
         try:
             return self._store.apply_entry(index, command, self._apply)
         except StorageFailure as exc:
-            # Not the command's fault: stop here (the entry is not recorded) rather
-            # than diverge. PySyncObj retries the entry on every tick.
-            if self._storage_error is None:
-                log.critical("storage failure: this replica stops applying",
-                             extra={"fields": {"index": index, "error": str(exc)}})
+            # Not the command's fault: the entry is not recorded. Going on would leave
+            # a replica that can neither apply nor step aside (PySyncObj retries the
+            # entry on every tick, forever): stop the process (fail-stop, the
+            # default); at the next start the store is verified and rebuilt.
+            first = self._storage_error is None
             self._storage_error = str(exc)
+            if first:
+                self._on_storage_failure(index, exc)
             raise
 
     def _on_tick(self) -> None:
@@ -361,11 +454,29 @@ class ReplicatedLmdb:
             for waiter in [w for w in list(self._waiters) if w.deadline <= now]:
                 self._resolve(waiter, None, CommitTimeout(
                     "no outcome in time; the command may still be applied"))
+        if self._step_down_until:
+            self._try_step_down(now)
         for hook in self._tick_hooks:
             try:
                 hook()
             except Exception:  # a hook must not stop Raft
                 log.exception("raft tick hook failed")
+
+    def _try_step_down(self, now: float) -> None:
+        # On the Raft thread: PySyncObj's transfer reads and sends Raft state. It is
+        # denied while no follower has every entry (under load): try every tick.
+        if now > self._step_down_until or not self._core._isLeader():
+            self._step_down_until = 0.0
+            return
+
+        def done(_result: Any, reason: int) -> None:
+            if reason == FAIL_REASON.SUCCESS:
+                self._step_down_until = 0.0
+                self._step_downs += 1
+                log.warning("raft leadership handed over", extra={"fields": {
+                    "self": self._settings.self_address}})
+
+        self._core.transferLeadership(callback=done)
 
     def _on_state_changed(self, old: int, new: int) -> None:
         self._role = _ROLES.get(new, str(new))
@@ -528,6 +639,9 @@ class ReplicatedLmdb:
             "slow_ticks": self._slow_ticks,
             "resent_applied_entries": _ResendFilter.count,
             "storage_error": self._storage_error,
+            "store_rebuilt": self._store_rebuilt,
+            "step_downs": self._step_downs,
+            "raft_port": wire.counters.snapshot(),
             "journal": core.journal.stats() if core.journal is not None else {"fsync": False},
         }
 
@@ -538,6 +652,18 @@ class ReplicatedLmdb:
     def state_digest(self) -> tuple[int, str]:
         """``(applied index, state hash)`` read from one transaction."""
         return self._store.state_hash()
+
+    def step_down(self, within_s: float = 2.0) -> None:
+        """Hand leadership to the most caught-up follower (any thread; best effort).
+
+        For a leader that cannot do its job (its device port is saturated): the
+        group elects another rather than stay behind an unusable leader. Tried on
+        every tick for ``within_s``; ``status()["step_downs"]`` counts the handovers.
+        """
+        if self._closed:
+            return
+        self._step_down_until = time.monotonic() + within_s
+        self.wake()
 
     def force_snapshot(self) -> None:
         """Compact the log at the next tick (ops; normally by size or age)."""
@@ -554,7 +680,15 @@ class ReplicatedLmdb:
         self._fail_waiters(StoreClosed("the replicated store was closed"))
         self._snapshots.cancel_and_wait()
         self._snapshots.check()  # discards the cancelled copy
+        seal = None
+        if self._storage_error is None:
+            try:  # what the next start compares the store with (omega/raft/integrity.py)
+                seal = self._store.state_hash()
+            except RaftError as exc:
+                log.warning("state not sealed at close", extra={"fields": {"error": str(exc)}})
         self._store.close()
+        if seal is not None:
+            integrity.write_seal(self._store.path, *seal)
         log.info("raft replica closed", extra={"fields": {"self": self._settings.self_address}})
 
     def __enter__(self) -> ReplicatedLmdb:
@@ -596,6 +730,22 @@ def _translate(reason: int, owner: ReplicatedLmdb) -> RaftError:
     return RaftError(f"raft refused the command (pysyncobj reason {reason})")
 
 
+#: Exit status of a replica stopped by a storage failure (EX_IOERR).
+EXIT_STORAGE_FAILURE = 74
+
+
+def fail_stop(index: int, exc: StorageFailure) -> None:
+    """Default ``on_storage_failure``: one clear log line, then end the process."""
+    log.critical("storage failure: this replica stops (fail-stop); restart it: the store "
+                 "is verified at start and rebuilt from the snapshot, journal or leader "
+                 "if damaged", extra={"fields": {"index": index, "error": str(exc),
+                                                  "exit_status": EXIT_STORAGE_FAILURE}})
+    for handler in logging.getLogger().handlers:
+        with contextlib.suppress(Exception):
+            handler.flush()
+    os._exit(EXIT_STORAGE_FAILURE)  # not SystemExit: this runs on PySyncObj's thread
+
+
 def _probe_bind(settings: RaftSettings) -> None:
     """Fail fast, with a clear error, if the Raft address cannot be bound here."""
     host, port = split_address(settings.self_address)
@@ -629,8 +779,10 @@ def _check_password(settings: RaftSettings, password: bytes | None) -> None:
         log.warning("raft port without password (dev_mode, loopback only)",
                     extra={"fields": {"self": settings.self_address}})
         return
-    if not isinstance(password, bytes) or len(password) < _MIN_PASSWORD_BYTES:
-        raise PasswordRequired(f"the cluster password must be at least "
-                               f"{_MIN_PASSWORD_BYTES} bytes")
+    if not isinstance(password, bytes):
+        raise PasswordRequired("the cluster password must be bytes")
+    weakness = password_weakness(password)
+    if weakness is not None:
+        raise PasswordRequired(weakness)
     if not HAS_CRYPTO:
         raise RaftError("the Raft password needs the 'cryptography' package: install it")

@@ -26,6 +26,26 @@ def split_address(address: str) -> tuple[str, int]:
     return host, port
 
 
+#: The cluster password's floor: its length and the distinct byte values in it.
+MIN_PASSWORD_BYTES = 16
+MIN_PASSWORD_DISTINCT = 8
+
+
+def password_weakness(password: bytes) -> str | None:
+    """Why ``password`` is too weak for the Raft port, or None.
+
+    A rule, not an entropy meter: at least 16 bytes, at least 8 different byte
+    values (refuses a repeated letter or a short pattern repeated). Generate one
+    with ``openssl rand -base64 24``.
+    """
+    if len(password) < MIN_PASSWORD_BYTES:
+        return f"the cluster password must be at least {MIN_PASSWORD_BYTES} bytes"
+    if len(set(password)) < MIN_PASSWORD_DISTINCT:
+        return (f"the cluster password has {len(set(password))} distinct characters, fewer "
+                f"than {MIN_PASSWORD_DISTINCT}: use a random one (openssl rand -base64 24)")
+    return None
+
+
 def is_loopback(host: str) -> bool:
     """Whether ``host`` names this machine only (127.0.0.0/8, ::1, localhost)."""
     if host == "localhost":
@@ -71,6 +91,12 @@ class RaftSettings:
     connection_timeout_s: float = 3.5
     #: Interval between reconnection attempts to an unreachable partner.
     connection_retry_s: float = 0.5
+    #: A new connection to the Raft port that has not sent a frame that decrypts
+    #: (with the group's password) within this time is dropped.
+    auth_timeout_s: float = 2.0
+    #: Incoming connections waiting to authenticate at most; beyond, a new one is
+    #: refused at once (an authenticated partner's link is never counted).
+    max_unauthenticated: int = 16
 
     # -- log and snapshots ---------------------------------------------------------
     #: Compact the log (snapshot the LMDB state) when it holds more entries than
@@ -121,6 +147,14 @@ class RaftSettings:
                 "connection_timeout_s", "must be at least election_timeout_max_s")
         require(0.0 < self.connection_retry_s <= 60.0, "connection_retry_s",
                 "must be in (0, 60] seconds")
+        require(0.05 <= self.auth_timeout_s <= 60.0, "auth_timeout_s",
+                "must be in [0.05, 60] seconds")
+        require(1 <= self.max_unauthenticated <= 4096, "max_unauthenticated",
+                "must be in [1, 4096]")
+        require(not self.dev_mode or is_loopback(self.self_host), "dev_mode",
+                f"runs the Raft port without a password, so it is allowed on a loopback "
+                f"self_address only, not {self.self_address}: give the cluster password "
+                f"([secrets] raft_password) and set dev_mode = false")
         require(self.log_compaction_min_entries >= 2, "log_compaction_min_entries",
                 "must be at least 2")
         require(self.log_compaction_min_time_s > 0, "log_compaction_min_time_s",

@@ -321,6 +321,13 @@ class Channel:
         self._msg = msg
         return OK, data
 
+    def pipe_id(self) -> int:
+        """The id of the connection the last received frame came on (-1: none)."""
+        msg = self._msg
+        if msg is None:
+            return -1
+        return int(lib.nng_pipe_id(lib.nng_msg_get_pipe(msg)))
+
     def send(self, data: bytes, timeout_ms: int) -> int:
         """Send one frame: 0 or the nng error (the message is freed either way)."""
         if timeout_ms != self._send_ms:

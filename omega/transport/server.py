@@ -25,7 +25,10 @@ goes last.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import resource
 import threading
 import time
 from collections import deque
@@ -36,6 +39,7 @@ from omega.errors import OmegaError
 from omega.reply import Handler, OnError, Pending, Reply
 from omega.transport import _nng
 from omega.transport.errors import TransportError
+from omega.transport.guard import ConnectionGuard, ConnectionLimits, peer_host
 from omega.transport_settings import TransportSettings
 
 log = logging.getLogger("omega.transport")
@@ -114,6 +118,16 @@ class RpcServer:
         self._deferred_replies = 0
         self._deferred_errors = 0
         self._send_ms = _nng.to_ms(settings.send_timeout_s)
+        # Connection limits (omega/transport/guard.py): pynng's pipe callbacks admit
+        # or close each new pipe; a reaper thread closes idle ones.
+        self.guard = ConnectionGuard(connection_limits(settings), name)
+        self._pipes: dict[int, Any] = {}  # pipe id -> pynng Pipe, for the reaper
+        self._track_idle = settings.idle_timeout_s > 0
+        self._reaper_stop = threading.Event()
+        #: Called (from the reaper) when the connection cap refused connections or the
+        #: descriptors run low: the owner may give up a role it cannot serve.
+        self.on_saturated: Callable[[str], None] | None = None
+        self._fd_free = -1
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -123,6 +137,8 @@ class RpcServer:
             if self._sock is not None or self._closed:
                 raise TransportError("RpcServer.start() called twice or after close()")
             sock = _nng.open_socket("rep", self._settings, self._url)
+            sock.add_pre_pipe_connect_cb(self._pipe_added)
+            sock.add_post_pipe_remove_cb(self._pipe_removed)
             try:
                 self._listener, self._address = _nng.listen(sock, self._url)
                 with _nng.translated("open server contexts"):
@@ -139,6 +155,9 @@ class RpcServer:
                                      name=f"omega-{self._name}-{w.index}")
                 w.thread = t
                 t.start()
+            self._fd_free = _fds_free()
+            threading.Thread(target=self._reap, daemon=True,
+                             name=f"omega-{self._name}-reaper").start()
             _nng.track(self)
         log.info("rpc server listening", extra={"fields": {
             "server": self._name, "address": self._address, "workers": len(self._workers),
@@ -155,6 +174,7 @@ class RpcServer:
             sock = self._sock
         if sock is None:
             return
+        self._reaper_stop.set()
         for w in self._workers:
             if w.receiving:
                 w.channel.abort()  # wakes its recv; a busy worker finishes its reply
@@ -229,6 +249,52 @@ class RpcServer:
             "contexts": contexts,
         }
 
+    def connection_stats(self) -> dict[str, Any]:
+        """The connection guard's counters, and the process's free descriptors."""
+        return {**self.guard.stats(), "fds_free": self._fd_free}
+
+    # --- connections ---------------------------------------------------------------
+
+    def _pipe_added(self, pipe: Any) -> None:
+        # nng's thread, for each handshaked connection, before it is used.
+        try:
+            address = peer_host(pipe.remote_address)
+        except Exception:  # no address: no per-address limit
+            address = None
+        pid = pipe.id
+        if self.guard.admit(pid, address) is not None:
+            with contextlib.suppress(Exception):  # already gone
+                pipe.close()
+            return
+        if self._track_idle:
+            self._pipes[pid] = pipe
+
+    def _pipe_removed(self, pipe: Any) -> None:
+        pid = pipe.id
+        self._pipes.pop(pid, None)
+        self.guard.removed(pid)
+
+    def _reap(self) -> None:
+        """Close idle connections; watch the descriptors; report saturation."""
+        period = _reap_period(self._settings.idle_timeout_s)
+        while not self._reaper_stop.wait(period):
+            for pid in self.guard.idle():
+                pipe = self._pipes.pop(pid, None)
+                self.guard.removed(pid)
+                if pipe is not None:
+                    with contextlib.suppress(Exception):  # closed meanwhile
+                        pipe.close()
+            self._fd_free = _fds_free()
+            low = 0 <= self._fd_free < _headroom(self._settings) // 2
+            hook = self.on_saturated
+            if hook is not None and (low or self.guard.saturated(period * 2)):
+                reason = "descriptors low" if low else "connection cap reached"
+                try:
+                    hook(reason)
+                except Exception:
+                    log.exception("rpc on_saturated hook failed", extra={"fields": {
+                        "server": self._name}})
+
     def _read_drops(self) -> int:
         if self._listener is None:
             return 0
@@ -244,6 +310,7 @@ class RpcServer:
         on_error = self._on_error
         send_ms = self._send_ms
         max_pending = self._settings.max_pending
+        track_idle = self._track_idle
         try:
             while not self._closing:
                 ch = w.channel
@@ -261,6 +328,8 @@ class RpcServer:
                     time.sleep(0.01)  # a persistent nng error must not spin a core
                     continue
                 w.requests += 1
+                if track_idle:
+                    self.guard.seen(ch.pipe_id())
                 try:
                     reply = handler(data)
                     if type(reply) is not bytes and not isinstance(reply, Pending):
@@ -407,6 +476,34 @@ class RpcServer:
             except Exception:
                 log.exception("rpc on_fatal hook failed", extra={"fields": {
                     "server": self._name}})
+
+
+def _headroom(settings: TransportSettings) -> int:
+    soft = _fd_limit()
+    return min(settings.fd_headroom, soft // 4)
+
+
+def _fd_limit() -> int:
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return 1 << 20 if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def connection_limits(settings: TransportSettings) -> ConnectionLimits:
+    """The guard's limits: the total stays ``fd_headroom`` below the descriptor limit."""
+    room = max(16, _fd_limit() - _headroom(settings))
+    total = min(settings.max_conns, room) if settings.max_conns else room
+    return ConnectionLimits(settings.max_conns_per_address, total, settings.idle_timeout_s)
+
+
+def _fds_free() -> int:
+    try:
+        return _fd_limit() - len(os.listdir("/proc/self/fd"))
+    except OSError:  # not Linux: unknown
+        return -1
+
+
+def _reap_period(idle_timeout_s: float) -> float:
+    return 5.0 if idle_timeout_s <= 0 else min(5.0, max(0.05, idle_timeout_s / 4))
 
 
 def _as_bytes(reply: object) -> bytes:

@@ -30,6 +30,7 @@ from omega.errors import OmegaError, ProtocolError
 from omega.protocol import CtlReply, CtlRequest, decode, derive_device_key, encode
 from omega.raft.kv import LmdbStore
 from omega.shard import state
+from omega.sync.provision import toml_value
 from omega.transport import RpcClient, TransportSettings
 
 # Also imported by bench/shard.py, outside pytest: the repo root holds tests/.
@@ -44,14 +45,7 @@ Launcher = Literal["runner", "omega-node"]
 T = TypeVar("T")
 
 
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    return repr(value)
+_toml = toml_value
 
 
 class ShardProc:
@@ -59,8 +53,11 @@ class ShardProc:
 
     def __init__(self, name: str, root: Path, listen: str, raft: str, partners: list[str],
                  shard: dict[str, Any], raft_opts: dict[str, Any], workers: int,
-                 launcher: Launcher, extra: str = "") -> None:
+                 launcher: Launcher, extra: str = "", *, password: bytes | None = None,
+                 umask: int | None = None, transport: dict[str, Any] | None = None) -> None:
         self.name = name
+        self.password = password
+        self.umask = umask
         self.listen = listen
         self.raft = raft
         self.data_dir = root / name
@@ -75,6 +72,7 @@ class ShardProc:
             f"data_dir = {_toml(str(self.data_dir))}", f"listen = {_toml(listen)}",
             f"control = {_toml(self.control)}", 'log_level = "warning"',
             "[transport]", f"workers = {workers}", "request_timeout_s = 2.0",
+            *(f"{k} = {_toml(v)}" for k, v in (transport or {}).items()),
             "[shard]", f"advertise = {_toml(listen)}",
             *(f"{k} = {_toml(v)}" for k, v in shard.items()),
             "[shard.raft]", f"self_address = {_toml(raft)}", f"partners = {_toml(partners)}",
@@ -94,13 +92,22 @@ class ShardProc:
         env["OMEGA_DEDUP_SECRET"] = DEDUP_SECRET.decode()
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
         env["PYTHONUNBUFFERED"] = "1"
+        if self.password is not None:
+            env["OMEGA_RAFT_PASSWORD"] = self.password.decode()
         if self.launcher == "runner":
             cmd = [sys.executable, str(RUNNER), "--config", str(self.cfg_path)]
         else:
             cmd = [sys.executable, "-m", "omega.cli", "--role", "shard",
                    "--config", str(self.cfg_path)]
+        umask = self.umask
+
+        def preexec() -> None:  # the umask the node inherits (tests of file modes)
+            if umask is not None:
+                os.umask(umask)
+
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=log)
+            self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=log,
+                                         preexec_fn=preexec if umask is not None else None)
         self.paused = False
 
     @property
@@ -179,6 +186,15 @@ class ShardProc:
             store.close()
         return OfflineState(index, digest, reports, counters)
 
+    def memory(self) -> dict[str, int]:
+        """``VmRSS`` and ``VmHWM`` (peak) of the process, in bytes, from /proc."""
+        out = {}
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(value.split()[0]) * 1024
+        return out
+
     def log_tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -199,7 +215,9 @@ class ShardCluster:
 
     def __init__(self, root: Path, n: int = 3, *, shard: dict[str, Any] | None = None,
                  raft: dict[str, Any] | None = None, workers: int = 64,
-                 launcher: Launcher | None = None, extra: str = "") -> None:
+                 launcher: Launcher | None = None, extra: str = "",
+                 password: bytes | None = None, umask: int | None = None,
+                 transport: dict[str, Any] | None = None) -> None:
         if launcher is None:
             env = os.environ.get("OMEGA_SHARD_LAUNCHER", "omega-node")
             launcher = "runner" if env == "runner" else "omega-node"
@@ -209,7 +227,7 @@ class ShardCluster:
         self.nodes = [
             ShardProc(f"s{i}", root, f"tcp://127.0.0.1:{ports[i]}", rafts[i],
                       [r for r in rafts if r != rafts[i]], shard_opts, raft or {}, workers,
-                      launcher, extra)
+                      launcher, extra, password=password, umask=umask, transport=transport)
             for i in range(n)
         ]
 

@@ -210,3 +210,23 @@ def test_help_lists_the_roles() -> None:
     for role in ("tv", "shard", "aggregator", "hub"):
         assert role in out.stdout
     assert set(TEST_SECRETS) >= {"OMEGA_FLEET_KEY"}
+
+
+def test_weak_raft_password_exits_2_before_starting(tmp_path: Path) -> None:
+    env = node_env({"OMEGA_RAFT_PASSWORD": "a" * 24})
+    out = run_cli(["--role", "shard", "--config", str(REPO / "config" / "shard.toml"),
+                   "--data-dir", str(tmp_path)], env=env)
+    assert out.returncode == 2, out.stderr
+    assert "secrets.raft_password" in out.stderr
+    assert "distinct characters" in out.stderr
+
+
+def test_dev_mode_off_loopback_exits_2_at_validation(tmp_path: Path) -> None:
+    cfg = tmp_path / "shard.toml"
+    text = (REPO / "config" / "shard.toml").read_text()
+    cfg.write_text(text.replace('self_address = "127.0.0.1:7420"', 'self_address = "10.1.2.3:7420"')
+                   .replace("dev_mode = false", "dev_mode = true"))
+    out = run_cli(["--role", "shard", "--config", str(cfg), "--data-dir", str(tmp_path)],
+                  env=node_env())
+    assert out.returncode == 2, out.stderr
+    assert "dev_mode" in out.stderr and "loopback" in out.stderr

@@ -4,6 +4,7 @@ restart from disk, and that a wrong password keeps a node out of the group.
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import struct
 import threading
@@ -78,12 +79,15 @@ def test_no_password_without_dev_mode_is_refused(tmp_path: Path, port: int) -> N
 
 
 def test_dev_mode_allows_no_password_on_loopback_only(tmp_path: Path) -> None:
-    with pytest.raises(PasswordRequired, match="loopback"):
-        ReplicatedLmdb(RaftSettings(self_address="10.1.2.3:7100", dev_mode=True),
-                       tmp_path, None, apply)
+    # Refused at config validation (the CLI exits 2), before anything is opened.
+    with pytest.raises(SettingError, match="loopback"):
+        RaftSettings(self_address="10.1.2.3:7100", dev_mode=True)
     with pytest.raises(PasswordRequired, match="at least 16 bytes"):
         ReplicatedLmdb(RaftSettings(self_address=f"127.0.0.1:{free_port()}"),
                        tmp_path, b"short", apply)
+    with pytest.raises(PasswordRequired, match="distinct characters"):
+        ReplicatedLmdb(RaftSettings(self_address=f"127.0.0.1:{free_port()}"),
+                       tmp_path, b"a" * 16, apply)
     node = ReplicatedLmdb(RaftSettings(self_address=f"127.0.0.1:{free_port()}", dev_mode=True),
                           tmp_path, None, apply)
     try:
@@ -257,18 +261,29 @@ def test_restart_from_disk_skips_what_was_applied(tmp_path: Path) -> None:
     for i in range(50):
         node.submit(b"c%d" % i, 5)
     wait_for(lambda: node.status()["snapshots_made"] >= 1, 10, "a log compaction")
+    node.close()
+    # Entries after the last snapshot (compaction off now), so that the restart
+    # has journal entries to replay and skip.
+    settings = dataclasses.replace(settings, log_compaction_min_entries=100_000)
+    node = ReplicatedLmdb(settings, tmp_path, PASSWORD, apply)
+    wait_for(node.is_leader, 10, "leadership")
+    for i in range(50, 55):
+        node.submit(b"c%d" % i, 5)
     before = node.state_digest()
     node.close()
 
     node = ReplicatedLmdb(settings, tmp_path, PASSWORD, apply)
     try:
         wait_for(node.is_leader, 10, "leadership after restart")
+        # Leadership comes before the journal is replayed: wait for Raft's applied
+        # index to reach the stored one (it went unwaited, and flaked under load).
+        wait_for(lambda: node.status()["applied_index"] >= before[0], 10, "the replay")
         # The journal after the last snapshot was replayed and skipped, not re-applied.
         assert node.state_digest()[1] == before[1]
-        assert node.status()["replays_skipped"] >= 1
-        assert node.submit(b"after", 5) == 51
+        assert node.status()["replays_skipped"] >= 5
+        assert node.submit(b"after", 5) == 56
         with node.read() as view:
-            assert U64.unpack(view.get("main", b"applies") or b"")[0] == 51
+            assert U64.unpack(view.get("main", b"applies") or b"")[0] == 56
     finally:
         node.close()
 

@@ -53,6 +53,11 @@ DOMAIN = (
     "omega.federation.hub",
     "omega.federation.publish",
     "omega.federation.forward",
+    "omega.sync.contrib",
+    "omega.sync.schedule",
+    "omega.sync.shardmap",
+    "omega.sync.accountant",
+    "omega.sync.errors",
 )
 
 #: Leaf modules every layer may import: they import no engine and nothing above them.
@@ -69,6 +74,7 @@ LEAVES = (
     "omega.shard.settings",
     "omega.raft.settings",
     "omega.federation.settings",
+    "omega.sync.settings",
 )
 
 #: Third-party engines and the only modules allowed to import each.

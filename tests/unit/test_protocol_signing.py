@@ -121,6 +121,11 @@ def test_stale_and_future_timestamps() -> None:
             verify(over_wire(sign(push(ts_ms=ts), KEY)), KEY, NOW_MS, WINDOW)
         assert info.value.code == "stale"
         assert isinstance(info.value, Unauthorized)
+    # Said the way a person reads it: ten minutes old is "10 min in the past".
+    with pytest.raises(Stale, match="10 min in the past"):
+        verify(sign(push(ts_ms=NOW_MS - 600_000), KEY), KEY, NOW_MS, WINDOW)
+    with pytest.raises(Stale, match="5 min in the future"):
+        verify(sign(push(ts_ms=NOW_MS + WINDOW + 4_200), KEY), KEY, NOW_MS, WINDOW)
     # The MAC is checked first: a forged old message is unauthorized, not stale.
     old = sign(push(ts_ms=0), derive_device_key(FLEET, "tv-2"))
     with pytest.raises(Unauthorized) as forged:

@@ -1,0 +1,367 @@
+"""SyncCore against the real shard service in process and a real brain (fast embedder).
+
+Views become sealed reports in the brain's queue, pushes of a constant size acked
+by the shard, the queue emptied only by the shard's ack; a retried or resumed push
+reuses its sequence number; a pull merges crowd lists and new content; every kind
+of hostile pull is refused with its type and leaves the brain's LMDB unchanged.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+import pytest
+
+from omega.brain.api import Brain, ViewingEvent
+from omega.federation.report import REPORT_BYTES, HubKey
+from omega.protocol import EMBEDDING_BYTES, GlobalUpdate, NewContent, PullResp
+from omega.protocol.vectors import embedding_to_wire
+from omega.raft import LeaderChanged
+from omega.shard import ShardService, state
+from omega.sync import errors as E
+from omega.sync.core import K_CONTRIB, K_PUSH, SyncCore, check_pull
+from omega.transport import InMemoryRequester
+from tests.sync_support import (
+    DEDUP,
+    FLEET,
+    FakeStore,
+    Wall,
+    brain_hash,
+    in_process_link,
+    open_brain,
+    opened_counts,
+    shard_settings,
+    sync_settings,
+)
+
+T0 = 1_700_000_000.0
+HUB = HubKey.generate(7)
+
+
+@pytest.fixture
+def wall() -> Wall:
+    w = Wall()
+    w.t = time.time()  # the device client signs with the real clock
+    return w
+
+
+@pytest.fixture
+def store() -> FakeStore:
+    return FakeStore()
+
+
+@pytest.fixture
+def svc(store: FakeStore, wall: Wall) -> Iterator[ShardService]:
+    with ShardService(shard_settings(rate_limit_interval_s=0.0, pull_interval_s=0.0),
+                      store, FLEET, DEDUP, wall_clock=wall) as s:
+        yield s
+
+
+@pytest.fixture
+def brain(tmp_path: Path) -> Iterator[Brain]:
+    b = open_brain(tmp_path / "brain")
+    yield b
+    b.close()
+
+
+def watch(brain: Brain, ids: list[str], t0: float = T0, fraction: float = 1.0) -> None:
+    for i, cid in enumerate(ids):
+        brain.observe(ViewingEvent(cid, fraction, t0 + 60 * i))
+
+
+def core(brain: Brain, svc: ShardService, wall: Wall, **kw: Any) -> SyncCore:
+    return SyncCore(brain, sync_settings(HUB, **kw), lambda g: in_process_link(svc),
+                    wall=wall, rng=random.Random(1))
+
+
+def stored(store: FakeStore) -> Counter[bytes]:
+    with store.read() as kv:
+        return Counter(state.all_reports(kv))
+
+
+def opened(blobs: Counter[bytes]) -> tuple[int, int]:
+    return opened_counts(blobs, HUB)
+
+
+def test_views_become_one_constant_push_acked_then_the_queue_is_empty(
+        brain: Brain, svc: ShardService, store: FakeStore, wall: Wall) -> None:
+    watch(brain, ["m1", "m2", "m3"])  # windowed pairs: (1,2) (1,3) (2,3)
+    c = core(brain, svc, wall)
+    out = c.sync()
+    assert out.error == "" and out.built == 3 and out.pushed == 3
+    got = stored(store)
+    assert sum(got.values()) == 8 and set(got.values()) == {1}  # 8 reports, each once
+    assert all(len(b) == REPORT_BYTES for b in got)
+    assert opened(got) == (3, 5)
+    assert c.queued() == 0
+    # Nothing new watched: the next push is all dummies, of the same count and size.
+    c.sync()
+    got = stored(store)
+    assert sum(got.values()) == 16 and opened(got) == (3, 13)
+
+
+def test_only_new_views_pair_and_the_window_limits_pairs(
+        brain: Brain, svc: ShardService, store: FakeStore, wall: Wall) -> None:
+    c = core(brain, svc, wall, window=2, daily_budget=100)
+    watch(brain, ["m1", "m2", "m3", "m4"])
+    assert c.build() == 5  # (1,2) (1,3) (2,3) (2,4) (3,4)
+    watch(brain, ["m5"], t0=T0 + 1000)
+    assert c.build() == 2  # (3,5) (4,5): only pairs with the new view
+    assert c.build() == 0
+
+
+def test_daily_budget_caps_real_reports_and_renews_next_day(
+        brain: Brain, svc: ShardService, store: FakeStore, wall: Wall) -> None:
+    c = core(brain, svc, wall, daily_budget=4)
+    watch(brain, [f"m{i}" for i in range(6)])
+    assert c.build() == 4
+    watch(brain, ["m7"], t0=T0 + 1000)
+    assert c.build() == 0  # the day's budget is spent: these pairs are dropped
+    wall.t += 86_400
+    watch(brain, ["m8", "m9"], t0=T0 + 2000)
+    assert c.build() == 4
+    st = c.status()
+    assert st["budget_used_today"] == 4 and st["epsilon_today"]["reports"] == 4
+    assert st["epsilon_today"]["local"] > 0
+
+
+def test_a_push_lost_after_commit_is_retried_with_its_sequence_and_stored_once(
+        brain: Brain, svc: ShardService, store: FakeStore, wall: Wall) -> None:
+    watch(brain, ["m1", "m2"])
+    c = core(brain, svc, wall)
+    store.faults.append((LeaderChanged("lost after commit"), True))
+    out = c.sync()
+    assert out.error == ""  # the client retried the same sequence: a duplicate, same ack
+    got = stored(store)
+    assert sum(got.values()) == 8 and set(got.values()) == {1}
+    assert opened(got) == (1, 7)
+
+
+def test_a_push_interrupted_by_a_crash_resumes_with_the_same_sequence_and_reports(
+        tmp_path: Path, svc: ShardService, store: FakeStore, wall: Wall) -> None:
+    brain = open_brain(tmp_path / "b")
+    watch(brain, ["m1", "m2", "m3"])
+    c = core(brain, svc, wall)
+    c.build()
+    # The push was decided and written, then the TV died before (or after) sending it.
+    store.faults.append((LeaderChanged("answer lost"), True))
+    c._link = in_process_link(svc)
+    c._link._client.settings = type(c._link._client.settings)(attempts=1)  # no retry now
+    assert c.sync().error != ""
+    pending = msgpack.unpackb(brain.sync_state(K_PUSH))["pending"]
+    assert pending is not None
+    brain.close()
+    brain = open_brain(tmp_path / "b")  # restart
+    c2 = core(brain, svc, wall)
+    assert c2.sync().error == ""
+    assert c2.status()["last_push_seq"] == pending["seq"]
+    got = stored(store)
+    assert sum(got.values()) == 8 and set(got.values()) == {1} and opened(got) == (3, 5)
+    assert c2.queued() == 0
+    brain.close()
+
+
+def test_a_build_interrupted_between_its_writes_is_finished_once(
+        brain: Brain, svc: ShardService, wall: Wall) -> None:
+    c = core(brain, svc, wall)
+    watch(brain, ["m1", "m2", "m3"])
+    c.build()
+    blobs = [p for _, p in brain.peek_outbound(10)]
+    # As if the TV died after recording the build and queuing only the first blob.
+    brain.ack_outbound(10**9)
+    brain.enqueue_outbound(blobs[0])
+    contrib = msgpack.unpackb(brain.sync_state(K_CONTRIB))
+    contrib["blobs"] = blobs
+    brain.set_sync_state(K_CONTRIB, msgpack.packb(contrib))
+    c.recover()
+    c.recover()
+    assert sorted(p for _, p in brain.peek_outbound(10)) == sorted(blobs)
+    assert c.build() == 0
+
+
+def _release(svc: ShardService, version: int, **kw: Any) -> None:
+    svc.set_global_update(GlobalUpdate(version, **kw))
+
+
+def test_pull_merges_crowd_lists_and_new_content_with_its_embedding(
+        brain: Brain, svc: ShardService, wall: Wall) -> None:
+    vec = np.random.default_rng(3).standard_normal(384).astype(np.float32)
+    vec /= np.linalg.norm(vec)
+    _release(svc, 1, neighbours=(("m1", (("m2", 0.9), ("m3", 0.5))),),
+             popularity=(("m1", 3.0),), trends=(("local", (("m4", 2.0),)),),
+             new_content=(NewContent("new1", "A New Film", embedding_to_wire(vec)),))
+    c = core(brain, svc, wall)
+    out = c.sync()
+    assert out.error == "" and out.pulls >= 1
+    assert brain.status()["crowd_version"] == out.version > 0
+    assert "new1" in brain.content_ids()
+    got = brain.vectors(["new1"])[0]
+    assert float(got @ vec) > 0.999  # the float16 embedding, not a re-embedded title
+    assert brain.status()["crowd_titles"] == 1
+    # Nothing new: the next sync pulls nothing.
+    assert c.sync().pulls == 0
+
+
+def test_catch_up_after_a_long_absence_takes_one_sync(
+        brain: Brain, svc: ShardService, wall: Wall) -> None:
+    rng = random.Random(4)
+    for v in range(1, 8):  # a week of daily releases: 150 titles' top-20 lists each
+        titles = rng.sample(range(1000), 150)
+        _release(svc, v, neighbours=tuple(
+            (f"t{i}", tuple((f"t{j}", 0.5) for j in rng.sample(range(1000), 20) if j != i))
+            for i in titles), popularity=tuple((f"t{i}", float(v)) for i in titles))
+    c = core(brain, svc, wall)
+    out = c.sync()
+    assert out.error == "" and 1 < out.pulls <= 64  # bounded pieces, one sync
+    with svc._store.read() as kv:
+        current = state.global_version(kv)
+    assert brain.status()["crowd_version"] == current
+
+
+# -- hostile pulls ----------------------------------------------------------------
+
+
+def _frame(*fields: Any) -> bytes:
+    """A PullResp frame built by hand (no validation): 5 fields, then no hub key."""
+    return bytes(msgpack.packb([13, 1, *fields, 0, b""], use_bin_type=True))
+
+
+def _hostile(kind: str) -> bytes:
+    emb = embedding_to_wire(np.ones(384, dtype=np.float32) / np.sqrt(384))
+    if kind == "wrong_dims":
+        return _frame(5, [], [], [], [["x1", "X", emb[:700]]])
+    if kind == "nan":
+        return _frame(5, [["m1", [["m2", float("nan")]]]], [], [], [])
+    if kind == "nan_embedding":
+        bad = b"\x00\x7e" + emb[2:]  # float16 NaN in the first value
+        return _frame(5, [], [], [], [["x1", "X", bad]])
+    if kind == "oversized":
+        return _frame(5, [], [[f"t{i:05d}", 1.0] for i in range(2000)],
+                      [], [["x" * 60 + f"{i:02d}", "T" * 250, emb] for i in range(60)])
+    if kind == "older":
+        return _frame(1, [["m1", [["m2", 0.5]]]], [], [], [])
+    if kind == "unknown":
+        return _frame(10**9, [["m1", [["m2", 0.5]]]], [], [], [])
+    raise AssertionError(kind)
+
+
+class HostileShard:
+    """A shard that answers pushes and heartbeats truthfully and pulls with ``frame``."""
+
+    def __init__(self, svc: ShardService, frame: bytes) -> None:
+        self.svc = svc
+        self.frame = frame
+
+    def handle(self, data: bytes) -> Any:
+        if data[1:2] == b"\x0c" or (len(data) > 1 and data[1] == 12):
+            return self.frame
+        return self.svc.handle(data)
+
+
+@pytest.mark.parametrize("kind,error", [
+    ("wrong_dims", E.MalformedPull), ("nan", E.MalformedPull),
+    ("nan_embedding", E.MalformedPull), ("oversized", E.PullTooLarge),
+    ("older", E.StalePull), ("unknown", E.UnknownPullVersion),
+])
+def test_hostile_pull_is_refused_with_its_type_and_the_brain_is_unchanged(
+        tmp_path: Path, svc: ShardService, wall: Wall, kind: str, error: type) -> None:
+    from omega.client import ClientSettings
+    from omega.sync.link import DeviceLink
+    from omega.sync.settings import ShardGroup
+    from tests.sync_support import key
+
+    _release(svc, 1, popularity=(("m1", 1.0),))
+    _release(svc, 2, popularity=(("m2", 1.0),))
+    brain = open_brain(tmp_path / "b")
+    brain.apply_crowd({}, {}, [], 3)  # merged version 3 (so "older" is older)
+    brain.close()
+    before = brain_hash(tmp_path / "b")
+    brain = open_brain(tmp_path / "b")
+    hostile = HostileShard(svc, _hostile(kind))
+    link = DeviceLink(ShardGroup("g1", "local", ("inproc://x",)), "tv1", key("tv1"),
+                      ClientSettings(attempts=1),
+                      requester=InMemoryRequester(hostile.handle, svc.on_error))
+    c = SyncCore(brain, sync_settings(HUB), lambda g: link, wall=wall, rng=random.Random(2))
+    c.announce(5)
+    with pytest.raises(error):
+        c.merge(link.pull(3, "local"))
+    brain.close()
+    assert brain_hash(tmp_path / "b") == before
+
+
+def test_a_crowd_update_the_brain_refuses_changes_nothing(
+        tmp_path: Path, svc: ShardService, wall: Wall) -> None:
+    brain = open_brain(tmp_path / "b")
+    brain.close()
+    before = brain_hash(tmp_path / "b")
+    brain = open_brain(tmp_path / "b")
+    vec = np.ones(384, dtype=np.float32) / np.sqrt(384)
+    # The wire allows a negative trend velocity; the brain does not.
+    resp = PullResp(5, neighbours=(("m1", (("m2", 0.5),)),), trends=(("m4", -1.0),),
+                    new_content=(NewContent("x1", "X", embedding_to_wire(vec)),))
+    c = SyncCore(brain, sync_settings(HUB), lambda g: in_process_link(svc), wall=wall)
+    c.announce(5)
+    with pytest.raises(E.RejectedCrowd):  # refused before the new content is written
+        c.merge(resp)
+    brain.close()
+    assert brain_hash(tmp_path / "b") == before
+
+
+def test_check_pull_refuses_embeddings_of_another_model_size() -> None:
+    vec = np.ones(384, dtype=np.float32) / np.sqrt(384)
+    resp = PullResp(2, new_content=(NewContent("x1", "X", embedding_to_wire(vec)),))
+    with pytest.raises(E.WrongDimensions):
+        check_pull(resp, 1, 2, dim=256)
+    assert EMBEDDING_BYTES == 768
+    vecs, _ = check_pull(resp, 1, 2, dim=384)
+    assert vecs["x1"].shape == (384,)
+
+
+def test_a_crash_after_the_queue_ack_never_acks_reports_queued_later(
+        brain: Brain, svc: ShardService, store: FakeStore, wall: Wall) -> None:
+    """The brain numbers an emptied queue from 1 again: a push remembered from before a
+    crash must not take the new entries for its own."""
+    c = core(brain, svc, wall)
+    watch(brain, ["m1", "m2"])
+    c.build()
+    assert c.push() is not None and c.queued() == 0
+    state = msgpack.unpackb(brain.sync_state(K_PUSH))
+    assert state["pending"] is None
+    # As if the TV died between acking the queue and clearing its pending push.
+    sent = list(stored(store))
+    real = [b for b in sent if _is_real(b)]
+    state["pending"] = {"seq": state["last"], "real": real, "reports": sent}
+    brain.set_sync_state(K_PUSH, msgpack.packb(state))
+    watch(brain, ["m3"], t0=T0 + 1000)
+    assert c.build() == 2  # (1,3) (2,3): queued as entries 1 and 2 again
+    assert c.sync().error == ""
+    assert c.queued() == 0
+    assert opened(stored(store))[0] == 3  # the two new reports reached the shard
+
+
+def _is_real(blob: bytes) -> bool:
+    return opened_counts([blob], HUB)[0] == 1
+
+
+def test_a_pull_announcing_a_newer_hub_key_rotates_the_tv_to_it(
+        brain: Brain, svc: ShardService, store: FakeStore, wall: Wall) -> None:
+    new = HubKey.generate(HUB.key_id + 1)
+    _release(svc, 1, popularity=(("m1", 1.0),), hub_key_id=new.key_id,
+             hub_public_key=new.public)
+    c = core(brain, svc, wall)
+    assert c.sync().error == ""
+    key = c.hub_key()
+    assert key is not None and key.key_id == new.key_id
+    watch(brain, ["m1", "m2"])
+    before = set(stored(store))
+    assert c.sync().error == ""
+    fresh = [b for b in stored(store) if b not in before]
+    assert len(fresh) == 8
+    assert opened_counts(fresh, new) == (1, 7)  # sealed to the new key
