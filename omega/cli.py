@@ -33,17 +33,23 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
-_ROLE_HELP = """roles (what runs today):
-  tv          the brain on each TV: embedder, index, LMDB memory, recommender, and its
-              local API on the control socket (`omega-node tv ...`); it does not sync yet
+_ROLE_HELP = """roles:
+  tv          the brain on each TV: embedder, index, LMDB memory, recommender, its local
+              API on the control socket (`omega-node tv ...`) and, once provisioned
+              (`omega-node tv provision`), its sync agent: sealed co-view reports pushed
+              to its shard group, the crowd's releases pulled and merged
   shard       one replica of a 3-node Raft group: takes signed device pushes of sealed
-              reports (stored, replicated) and serves pulls
-  aggregator  answers health and ctl only (merging shard summaries is not built yet)
-  hub         answers health and ctl only (DP release, neighbour lists, trends: not built yet)
+              reports (stored, replicated), serves pulls, forwards shuffled batches of
+              >= k devices to its region's aggregator
+  aggregator  a shuffler that cannot open reports: mixes its shards' batches, forwards
+              them to the hub with only the region label
+  hub         a Raft group: opens reports, sums them, adds calibrated noise, publishes
+              per-title neighbour lists, popularity, trends and new content (releases)
 
 Secrets come from the environment (or files named in the config's [secrets] table),
 never from the TOML. A shard needs OMEGA_FLEET_KEY, OMEGA_DEDUP_SECRET and
-OMEGA_RAFT_PASSWORD, each at least 16 bytes (e.g. `openssl rand -hex 16`).
+OMEGA_RAFT_PASSWORD, a hub OMEGA_RAFT_PASSWORD, each at least 16 bytes (e.g.
+`openssl rand -hex 16`); a TV's device key is written by `omega-node tv provision`.
 """
 
 _INSTALL_HINT = (
@@ -212,7 +218,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
             quality.description = f"(its options need the missing package {exc.name!r})"
     privacy = bench_sub.add_parser(
         "privacy", help="replay MovieLens users as TVs through the real report, seal and shard "
-        "code; the shard and hub adversaries against chance, per privacy setting"
+        "code; the shard, hub and release adversaries against chance, per privacy setting"
     )
     privacy.add_argument("--data", type=Path, required=True, help="a MovieLens directory")
     privacy.add_argument("--json", action="store_true", help="print the rows as JSON")

@@ -24,8 +24,8 @@
 
 ``fleet_size`` (benchmarks only) simulates the noise a fleet of that many TVs
 would see: counts grow with the fleet and the noise does not, so on the real
-``population``'s counts the noise and the threshold shrink by
-``population / fleet_size``.
+``population``'s counts the noise, the threshold and the contributor count a
+pair needs shrink by ``population / fleet_size``.
 """
 
 from __future__ import annotations
@@ -243,6 +243,10 @@ def build_release(
     """Noise, threshold and publish the summed counts (see the module docs)."""
     sigma = settings.effective_sigma
     threshold = settings.threshold_sigmas * sigma
+    # A simulated fleet has fleet/population times the reports of every pair.
+    min_reports = settings.min_contributors
+    if settings.fleet_size is not None and settings.population is not None:
+        min_reports = max(1, math.ceil(min_reports * settings.population / settings.fleet_size))
     cat_keys = np.array(sorted(catalog), dtype=np.uint64)
     cat_ids = [catalog[int(k)] for k in cat_keys]
     stats: dict[str, int] = {}
@@ -252,16 +256,16 @@ def build_release(
     pa, pb = _positions(a, cat_keys), _positions(b, cat_keys)
     known = (pa >= 0) & (pb >= 0)
     stats["pairs_unknown_title"] = int((~known).sum())
-    stats["pairs_few_contributors"] = int((known & (n < settings.min_contributors)).sum())
+    stats["pairs_few_contributors"] = int((known & (n < min_reports)).sum())
     pa, pb, w, n = pa[known], pb[known], w[known], n[known]
     mask, noisy = noisy_select(w, n, sigma=sigma, threshold=threshold,
-                               min_contributors=settings.min_contributors, rng=rng)
-    stats["pairs_below_threshold"] = int(((n >= settings.min_contributors) & ~mask).sum())
+                               min_contributors=min_reports, rng=rng)
+    stats["pairs_below_threshold"] = int(((n >= min_reports) & ~mask).sum())
     pa, pb, v = pa[mask], pb[mask], noisy[mask]
     lists = neighbour_lists(np.r_[pa, pb], np.r_[pb, pa], np.r_[v, v], settings.top_k,
                             settings.normalize)
     neighbours = {
-        cat_ids[src]: [(cat_ids[int(j)], float(s)) for j, s in zip(dst, val, strict=True)]
+        cat_ids[src]: list(zip([cat_ids[j] for j in dst.tolist()], val.tolist(), strict=True))
         for src, (dst, val) in lists.items()
     }
 
@@ -270,7 +274,7 @@ def build_release(
     pt = _positions(t, cat_keys)
     tknown = pt >= 0
     tmask, tnoisy = noisy_select(tw[tknown], tn[tknown], sigma=sigma, threshold=threshold,
-                                 min_contributors=settings.min_contributors, rng=rng)
+                                 min_contributors=min_reports, rng=rng)
     popularity = {cat_ids[int(p)]: float(c)
                   for p, c in zip(pt[tknown][tmask], tnoisy[tmask], strict=True)}
     stats["titles_unknown"] = int((~tknown).sum())

@@ -26,8 +26,9 @@ Adversaries, each beside the rate it is compared with (``chance``):
 - **hub-link**: the hub takes one report of a target TV in one batch and ranks the
   reports of another batch that holds some of the target's reports by shared
   titles; a hit is a report of the same TV. Chance: a random report of that batch.
-- the third adversary (a reader of the published lists, membership inference) comes
-  with the federation release: ``extra_rows`` takes its rows, of the same shape.
+- **release**: a reader of the published lists (membership inference,
+  ``omega.sim.membership.release_adversary``), rows of the same shape plus the
+  quality of each setting's release.
 
 Rows (``--json``): ``{"adversary", "setting", "default", "top1", "top10",
 "chance_top1", "chance_top10", "epsilon_per_day"}``; ``epsilon_per_day`` is the
@@ -379,21 +380,17 @@ def run_rows(users: Sequence[Sequence[tuple[str, float]]], catalog: Sequence[str
 
 
 def release_rows(data: Path, seed: int) -> list[dict[str, Any]]:
-    """The third adversary's rows (a reader of the published lists), when the federation
-    release's ``omega.sim.membership`` is installed; its settings are ε per release."""
-    import importlib
-
-    try:
-        membership = importlib.import_module("omega.sim.membership")
-        federated = importlib.import_module("omega.sim.federated")
-    except ImportError:
-        return []
+    """The third adversary's rows (a reader of the published lists,
+    ``omega.sim.membership``); its settings are ε per release, each row with the
+    quality of that setting's release (HR@10 / NDCG@10 at the real population and
+    at a simulated 1 M fleet) from the same run."""
+    from omega.sim import membership
+    from omega.sim.federated import FederatedSettings
     from omega.sim.movielens import load_movielens, split_leave_last
 
     ml = load_movielens(data)
     rows = membership.release_adversary(split_leave_last(ml).users, ml.items,
-                                        federated.FederatedSettings(), with_quality=False,
-                                        seed=seed)
+                                        FederatedSettings(), with_quality=True, seed=seed)
     return [dict(r) for r in rows]
 
 
@@ -413,6 +410,9 @@ def run_privacy(args: argparse.Namespace) -> int:
                          float(r["chance_top10"]),
                          float(r["epsilon_per_day"]) if r.get("epsilon_per_day") is not None
                          else math.inf) for r in release]))
-    else:
-        print("(the release adversary comes with the federation release: omega.sim.membership)")
+        for r in release:
+            q = r.get("quality") or {}
+            print(f"  release {r['setting']}: quality HR@10 {q.get('hr_real', math.nan):.3f} "
+                  f"at the data set's population, {q.get('hr_fleet', math.nan):.3f} with the "
+                  f"noise of {q.get('fleet', 0):,} TVs")
     return 0

@@ -247,6 +247,26 @@ def run_baselines(
     return methods, scorers
 
 
+def prepare_and_baselines(
+    data_dir: Path | str,
+    embedder: Embedder,
+    s: QualitySettings,
+    timings: dict[str, float],
+    *,
+    cold_start: bool,
+    cache_dir: Path | None,
+    progress: bool,
+) -> tuple[Prepared, list[MethodResult], dict[str, Scorer]]:
+    """:func:`prepare`, then :func:`run_baselines`, timing both into ``timings``."""
+    t0 = time.perf_counter()
+    prep = prepare(data_dir, embedder, s, cold_start=cold_start, cache_dir=cache_dir,
+                   progress=progress)
+    timings["load and embed"] = time.perf_counter() - t0
+    methods, scorers = run_baselines(prep, s, progress=progress)
+    timings["baselines"] = sum(m.seconds for m in methods)
+    return prep, methods, scorers
+
+
 def run_quality(
     data_dir: Path | str,
     *,
@@ -268,11 +288,10 @@ def run_quality(
     s = settings or QualitySettings()
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    prep = prepare(data_dir, embedder, s, cold_start=cold_start, cache_dir=cache_dir,
-                   progress=progress)
-    timings["load and embed"] = time.perf_counter() - t0
-    methods, scorers = run_baselines(prep, s, progress=progress)
-    timings["baselines"] = sum(m.seconds for m in methods)
+    prep, methods, scorers = prepare_and_baselines(
+        data_dir, embedder, s, timings, cold_start=cold_start, cache_dir=cache_dir,
+        progress=progress,
+    )  # fmt: skip
     brain_info: dict[str, Any] | None = None
     held_out: HeldOutResult | None = None
     if brain_factory is not None:
@@ -566,6 +585,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also replay the brain fed with central crowd popularity and co-view lists "
         "(labelled [crowd]; each is another full replay)",
     )
+    parser.add_argument(
+        "--federated",
+        action="store_true",
+        help="replay every user as a TV through the real report, seal, shuffle, sum and "
+        "release code and score the brain with each release: rows federated (no noise), "
+        "federated-dp (ε per release at the real population), federated-dp-1m (noise of "
+        "--fleet TVs), beside the central baselines",
+    )
+    parser.add_argument("--epsilon", type=float, default=1.0,
+                        help="with --federated: ε per release (default %(default)s)")
+    parser.add_argument("--fleet", type=int, default=1_000_000,
+                        help="with --federated: the simulated fleet of federated-dp-1m")
     parser.add_argument("--cache-dir", type=Path, default=None, help="embedding cache folder")
     parser.add_argument("--work-dir", type=Path, default=None, help="where brains are created")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -581,6 +612,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         )
         cache_dir = args.cache_dir or default_cache_dir()
         embedder = _make_embedder(args.embedder, cache_dir)
+        if args.federated:
+            return _run_federated(args, settings, embedder, cache_dir)
         factory = local_brain_factory() if args.brain == "local" else None
         if args.crowd_variants and factory is None:
             raise QualityError("--crowd-variants needs --brain local")
@@ -602,6 +635,39 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         print(format_text(report))
+    return 0
+
+
+def _run_federated(
+    args: argparse.Namespace, settings: QualitySettings, embedder: Embedder, cache_dir: Path
+) -> int:
+    from dataclasses import replace
+
+    from omega.sim.fedbench import BrainCrowdSettings, run_federated_quality
+    from omega.sim.federated import FederatedSettings
+
+    if args.crowd_variants:
+        raise QualityError("--federated replaces --crowd-variants: give one of them")
+    from omega.federation.release import ReleaseError
+
+    if args.fleet < 1:
+        raise QualityError(f"--fleet must be >= 1, got {args.fleet}")
+    fed = FederatedSettings(fleet=args.fleet)
+    try:
+        fed = replace(fed, release=replace(fed.release, epsilon=args.epsilon))
+    except ReleaseError as exc:
+        raise QualityError(f"--epsilon: {exc}") from None
+    report = run_federated_quality(
+        args.data,
+        embedder=embedder,
+        settings=settings,
+        federated=fed,
+        brain=BrainCrowdSettings() if args.brain == "local" else None,
+        progress=not args.no_progress,
+        cache_dir=cache_dir,
+        work_dir=args.work_dir,
+    )
+    print(json.dumps(report.to_dict(), indent=2) if args.json else format_text(report))
     return 0
 
 

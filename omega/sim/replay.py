@@ -229,12 +229,15 @@ def local_brain_factory(
     *,
     popularity: Mapping[int, float] | None = None,
     neighbours: Mapping[int, Sequence[tuple[int, float]]] | None = None,
+    crowd_popularity: Mapping[int, float] | None = None,
 ) -> BrainFactory:
     """A factory of ``omega.Brain``s, one per user, with durability off (a simulation).
 
     ``popularity`` (item id → count) is given to the catalog as
     ``metadata["popularity"]``, ``neighbours`` (item id → [(item id, score)]) to
-    ``apply_crowd``: crowd knowledge, for the ``[crowd]`` rows only.
+    ``apply_crowd``: crowd knowledge, for the ``[crowd]`` rows only;
+    ``crowd_popularity`` (item id → count) also through ``apply_crowd``, as a
+    release delivers it (the federated rows).
     Raises :class:`QualityError` if the brain package is not importable.
     """
     try:
@@ -243,7 +246,7 @@ def local_brain_factory(
     except ImportError as exc:
         raise QualityError(f"the local brain is not available ({exc}); use --brain none") from exc
     settings = config if config is not None else BrainSettings(durability="nosync")
-    return _LocalBrainFactory(api, settings, popularity, neighbours)
+    return _LocalBrainFactory(api, settings, popularity, neighbours, crowd_popularity)
 
 
 class _LocalBrainFactory:
@@ -257,15 +260,18 @@ class _LocalBrainFactory:
         settings: Any,
         popularity: Mapping[int, float] | None,
         neighbours: Mapping[int, Sequence[tuple[int, float]]] | None,
+        crowd_popularity: Mapping[int, float] | None = None,
     ) -> None:
         self._api = api
         self._settings = settings
         self._popularity = popularity
         self._neighbours = neighbours
+        self._crowd_popularity = crowd_popularity
 
     def __call__(self, data_dir: Path, embedder: Embedder) -> BrainSession:
         brain = self._api.Brain.open(data_dir, self._settings, embedder=embedder)
-        return _BrainAdapter(self._api, brain, self._popularity, self._neighbours)
+        return _BrainAdapter(self._api, brain, self._popularity, self._neighbours,
+                             self._crowd_popularity)
 
 
 class _BrainAdapter:
@@ -277,11 +283,13 @@ class _BrainAdapter:
         brain: Any,
         popularity: Mapping[int, float] | None = None,
         neighbours: Mapping[int, Sequence[tuple[int, float]]] | None = None,
+        crowd_popularity: Mapping[int, float] | None = None,
     ) -> None:
         self._api = api
         self._brain = brain
         self._popularity = popularity
         self._neighbours = neighbours
+        self._crowd_popularity = crowd_popularity
 
     def add_content(self, items: Sequence[Item]) -> None:
         content = self._api.Content
@@ -297,12 +305,13 @@ class _BrainAdapter:
             for i in items
         ]
         self._brain.add_content(batch, progress=False)
-        if self._neighbours is not None:
+        if self._neighbours is not None or self._crowd_popularity is not None:
             lists = {
                 str(item): [(str(other), float(score)) for other, score in lst]
-                for item, lst in self._neighbours.items()
+                for item, lst in (self._neighbours or {}).items()
             }
-            self._brain.apply_crowd(lists, {}, [], 1)
+            crowd_pop = {str(i): float(v) for i, v in (self._crowd_popularity or {}).items()}
+            self._brain.apply_crowd(lists, crowd_pop, [], 1)
 
     def observe(self, item_id: int, watch_fraction: float, timestamp: float) -> None:
         self._brain.observe(self._api.ViewingEvent(str(item_id), watch_fraction, timestamp))
@@ -323,6 +332,10 @@ class BrainRun:
     held_out: list[list[int]] = field(default_factory=list)
     """One list per held-out case, users in order, each user's cases as
     :func:`held_out_positions` gives them."""
+    val: list[list[int]] = field(default_factory=list)
+    """With ``extra``: the validation item's lists (training history)."""
+    test_other: list[list[int]] = field(default_factory=list)
+    """With ``extra``: the test item's lists from the other history."""
     held_out_seconds: float = 0.0
     """Time spent in the held-out ``recommend`` calls (part of the replay)."""
     seconds: list[float] = field(default_factory=list)
@@ -345,6 +358,7 @@ def replay_brain(
     label: str = "brain",
     held_out: int = 0,
     history: History = "train",
+    extra: bool = False,
 ) -> BrainRun:
     """Replay each user's views through a fresh brain; collect its lists.
 
@@ -353,7 +367,9 @@ def replay_brain(
     ``held_out`` > 0 the :func:`held_out_positions` lists after their histories
     (all prefixes of the same time-ordered views). With ``history="train"`` the
     validation item is not replayed before the test list (two steps ahead, A);
-    with ``"all"`` it is (B, what a TV knows).
+    with ``"all"`` it is (B, what a TV knows). With ``extra`` the same replay also
+    asks for the validation item after the training history (``run.val``) and for
+    the test item from the other history (``run.test_other``).
 
     A persistent factory gets the catalog once, in a template brain; each user's
     brain opens a copy of its folder (~3× faster than storing 9,724 titles per user).
@@ -381,6 +397,10 @@ def replay_brain(
             }
             if cold_start and user.has_cold:
                 asks.setdefault(COLD_HISTORY, []).append(("cold", COLD_HISTORY))
+            if extra:
+                other: History = "train" if history == "all" else "all"
+                asks.setdefault(len(user.test_history(other)), []).append(("other", last))
+                asks.setdefault(len(user.train), []).append(("val", last - 1))
             cases = held_out_positions(len(user.items), held_out)
             for j, (seen, target) in enumerate(cases):
                 asks.setdefault(seen, []).append((f"{_HELD_OUT_SLICE} {j}", target))
@@ -388,6 +408,9 @@ def replay_brain(
                 factory, user, items, index, embedder, k, work_dir, run, asks, template
             )
             run.test.append(lists["test"])
+            if extra:
+                run.val.append(lists["val"])
+                run.test_other.append(lists["other"])
             if cold_start and user.has_cold:
                 run.cold.append(lists["cold"])
             run.held_out.extend(lists[f"{_HELD_OUT_SLICE} {j}"] for j in range(len(cases)))

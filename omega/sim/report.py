@@ -283,6 +283,12 @@ def format_text(report: QualityReport) -> str:
             "  [crowd]: the brain also given what federation would send, computed centrally "
             "from every training history (no privacy, no noise); no cold-start slice"
         )
+    if BRAIN in names or names & {CROWD_POPULARITY, CROWD_LISTS}:
+        lines.append(
+            "  the product's path is the brain with the crowd's private release: the "
+            "federated rows of `bench quality --federated`; the local-only brain is a TV "
+            "before its first pull"
+        )
     if report.comparisons:
         lines += ["", f"Paired differences, {report.reference} − baseline (95% CI, per user):"]
         by_other: dict[str, list[Comparison]] = {}

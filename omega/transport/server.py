@@ -46,8 +46,13 @@ log = logging.getLogger("omega.transport")
 
 OnFatal = Callable[[BaseException], None]
 
-#: A worker waiting for a request wakes this often to look at the closing flag,
-#: in case close() looked at it just before it began to wait. Normal close is immediate.
+#: A worker waits for a request without a timeout: an idle TV must not wake (each
+#: timed wait cost ~18 wake-ups a second, docs/benchmarks.md "TV idle"). close()
+#: wakes a waiting worker by closing its context, and looks again every
+#: ``_CLOSE_LOOK_S`` for one that began to wait just after it looked.
+_RECV_WAIT_MS = -1  # nng's infinite duration
+_CLOSE_LOOK_S = 0.05
+#: How long a worker waiting for room for a deferred reply sleeps between looks.
 _POLL_MS = 250
 #: Contexts whose deferred reply may be done that a worker looks at before opening one.
 _REUSE_LOOKS = 4
@@ -175,15 +180,19 @@ class RpcServer:
         if sock is None:
             return
         self._reaper_stop.set()
-        for w in self._workers:
-            if w.receiving:
-                w.channel.abort()  # wakes its recv; a busy worker finishes its reply
         deadline = time.monotonic() + self._settings.close_timeout_s
         with self._pending_cond:
             self._pending_cond.notify_all()  # a worker waiting for room to receive
-        for w in self._workers:
-            if w.thread is not None:
-                w.thread.join(max(0.0, deadline - time.monotonic()))
+        while True:
+            for w in self._workers:
+                if w.receiving:
+                    w.channel.abort()  # wakes its recv; a busy worker finishes its reply
+            alive = [w.thread for w in self._workers
+                     if w.thread is not None and w.thread.is_alive()]
+            left = deadline - time.monotonic()
+            if not alive or left <= 0:
+                break
+            alive[0].join(min(_CLOSE_LOOK_S, left))
         stuck = [w.index for w in self._workers if w.thread is not None and w.thread.is_alive()]
         if stuck:
             # A handler is still running: closing the socket makes its reply fail
@@ -315,7 +324,7 @@ class RpcServer:
             while not self._closing:
                 ch = w.channel
                 w.receiving = True
-                rv, data = ch.recv(_POLL_MS)
+                rv, data = ch.recv(_RECV_WAIT_MS)
                 w.receiving = False
                 if rv != _nng.OK:
                     if rv in (_nng.ETIMEDOUT, _nng.ECANCELED):
