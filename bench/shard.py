@@ -316,6 +316,10 @@ def main() -> int:
     p.add_argument("--pipeline", type=int, default=None,
                    help="group_commit_pipeline of the group (default: the shard's)")
     p.add_argument("--launcher", choices=("runner", "omega-node"), default="runner")
+    p.add_argument("--metrics-cost", action="store_true",
+                   help="only compare acked pushes/s with metrics on ([admin] metrics = true, "
+                        "scraped every second) and off, on omega-node groups, alternating")
+    p.add_argument("--rounds", type=int, default=2, help="--metrics-cost: rounds of each")
     # worker modes (internal)
     p.add_argument("--worker", choices=("bare", "push", "pull"), help=argparse.SUPPRESS)
     p.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
@@ -338,7 +342,127 @@ def main() -> int:
     if a.worker == "pull":
         worker_pull(a.endpoints.split(","), a.devices, a.threads, seconds, a.warmup)
         return 0
+    if a.metrics_cost:
+        return metrics_cost(a, seconds)
     return orchestrate(a, seconds)
+
+
+def _scrape(control: str) -> int:
+    """One scrape of a replica's metrics over its control socket; bytes of text."""
+    from omega.protocol import CtlReply, CtlRequest, decode, encode
+    from omega.transport import RpcClient, TransportSettings
+
+    with RpcClient(control, TransportSettings(request_timeout_s=2.0, retries=0)) as c:
+        reply = decode(c.request(encode(CtlRequest("metrics")), timeout_s=2.0))
+    return len(reply.payload) if isinstance(reply, CtlReply) else 0
+
+
+def timing_overhead_us(n: int = 50_000, reps: int = 7) -> tuple[float, float]:
+    """In-process, min of ``reps``: µs a push's timing adds (a clock read and one
+    ``FastHistogram.observe``, on the Raft thread) and µs the read-path wrapper adds
+    to a request answered at once."""
+    from omega.ops.metrics.histogram import FastHistogram
+    from omega.ops.metrics.node import NodeMetrics
+
+    hist = FastHistogram("a", "", (1.0, 10.0, 100.0))
+
+    class Hists:
+        sync_latency = hist
+
+    def handler(_frame: bytes) -> bytes:
+        return b"y"
+
+    timed = NodeMetrics.timed_handler(Hists(), handler)  # type: ignore[arg-type]
+    clock = time.monotonic
+    best = {"push": float("inf"), "plain": float("inf"), "timed": float("inf")}
+    for _ in range(reps):
+        t = time.perf_counter()
+        for _ in range(n):
+            hist.observe((clock() - 1.0) * 1000.0)
+        best["push"] = min(best["push"], (time.perf_counter() - t) / n * 1e6)
+        for name, fn in (("plain", handler), ("timed", timed)):
+            t = time.perf_counter()
+            for _ in range(n):
+                fn(b"x")
+            best[name] = min(best[name], (time.perf_counter() - t) / n * 1e6)
+    return best["push"], best["timed"] - best["plain"]
+
+
+def metrics_cost(a: argparse.Namespace, seconds: float) -> int:
+    """Acked pushes/s of a 3-replica omega-node group, metrics on vs off, same run.
+
+    "on": ``[admin] metrics = true`` (each device request timed into the
+    ``constellation_sync_latency_ms`` histogram) and every replica scraped once a
+    second, as Prometheus would; "off": ``[admin] metrics = false``. Rounds
+    alternate (on, off, on, off, ...) so that drift on a shared machine hits both.
+    """
+    from shard_harness import ShardCluster
+
+    warm = 1.0 if a.quick else 2.0
+    rates: dict[str, list[float]] = {"on": [], "off": []}
+    cpu_us: dict[str, list[float]] = {"on": [], "off": []}  # replica CPU per acked push
+    scrapes = [0]
+    scrape_s: list[float] = []
+    push_us, read_us = timing_overhead_us()
+    print(f"in-process: timing adds {push_us:.2f} us to an acked push, {read_us:.2f} us to a "
+          "request answered at once", flush=True)
+    for i in range(2 * a.rounds):
+        mode = ("on", "off")[i % 2]
+        with tempfile.TemporaryDirectory(prefix="omega-bench-metrics-") as tmp:
+            c = ShardCluster(Path(tmp), workers=a.shard_workers, launcher="omega-node",
+                             shard={"rate_limit_interval_s": 0.0, "pull_interval_s": 0.0},
+                             extra=f"[admin]\nmetrics = {str(mode == 'on').lower()}")
+            stop = threading.Event()
+
+            def scrape(c: Any = c, stop: threading.Event = stop) -> None:
+                while not stop.wait(1.0):
+                    for node in c.nodes:
+                        try:
+                            t = time.perf_counter()
+                            _scrape(node.control)
+                            scrape_s.append(time.perf_counter() - t)
+                            scrapes[0] += 1
+                        except Exception:  # a replica busy electing: next second
+                            pass
+
+            try:
+                c.start(120)
+                scraper = threading.Thread(target=scrape, daemon=True)
+                if mode == "on":
+                    scraper.start()
+                watch = {n.name: n.pid for n in c.nodes}
+                push, cpu = run_worker(["--worker", "push", "--endpoints",
+                                        ",".join(c.endpoints), "--devices", str(a.devices),
+                                        "--threads", str(a.threads), "--seconds", str(seconds),
+                                        "--warmup", str(warm)], watch, seconds + warm + 120)
+                rates[mode].append(push["rate"])
+                per_push = 1e6 * sum(cpu.values()) / max(1.0, push["rate"] * push["seconds"])
+                cpu_us[mode].append(per_push)
+                print(f"  round {i // 2 + 1} metrics {mode:>3}: {push['rate']:,.0f} acked "
+                      f"pushes/s, p50 {push['p50_ms']:.1f} ms, p99 {push['p99_ms']:.1f} ms; "
+                      f"replica CPU {per_push:.0f} us/push", flush=True)
+            finally:
+                stop.set()
+                c.close()
+    on, off = statistics.median(rates["on"]), statistics.median(rates["off"])
+    c_on, c_off = statistics.median(cpu_us["on"]), statistics.median(cpu_us["off"])
+    print(f"metrics on: {on:,.0f} pushes/s, off: {off:,.0f} pushes/s (medians of "
+          f"{a.rounds}); throughput cost {100 * (1 - on / off):+.1f} % (goal <= 5 %); "
+          f"replica CPU per push {c_on:.0f} vs {c_off:.0f} us ({100 * (c_on / c_off - 1):+.1f} "
+          f"%); {scrapes[0]} scrapes while on")
+    scrape_ms = 1000 * statistics.median(scrape_s) if scrape_s else float("nan")
+    # Bound from the parts: the extra CPU of timing every request plus one scrape a
+    # second per replica (its wall time, an upper bound on its CPU), over the CPU the
+    # group spends per push at the measured rate.
+    extra_us = push_us + 1e6 * (scrape_ms / 1000) * len(c.nodes) / off
+    print(f"bound from the parts: timing {push_us:.2f} us per push and a {scrape_ms:.1f} ms "
+          f"scrape per replica per second at {off:,.0f} pushes/s = {extra_us:.1f} us per push "
+          f"of {c_off:.0f} us: {100 * extra_us / c_off:.1f} %")
+    if a.json:
+        print(json.dumps({"on": rates["on"], "off": rates["off"], "median_on": on,
+                          "median_off": off, "cost": 1 - on / off, "cpu_us_on": cpu_us["on"],
+                          "cpu_us_off": cpu_us["off"], "scrapes": scrapes[0]}))
+    return 0
 
 
 def orchestrate(a: argparse.Namespace, seconds: float) -> int:

@@ -135,6 +135,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                          help="JSON lines: {\"id\", \"title\", \"metadata\"?, \"embedding\"?}; "
                          "titles without an embedding are embedded by the hub")
     ctl_sub.add_parser("health", help="the node's health")
+    ctl_sub.add_parser(
+        "metrics", help="Prometheus metrics in the text format (a TV's only way to show them)"
+    )
     ctl_sub.add_parser("stop", help="orderly shutdown, as SIGTERM")
 
     health = sub.add_parser("health", help="send a health request to a node's listen address")

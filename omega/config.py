@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from omega.errors import ConfigError
+from omega.ops.http.settings import AdminSettings
 from omega.schema import SettingError, load, require
 from omega.sync.settings import SyncSettings
 from omega.transport_settings import TransportSettings
@@ -111,7 +112,10 @@ class SecretsSettings:
     fleet_key: SecretRef = SecretRef(env="OMEGA_FLEET_KEY")
     raft_password: SecretRef = SecretRef(env="OMEGA_RAFT_PASSWORD")
     dedup_secret: SecretRef = SecretRef(env="OMEGA_DEDUP_SECRET")
-    #: Not read yet: the admin API will read it.
+    #: Admin API bearer tokens, one per role (read < operator < admin); a role
+    #: whose token is not set cannot be used.
+    read_token: SecretRef = SecretRef(env="OMEGA_READ_TOKEN")
+    operator_token: SecretRef = SecretRef(env="OMEGA_OPERATOR_TOKEN")
     admin_token: SecretRef = SecretRef(env="OMEGA_ADMIN_TOKEN")
     #: The TV's own device key (64 hex digits, `omega-node tv provision`), read when
     #: ``[sync] enabled``.
@@ -162,16 +166,19 @@ class TvConfig(BaseConfig):
 @dataclass(frozen=True)
 class ShardConfig(BaseConfig):
     shard: ShardSettings = field(default_factory=_shard)
+    admin: AdminSettings = field(default_factory=AdminSettings)
 
 
 @dataclass(frozen=True)
 class AggregatorConfig(BaseConfig):
     aggregator: AggregatorSettings = field(default_factory=_aggregator)
+    admin: AdminSettings = field(default_factory=AdminSettings)
 
 
 @dataclass(frozen=True)
 class HubConfig(BaseConfig):
     hub: HubSettings = field(default_factory=_hub)
+    admin: AdminSettings = field(default_factory=AdminSettings)
 
 
 NodeConfig = TvConfig | ShardConfig | AggregatorConfig | HubConfig
@@ -318,6 +325,24 @@ def read_role_secrets(cfg: NodeConfig) -> dict[str, bytes]:
         value = read_secret(cfg.secrets.device_key, source=cfg.source, key="secrets.device_key")
         assert value is not None
         out["device_key"] = value
+    admin = getattr(cfg, "admin", None)
+    if isinstance(admin, AdminSettings) and admin.enabled:
+        out.update(read_admin_tokens(cfg))
+    return out
+
+
+def read_admin_tokens(cfg: NodeConfig) -> dict[str, bytes]:
+    """The admin API's bearer tokens (each optional), checked for length and for being
+    different from each other (ConfigError otherwise)."""
+    from omega.ops.http.auth import SECRET_OF_ROLE, Tokens
+
+    out: dict[str, bytes] = {}
+    for key in SECRET_OF_ROLE.values():
+        value = read_secret(getattr(cfg.secrets, key), source=cfg.source,
+                            key=f"secrets.{key}", required=False)
+        if value is not None:
+            out[key] = value
+    Tokens.from_secrets(out, cfg.source)
     return out
 
 

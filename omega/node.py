@@ -34,6 +34,7 @@ from omega.config import NodeConfig, ShardConfig, read_role_secrets
 from omega.errors import ConfigError
 from omega.log import setup_logging
 from omega.netcheck import taken
+from omega.ops.metrics import NodeMetrics
 
 log = logging.getLogger("omega.node")
 
@@ -47,6 +48,9 @@ def tcp_binds(cfg: NodeConfig) -> list[tuple[str, str]]:
     out = [("node.listen", cfg.node.listen)] if cfg.node.listen else []
     if isinstance(cfg, ShardConfig):
         out.append(("shard.raft.self_address", cfg.shard.raft.self_address))
+    admin = getattr(cfg, "admin", None)
+    if admin is not None and admin.enabled:
+        out.append(("admin.listen", admin.listen))
     return out
 
 
@@ -82,6 +86,7 @@ def _remove_if_created(cfg: NodeConfig, created: bool) -> None:
 
 def _run(cfg: NodeConfig, secrets: dict[str, bytes], created: bool) -> int:
     ctx = NodeContext(cfg=cfg, secrets=secrets)
+    ctx.publish("metrics", NodeMetrics.for_node(ctx))
     exit_code = [EXIT_OK]
 
     def on_give_up(error: SupervisionError) -> None:

@@ -62,7 +62,12 @@ class BrainActor(OmegaActor):
         return {"observed": content_id, "seq": seq}
 
     def recommend(self, k: int, timestamp: float | None) -> list[Recommendation]:
-        return self.brain.recommend(k=k, timestamp=timestamp or time.time())
+        t0 = time.perf_counter()
+        recs = self.brain.recommend(k=k, timestamp=timestamp or time.time())
+        metrics = self._ctx.resource("metrics")
+        if metrics is not None:
+            metrics.observe_recommend(time.perf_counter() - t0, len(recs))
+        return recs
 
     def import_catalog(self, items: Sequence[CatalogEntry]) -> dict[str, Any]:
         from omega.brain.api import Content

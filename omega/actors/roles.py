@@ -13,6 +13,9 @@ takes down with it:
 - aggregator: ``rest_for_one`` over aggregator → api → control (the api serves the
   aggregator's shuffle store); hub: the same over hub → api → control (the api
   serves the hub's Raft replica).
+- shard, aggregator, hub with ``[admin] listen`` set: an ``admin`` child last (the
+  admin REST API, metrics and dashboard over HTTP); it looks everything up per
+  request, so it restarts alone.
 """
 
 from __future__ import annotations
@@ -52,6 +55,12 @@ def _rpc_server(name: str, address: str, handler: Handler, transport: TransportS
     )
 
 
+def _timed(ctx: NodeContext, handler: Handler) -> Handler:
+    """The device handler, timed into the node's metrics when they are on."""
+    metrics = ctx.resource("metrics")
+    return metrics.timed_handler(handler) if metrics is not None else handler
+
+
 def tree_for(cfg: NodeConfig, ctx: NodeContext) -> SupervisorSpec:
     sup = cfg.supervision
     shutdown = max(0.1, min(cfg.node.shutdown_timeout_s / 2, 5.0))
@@ -77,8 +86,8 @@ def tree_for(cfg: NodeConfig, ctx: NodeContext) -> SupervisorSpec:
                 shutdown_s=shutdown,
                 start_timeout_s=60.0,
             ),
-            _rpc_server("sync", cfg.node.listen, shard_handler(ctx), cfg.transport, shutdown,
-                        device_port_hooks(ctx)),
+            _rpc_server("sync", cfg.node.listen, _timed(ctx, shard_handler(ctx)),
+                        cfg.transport, shutdown, device_port_hooks(ctx)),
             control,
             ChildSpec(name="federation", start=partial(ShardFederationActor.start, ctx),
                       shutdown_s=shutdown),
@@ -129,6 +138,12 @@ def tree_for(cfg: NodeConfig, ctx: NodeContext) -> SupervisorSpec:
             children.append(health_api)
         children.append(control)
         strategy = "one_for_one"
+    admin = getattr(cfg, "admin", None)
+    if admin is not None and admin.enabled:
+        from omega.actors.admin import AdminActor
+
+        children.append(ChildSpec(name="admin", start=partial(AdminActor.start, ctx),
+                                  shutdown_s=shutdown))
     return SupervisorSpec(
         name=cfg.role,
         strategy=strategy,

@@ -54,6 +54,9 @@ class ShardStoreActor(OmegaActor):
             advertise=cfg.node.listen,
             name=cfg.node.name,
         ).start()
+        metrics = self._ctx.resource("metrics")
+        if metrics is not None and metrics.push_latency is not None:
+            self._service.push_timer = metrics.push_latency.observe
         self._ctx.publish("store", self._store)
         self._ctx.publish("shard", self._service)
 

@@ -6,7 +6,9 @@ and answers every failure with a typed ``ErrorReply`` — it never raises.
 
 Commands (``CtlRequest.command``): ``tree``, ``kill <name>``, ``raft``,
 ``shard`` (sync service counters), ``federation status|trigger|rotate-key``,
-``content <path>`` (hub: add a JSON-lines file of titles), ``health``, ``stop``. TV messages
+``content <path>`` (hub: add a JSON-lines file of titles), ``health``, ``metrics``
+(Prometheus text format: how a TV, which listens on no network address, shows its
+metrics), ``stop``. TV messages
 (``TvObserve``, ``TvRecommend``, ``TvImportCatalog``, ``TvStatus``) are asked
 of the brain actor, which owns the brain and serialises access to it.
 """
@@ -154,6 +156,11 @@ class ControlHandler:
         if command == "stop":
             ctx.stop_requested.set()
             return {"stopping": True}
+        if command == "metrics":
+            metrics = ctx.resource("metrics")
+            if metrics is None or not metrics.enabled:
+                raise Unavailable("metrics are off on this node")
+            return metrics.exposition().decode()
         if command == "federation":
             return self.federation(target or "status")
         if command == "content":
@@ -171,7 +178,7 @@ class ControlHandler:
             return stats
         raise ProtocolError(
             f"unknown command {command!r}; one of tree, kill, raft, shard, federation, "
-            "content, health, stop"
+            "content, health, metrics, stop"
         )
 
     def federation(self, action: str) -> Any:

@@ -123,6 +123,8 @@ def run_ctl(args: argparse.Namespace) -> int:
     assert isinstance(reply, CtlReply)
     if args.ctl_command == "tree":
         print_tree(reply.payload)
+    elif args.ctl_command == "metrics" and isinstance(reply.payload, str):
+        print(reply.payload, end="")
     else:
         print(json.dumps(reply.payload, indent=2, sort_keys=True, default=str))
     return 0

@@ -148,6 +148,9 @@ class ShardService:
         self._counts_lock = threading.Lock()
         self._stop = threading.Event()
         self._maint: threading.Thread | None = None
+        #: Metrics hook (``omega.ops.metrics``): called with each acknowledged push's
+        #: latency in ms, from its acceptance to its ack (Raft commit included).
+        self.push_timer: Callable[[float], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -251,10 +254,10 @@ class ShardService:
         # request's worker thread goes back to receiving now.
         reply = Pending()
         seq = msg.seq
-        ticket.add_done_callback(lambda t: reply.resolve(self._push_reply(t, seq)))
+        ticket.add_done_callback(lambda t: reply.resolve(self._push_reply(t, seq, deadline)))
         return reply
 
-    def _push_reply(self, ticket: Ticket, seq: int) -> bytes:
+    def _push_reply(self, ticket: Ticket, seq: int, deadline: float | None = None) -> bytes:
         """The reply to an accepted push, from its batch's outcome (Raft thread).
         Never raises: the device must hear something."""
         try:
@@ -267,6 +270,9 @@ class ShardService:
                 raise Replay(f"sequence number {seq} was already used ({result.status})")
             frame = encode(PushAck(seq, result.version, self.settings.rate_limit_interval_s))
             self._count("ok.PushAck", f"push.{result.status}")
+            timer = self.push_timer
+            if timer is not None and deadline is not None:
+                timer((self._clock() - deadline + self.settings.push_timeout_s) * 1000.0)
             return frame
         except ProtocolError as exc:
             self._count(f"error.{exc.code}")

@@ -51,7 +51,8 @@ class ClusterSettings:
     host: str = "127.0.0.1"
     #: Shard replicas listen on base+10.., their Raft ports on base+20..,
     #: the aggregator on base+30, the hub replicas on base+40.. (Pub/Sub base+45..,
-    #: Raft base+50..).
+    #: Raft base+50..); admin APIs (HTTP): shard replicas base+60.., hub replicas
+    #: base+70.., the aggregator base+80.
     base_port: int = 7400
     shard_replicas: int = 3
     #: Simulated TVs pushing to the shard (signed, rate-limited, de-duplicated).
@@ -128,6 +129,9 @@ class Cluster:
                 "OMEGA_FLEET_KEY": secrets.token_hex(32),
                 "OMEGA_DEDUP_SECRET": secrets.token_hex(32),
                 "OMEGA_RAFT_PASSWORD": secrets.token_hex(32),
+                "OMEGA_READ_TOKEN": secrets.token_urlsafe(24),
+                "OMEGA_OPERATOR_TOKEN": secrets.token_urlsafe(24),
+                "OMEGA_ADMIN_TOKEN": secrets.token_urlsafe(24),
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -144,6 +148,10 @@ class Cluster:
         self.hub_names = [f"hub-{i + 1}" for i in range(m)]
         self.hub_controls = [f"ipc://{root / name / 'control.sock'}" for name in self.hub_names]
         self.hub = self.hub_listen[0]
+        self.shard_admin = [f"{h}:{b + 60 + i}" for i in range(n)]
+        self.hub_admins = [f"{h}:{b + 70 + i}" for i in range(m)]
+        self.hub_admin = self.hub_admins[0]
+        self.aggregator_admin = f"{h}:{b + 80}"
         self.tv_dir = root / "tv-1"
         self.shard_names = [f"shard-{chr(ord('a') + i)}" for i in range(n)]
         self.shard_controls = [f"ipc://{root / name / 'control.sock'}" for name in self.shard_names]
@@ -161,6 +169,11 @@ class Cluster:
                                                           strict=True)),
             *((f"{n} (Raft port)", a) for n, a in zip(self.hub_names, self.hub_raft,
                                                        strict=True)),
+            *((f"{n} (admin API)", a) for n, a in zip(self.shard_names, self.shard_admin,
+                                                       strict=True)),
+            *((f"{n} (admin API)", a) for n, a in zip(self.hub_names, self.hub_admins,
+                                                       strict=True)),
+            ("aggregator (admin API)", self.aggregator_admin),
         ]
 
     @property
@@ -176,7 +189,9 @@ class Cluster:
         peers = ", ".join(f'"{r}={ep}"' for r, ep in zip(self.raft, self.shard_listen, strict=True))
         hubs = ", ".join(f'"{ep}"' for ep in self.hub_listen)
         hub_pubs = ", ".join(f'"{ep}"' for ep in self.hub_publish)
-        for name, listen, raft in zip(self.shard_names, self.shard_listen, self.raft, strict=True):
+        watched = ", ".join(f'"http://{a}"' for a in self.shard_admin)
+        for name, listen, raft, admin in zip(self.shard_names, self.shard_listen, self.raft,
+                                             self.shard_admin, strict=True):
             partners = ", ".join(f'"{p}"' for p in self.raft if p != raft)
             files[name] = self._write(
                 cfgdir / f"{name}.toml",
@@ -187,6 +202,8 @@ data_dir = "{self.root / name}"
 listen = "{listen}"
 [transport]
 workers = 64
+[admin]
+listen = "{admin}"
 [shard]
 advertise = "{listen}"
 peer_addresses = [{peers}]
@@ -216,6 +233,8 @@ hub = [{hubs}]
 interval_s = 2.0
 min_batches = 1
 max_wait_s = 0.0
+[admin]
+listen = "{self.aggregator_admin}"
 """,
         )
         fleet = self.s.simulated_fleet
@@ -224,8 +243,9 @@ max_wait_s = 0.0
                    if fleet > population else "")
         hub_peers = ", ".join(f'"{r}={ep}"'
                               for r, ep in zip(self.hub_raft, self.hub_listen, strict=True))
-        for name, listen, pub, raft in zip(self.hub_names, self.hub_listen, self.hub_publish,
-                                           self.hub_raft, strict=True):
+        for name, listen, pub, raft, admin in zip(self.hub_names, self.hub_listen,
+                                                  self.hub_publish, self.hub_raft,
+                                                  self.hub_admins, strict=True):
             partners = ", ".join(f'"{p}"' for p in self.hub_raft if p != raft)
             files[name] = self._write(
                 cfgdir / f"{name}.toml",
@@ -248,6 +268,9 @@ election_timeout_max_s = 2.0
 heartbeat_s = 0.2
 leader_fallback_timeout_s = 6.0
 connection_timeout_s = 8.0
+[admin]
+listen = "{admin}"
+shards = [{watched}]
 """,
             )
         return files
@@ -363,6 +386,7 @@ def run_local_cluster(args: argparse.Namespace) -> int:
         _bring_up(cluster, files)
         now, before = _demo_tv(cluster)
         _crowd_loop(cluster, now, before)
+        _operations(cluster)
         say(f"all checks passed in {time.monotonic() - t0:.1f} s")
         if getattr(args, "keep", False):
             say("running; Ctrl-C stops every node")
@@ -426,6 +450,69 @@ def _bring_up(c: Cluster, files: dict[str, Path]) -> None:
         f"  tv-1        {'(local ipc socket)':<24} health: {reply.status} (brain ready in "
         f"{time.monotonic() - t:.1f} s)"
     )
+    tokens = c.root / "admin-tokens.env"
+    tokens.touch(mode=0o600)
+    tokens.chmod(0o600)
+    tokens.write_text("".join(f"{k}={c.env[k]}\n" for k in (
+        "OMEGA_READ_TOKEN", "OMEGA_OPERATOR_TOKEN", "OMEGA_ADMIN_TOKEN")))
+    say(f"  dashboard   http://{c.hub_admin}/dashboard (admin API tokens in {tokens})")
+
+
+def _operations(c: Cluster) -> None:
+    """What an operator sees: the hub's dashboard data, a shard's /metrics, the TVs'
+    metrics (over the TV's control socket) summed for the fleet."""
+    import json
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from omega.ops.ctl import request
+    from omega.ops.metrics.fleet import aggregate
+    from omega.protocol import CtlReply, CtlRequest
+
+    token = c.env["OMEGA_READ_TOKEN"]
+
+    def get(url: str, auth: bool = True) -> bytes:
+        req = urllib.request.Request(url)
+        if auth:
+            req.add_header("Authorization", f"Bearer {token}")
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return bytes(resp.read())
+
+    want = c.s.simulated_devices
+
+    def dashboard() -> Any:
+        try:
+            d = json.loads(get(f"http://{c.hub_admin}/api/v1/dashboard"))
+        except OSError:
+            return None
+        ok = [s for s in d["shards"] if s["status"] == "ok"]
+        return d if len(ok) == c.s.shard_replicas and d["totals"]["devices"] >= want else None
+
+    d = wait_for(dashboard, 30, "the hub's dashboard to see every replica", alive=c.check_alive)
+    t = d["totals"]
+    say(f"hub dashboard: {len(d['shards'])} replicas ok, {t['devices']} devices "
+        f"({t['devices_active']} active), {t['reports_received']} reports received")
+    fed = json.loads(get(f"http://{c.hub_admin}/api/v1/federation"))
+    if fed.get("available"):
+        eps = fed["epsilon_spent"]
+        say(f"hub /api/v1/federation: {fed['rounds']} releases spent, ε total "
+            f"{'-' if eps is None else format(eps, '.3g')}, last release v"
+            f"{fed['releases'][-1]['version'] if fed['releases'] else '-'}, "
+            f"{fed['content_items']} titles in the registry")
+    text = get(f"http://{c.shard_admin[0]}/metrics", auth=False).decode()
+    families = list(text_string_to_metric_families(text))
+    say(f"{c.shard_names[0]} /metrics: {len(families)} families parsed by prometheus-client")
+    reply = request(f"ipc://{c.tv_dir / 'control.sock'}", CtlRequest("metrics"), 5.0)
+    if isinstance(reply, CtlReply) and isinstance(reply.payload, str):
+        fleet = {s.name: s.value for f in text_string_to_metric_families(
+            aggregate([reply.payload])) for s in f.samples if not s.labels}
+        n = fleet.get("omega_brain_inference_ms_count", 0.0)
+        mean = fleet.get("omega_brain_inference_ms_sum", 0.0) / n if n else float("nan")
+        say(f"tv fleet ({fleet.get('omega_fleet_tvs', 0):.0f} TV): "
+            f"{fleet.get('omega_brain_recommendations_served_total', 0):.0f} recommendations, "
+            f"recommend mean {mean:.1f} ms, {fleet.get('omega_brain_patterns_stored', 0):.0f} "
+            f"patterns, {fleet.get('omega_brain_memory_mb', 0):.0f} MB")
 
 
 def _hub_key(c: Cluster) -> HubKey | None:
