@@ -56,12 +56,25 @@ def _needles(week: WeekResult) -> list[tuple[str, bytes]]:
     return out
 
 
+def _outside_reports(frame: bytes) -> bytes:
+    """The frame with its sealed reports cut out: what is readable without a key."""
+    msg = decode(frame)
+    if isinstance(msg, Push):
+        for r in msg.reports:
+            frame = frame.replace(r, b"", 1)
+    return frame
+
+
 def test_nothing_of_the_viewing_leaves_the_tv_in_clear(weeks: list[WeekResult]) -> None:
     for week in weeks:
         sent = b"".join(f.sent for f in week.frames)
+        clear = b"".join(_outside_reports(f.sent) for f in week.frames)
         assert week.frames
         for what, needle in _needles(week):
-            assert needle not in sent, f"{week.device_id}: a {what} in clear: {needle!r}"
+            # A week is ~1 MB of ciphertext: a 4-byte needle turns up in it by chance
+            # (~5 % a run), so short needles are looked for outside the sealed reports.
+            haystack = sent if len(needle) >= 8 else clear
+            assert needle not in haystack, f"{week.device_id}: a {what} in clear: {needle!r}"
         for f in week.frames:
             msg = decode(f.sent)
             assert isinstance(msg, Push | Pull | Heartbeat)
