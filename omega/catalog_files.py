@@ -25,6 +25,7 @@ __all__ = [
     "item_text",
     "read_catalog",
     "read_movies_csv",
+    "read_movies_dat",
     "read_u_item",
     "split_title",
 ]
@@ -112,6 +113,36 @@ def read_movies_csv(path: Path) -> Iterator[tuple[int, Item]]:
         genres = () if row[2] in ("", _NO_GENRES) else tuple(row[2].split("|"))
         yield item_id, Item(item_id, title, year, genres)
 
+
+
+def read_movies_dat(path: Path) -> Iterator[tuple[int, Item]]:
+    """The titles of an ml-1m / ml-10m ``movies.dat`` (``MovieID::Title::Genres``).
+
+    ml-1m writes latin-1, ml-10m UTF-8: the file is read as UTF-8 when it decodes
+    as such (latin-1 accents rarely do), else as latin-1, which reads any byte.
+    A title may itself hold ``::``; the id is the first field and the genres the last.
+    """
+    try:
+        lines = _lines(path, "utf-8")
+    except DatasetError as exc:
+        if not exc.message.startswith("not utf-8"):
+            raise
+        lines = _lines(path, "latin-1")
+    for line, text in enumerate(lines, start=1):
+        text = text.rstrip("\r\n")
+        if not text.strip():
+            continue
+        head, sep, rest = text.partition("::")
+        title_raw, sep2, genres_raw = rest.rpartition("::")
+        if not sep or not sep2:
+            raise DatasetError(path, f"line {line}: expected MovieID::Title::Genres")
+        item_id = _int(path, line, head.strip(), "MovieID")
+        title, year = split_title(title_raw)
+        if not title:
+            raise DatasetError(path, f"line {line}: empty title")
+        genres_raw = genres_raw.strip()
+        genres = () if genres_raw in ("", _NO_GENRES) else tuple(genres_raw.split("|"))
+        yield item_id, Item(item_id, title, year, genres)
 
 
 def read_u_item(path: Path) -> Iterator[tuple[int, Item]]:

@@ -1,10 +1,10 @@
-"""Small synthetic MovieLens worlds for the omega.sim tests, written in both layouts.
+"""Small synthetic MovieLens worlds for the omega.sim tests, written in every layout.
 
-The same world written as ml-latest (ratings.csv + movies.csv) and as ml-100k
-(u.data + u.item) loads to the same catalog and interactions, so tests can check
-that the two readers agree. Users belong to taste clusters and watch their
-cluster's titles in a fixed cyclic order, so collaborative baselines have a
-signal to find.
+The same world written as ml-latest (ratings.csv + movies.csv), as ml-100k
+(u.data + u.item) and as ml-1m / ml-10m (ratings.dat + movies.dat) loads to the
+same catalog and interactions, so tests can check that the readers agree. Users
+belong to taste clusters and watch their cluster's titles in a fixed cyclic order,
+so collaborative baselines have a signal to find.
 """
 
 from __future__ import annotations
@@ -113,4 +113,21 @@ def write_ml100k(folder: Path, world: World) -> Path:
     (folder / "u.data").write_text(
         "".join(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in world.ratings), encoding="latin-1"
     )
+    return folder
+
+
+def write_ml1m(folder: Path, world: World, encoding: str = "latin-1") -> Path:
+    """ml-1m's layout (``::`` fields); ``encoding="utf-8"`` writes it as ml-10m does."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for m in world.movies:
+        # latin-1 has no en dash: ml-1m's titles have single years.
+        title = m.title if encoding == "utf-8" else m.title.replace("(2006–2007)", "(2006)")
+        lines.append(f"{m.id}::{title}::{'|'.join(m.genres) or '(no genres listed)'}\n")
+    (folder / "movies.dat").write_bytes("".join(lines).encode(encoding))
+    (folder / "ratings.dat").write_text(
+        "".join(f"{u}::{i}::{r}::{t}\n" for u, i, r, t in world.ratings), encoding="ascii"
+    )
+    # ml-1m also ships users.dat (not read: the benchmark needs no demographics).
+    (folder / "users.dat").write_text("1::F::1::10::48067\n", encoding="ascii")
     return folder

@@ -101,6 +101,13 @@ class BrainCrowdSettings:
     #: within 0.003 NDCG@10 (1.5 best, 0.0818); the real brain on 102 validation users:
     #: 1.5 0.108 / 0.060, 0.3 0.078 / 0.048, 0 0.078 / 0.052.
     content: float = 1.5
+    #: The real brain (one ``omega.Brain`` per user and release: ~1-3 s each on this
+    #: shared machine, most of it opening the brain) runs on at most this many evaluated
+    #: users, evenly spread by id; the rows then score every user by the brain's formula
+    #: in numpy and the real brain's figures on its users are printed beside, with the
+    #: formula's on the same users (``brain_check``). 0 = the real brain on every user
+    #: (ml-1m: 6,040 users × 3 releases, about 10 h here).
+    max_users: int = 200
 
 
 def _crowd_row(name: str, scorer: CrowdScorer, prep: Prepared, k: int, seconds: float,
@@ -214,24 +221,59 @@ def run_federated_quality(
     }
     fed_rows: list[MethodResult] = []
     other_rows: list[MethodResult] = []
+    check: list[dict[str, Any]] = []
+    # Too many users for one real brain each: the formula on everyone, the brain on a subset.
+    subset = (brain is not None and brain.max_users > 0 and len(prep.users) > brain.max_users)
+    brain_prep = _subset(prep, brain.max_users) if brain is not None and subset else prep
     for name, rel in releases.items():
         t = time.perf_counter()
         params: dict[str, float | int] = {"pairs": rel.pairs_published,
                                           "titles": rel.titles_published}
-        if brain is None:
+        if brain is None or subset:
             fed_rows.append(_blend_row(name, rel, prep, s.k, decay, params))
-            continue
-        row, other = _brain_row(name, rel, prep, s, brain, embedder, work_dir, progress)
-        fed_rows.append(row)
-        other_rows.append(other)
+        if brain is not None:
+            row, other = _brain_row(name, rel, brain_prep, s, brain, embedder, work_dir,
+                                    progress)
+            if subset:
+                check.append(_check_row(row, fed_rows[-1], prep, brain_prep))
+            else:
+                fed_rows.append(row)
+            other_rows.append(other)
         timings[name] = time.perf_counter() - t
     t = time.perf_counter()
     sweep, crossing = _fleet_sweep(crowd, prep, fed, decay, s.k)
     timings["fleet sweep"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
-    info = _info(prep, fed, crowd, releases, sweep, crossing, other_rows, brain)
+    info = _info(prep, fed, crowd, releases, sweep, crossing, other_rows, brain,
+                 check, len(brain_prep.users))
     report = build_report(prep, embedder, s.k, [*fed_rows, *methods], FEDERATED, timings)
     return replace(report, federated=info)
+
+
+def _subset(prep: Prepared, n: int) -> Prepared:
+    """``prep`` with ``n`` of its evaluated users, evenly spread by id (deterministic)."""
+    rows = sorted({round(float(v)) for v in np.linspace(0, len(prep.users) - 1, n)})
+    users = [prep.users[r] for r in rows]
+    return replace(prep, rows=[prep.rows[r] for r in rows], users=users, cold_pos=[],
+                   test_targets=[u.test_item for u in users], cold_targets=[])
+
+
+def _check_row(brain_row: MethodResult, formula_row: MethodResult, prep: Prepared,
+               sub: Prepared) -> dict[str, Any]:
+    """The real brain against the numpy formula on the brain's users, paired."""
+    where = {r: i for i, r in enumerate(prep.rows)}
+    pick = np.array([where[r] for r in sub.rows], dtype=np.int64)
+    fh, fn = formula_row.test.hits[pick], formula_row.test.ndcgs[pick]
+    dh = paired_diff(brain_row.test.hits, fh)
+    dn = paired_diff(brain_row.test.ndcgs, fn)
+    return {
+        "name": brain_row.name, "users": len(sub.users),
+        "brain_hr": round(brain_row.test.hr, 4), "brain_ndcg": round(brain_row.test.ndcg, 4),
+        "formula_hr": round(float(fh.mean()), 4), "formula_ndcg": round(float(fn.mean()), 4),
+        "hr_diff": round(dh.diff, 4), "hr_low": round(dh.low, 4), "hr_high": round(dh.high, 4),
+        "ndcg_diff": round(dn.diff, 4),
+        "brain_val_hr": brain_row.val_hr, "brain_val_ndcg": brain_row.val_ndcg,
+    }
 
 
 def _brain_row(
@@ -280,6 +322,8 @@ def _info(
     crossing: int | None,
     other_rows: Sequence[MethodResult],
     brain: BrainCrowdSettings | None,
+    check: Sequence[dict[str, Any]] = (),
+    brain_users: int = 0,
 ) -> dict[str, Any]:
     pop = crowd.population
     sas = SASREC_REFERENCE.get((prep.data.layout, prep.history))
@@ -294,9 +338,13 @@ def _info(
     }
     settings = fed.release_settings(noise=True, fleet=None, population=pop)
     text = [
-        f"Federated: {pop} TVs sent {crowd.reports} sealed reports (window {fed.window}, "
-        f"at most {fed.contributions} each, keep {fed.keep}); {crowd.batches} shuffled batches "
-        f"opened and summed in {crowd.seconds:.1f} s; {crowd.sums.n_pairs} pairs, "
+        f"Federated: {pop} TVs sent {crowd.reports} reports (window {fed.window}, "
+        f"at most {fed.contributions} each, keep {fed.keep}; "
+        + ("all sealed and opened" if crowd.sealed == crowd.reports else
+           f"{crowd.sealed} sealed and opened, the other TVs' unsealed, as sealing changes "
+           f"nothing summed") +
+        f"); {crowd.batches} shuffled batches "
+        f"summed in {crowd.seconds:.1f} s; {crowd.sums.n_pairs} pairs, "
         f"{crowd.sums.n_titles} titles",
         f"  release: ε {settings.epsilon} per release, δ {settings.delta}, L2 sensitivity "
         f"{settings.sensitivity:.1f}, σ {settings.sigma:.1f} at {pop} TVs, threshold "
@@ -306,14 +354,25 @@ def _info(
     for name, r in rel_info.items():
         text.append(f"  {name:<18} pairs {r['pairs_published']:>7}  titles "
                     f"{r['titles_published']:>6}  σ {r['sigma']:<8} threshold {r['threshold']}")
-    if brain is not None:
+    if brain is not None and check:
+        text.append(f"  rows above: every one of the {len(prep.users)} users scored by the "
+                    f"brain's formula in numpy (BrainBlendScorer); the real omega.Brain "
+                    f"(recency decay {brain.recency_decay}, content {brain.content}, the "
+                    f"release via apply_crowd) on {brain_users} of them, evenly spread by id:")
+        for c in check:
+            text.append(f"    {c['name']:<18} brain HR@10 {c['brain_hr']:.3f} NDCG@10 "
+                        f"{c['brain_ndcg']:.3f} | formula, same users, {c['formula_hr']:.3f} / "
+                        f"{c['formula_ndcg']:.3f} | brain − formula HR {c['hr_diff']:+.3f} "
+                        f"[{c['hr_low']:+.3f}, {c['hr_high']:+.3f}]")
+    elif brain is not None:
         text.append(f"  brain: recency decay {brain.recency_decay}, content weight "
                     f"{brain.content} (the release's lists and popularity via apply_crowd)")
     else:
         text.append("  federated rows scored by the brain's formula in numpy (BrainBlendScorer: "
                     "omega.brain.recommender over every title, no MMR), not one brain per user")
     for row in other_rows:
-        text.append(f"  {row.name} with history {other_history}: HR@10 {row.test.hr:.3f} "
+        text.append(f"  {row.name} with history {other_history} (real brain, "
+                    f"{row.test.users} users): HR@10 {row.test.hr:.3f} "
                     f"NDCG@10 {row.test.ndcg:.3f}")
     if sas is not None:
         text.append(f"  SASRec (reference figure from BENCHMARKS.md §1, not run here: no "
@@ -333,7 +392,10 @@ def _info(
         "window": fed.window,
         "contributions": fed.contributions,
         "keep": fed.keep,
-        "scored_by": "omega.Brain per user" if brain is not None else "brain formula (numpy)",
+        "scored_by": ("omega.Brain per user" if brain is not None and not check
+                      else "brain formula (numpy)"),
+        "sealed_reports": crowd.sealed,
+        "brain_check": {"users": brain_users, "rows": list(check)} if check else None,
         "epsilon": settings.epsilon,
         "delta": settings.delta,
         "sensitivity": round(settings.sensitivity, 4),

@@ -22,6 +22,7 @@ scored by the real brain (``omega.sim.quality``).
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Mapping, Sequence
@@ -82,6 +83,16 @@ class FederatedSettings:
     #: The simulated fleet of the ``-1m`` row.
     fleet: int = 1_000_000
     seed: int = 0
+    #: At most this many reports are sealed to the hub's key and opened by it (every
+    #: report of the first TVs in a seeded random order; None = all). Sealing and
+    #: opening cost ~0.3 ms a report here and change nothing the hub sums (a sealed
+    #: co-view opens to itself, tested), so at ml-1m scale (~3 M reports) the other
+    #: TVs' co-views go through the same shuffle and batches unsealed. ml-latest-small
+    #: (211 k reports) and ml-100k are sealed in full.
+    sealed_reports: int | None = 1_000_000
+    #: Reports the shuffler holds before it shuffles and forwards half of them, in
+    #: whole batches (the aggregator holds until it has enough): bounds the memory.
+    shuffle_pool: int = 200_000
 
     def release_settings(self, *, noise: bool, fleet: int | None, population: int
                          ) -> ReleaseSettings:
@@ -127,6 +138,8 @@ class SimulatedCrowd:
     batches: int
     seconds: float
     clipped_weight: float = 0.0
+    #: Reports that were sealed by their TV and opened by the hub (the rest: unsealed).
+    sealed: int = 0
 
     def release(self, s: FederatedSettings, *, noise: bool, fleet: int | None,
                 seed: int = 0) -> Release:
@@ -141,7 +154,14 @@ def simulate_crowd(
     *,
     progress: bool = False,
 ) -> SimulatedCrowd:
-    """Every TV's reports, sealed, shuffled, batched, opened and summed by the hub."""
+    """Every TV's reports, sealed, shuffled, batched, opened and summed by the hub.
+
+    TVs report in a seeded random order into a bounded shuffler (``shuffle_pool``
+    reports): when full it shuffles and forwards batches until half is left, so a
+    batch mixes reports of hundreds of TVs and memory does not grow with the data.
+    The first TVs' reports, up to ``sealed_reports``, are sealed and opened; the
+    others' co-views travel the same path unsealed (see ``FederatedSettings``).
+    """
     from tqdm import tqdm
 
     t0 = time.perf_counter()
@@ -152,22 +172,39 @@ def simulate_crowd(
     catalog = {title_key(str(i.id)): str(i.id) for i in items}
     all_keys = sorted(catalog)
     randomizer = Randomizer(s.keep)
-    blobs: list[bytes] = []
-    for user in tqdm(users, desc="TVs report", unit="TV", disable=not progress):
-        for cv in tv_coviews(user, items, s):
-            blobs.append(seal(randomizer.apply(cv, all_keys, rng), public))
-    rng.shuffle(blobs)  # the shards' and the aggregator's shuffles, in one
+    budget = s.sealed_reports if s.sealed_reports is not None else math.inf
+    pool_size = max(2 * s.batch, s.shuffle_pool)
+    pool: list[bytes | CoView] = []
     sums = CoviewSums()
-    clipped = 0.0
-    batches = 0
-    for lo in tqdm(range(0, len(blobs), s.batch), desc="hub opens", unit="batch",
-                   disable=not progress):
-        opened = [open_report(keys, b).coview for b in blobs[lo: lo + s.batch]]
-        stats = sums.add_batch(cv for cv in opened if cv is not None)
-        clipped += stats.clipped_weight
-        batches += 1
-    return SimulatedCrowd(sums, catalog, len(users), len(blobs), batches,
-                          time.perf_counter() - t0, clipped)
+    stats = {"clipped": 0.0, "batches": 0, "reports": 0, "sealed": 0}
+
+    def forward(keep: int) -> None:
+        rng.shuffle(pool)  # the shards' and the aggregator's shuffles, in one
+        while pool and len(pool) - keep >= (s.batch if keep else 1):
+            batch = pool[-s.batch:]
+            del pool[-s.batch:]
+            opened = [open_report(keys, b).coview if isinstance(b, bytes) else b for b in batch]
+            stats["clipped"] += sums.add_batch(cv for cv in opened if cv is not None).clipped_weight
+            stats["batches"] += 1
+
+    order = list(range(len(users)))
+    rng.shuffle(order)
+    bar = tqdm(order, desc="TVs report, hub opens", unit="TV", disable=not progress)
+    for u in bar:
+        cvs = [randomizer.apply(cv, all_keys, rng) for cv in tv_coviews(users[u], items, s)]
+        if stats["sealed"] + len(cvs) <= budget:
+            pool.extend(seal(cv, public) for cv in cvs)
+            stats["sealed"] += len(cvs)
+        else:
+            budget = -1  # the sealed TVs are a prefix of the random order
+            pool.extend(cvs)
+        stats["reports"] += len(cvs)
+        if len(pool) >= pool_size:
+            forward(pool_size // 2)
+    forward(0)
+    return SimulatedCrowd(sums, catalog, len(users), int(stats["reports"]),
+                          int(stats["batches"]), time.perf_counter() - t0,
+                          float(stats["clipped"]), int(stats["sealed"]))
 
 
 def resolve_release(
@@ -215,10 +252,18 @@ class CrowdScorer:
     def scores(self, histories: Sequence[IntArray]) -> FloatArray:
         out = np.zeros((len(histories), self._n), dtype=np.float64)
         for row, hist in enumerate(histories):
+            # One bincount per history (np.add.at per view was the fleet sweep's cost).
+            idx: list[IntArray] = []
+            val: list[FloatArray] = []
             for j, item in enumerate(reversed(hist.tolist())):
                 entry = self._lists.get(int(item))
                 if entry is not None:
-                    np.add.at(out[row], entry[0], self.decay ** j * entry[1])
+                    idx.append(entry[0])
+                    # float32 products, as np.add.at computed them: the same sums.
+                    val.append((self.decay ** j * entry[1]).astype(np.float64))
+            if idx:
+                out[row] = np.bincount(np.concatenate(idx), np.concatenate(val),
+                                       minlength=self._n)
             top = out[row].max()
             if top > 0:
                 out[row] /= top

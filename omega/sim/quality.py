@@ -597,6 +597,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --federated: ε per release (default %(default)s)")
     parser.add_argument("--fleet", type=int, default=1_000_000,
                         help="with --federated: the simulated fleet of federated-dp-1m")
+    parser.add_argument("--brain-users", type=int, default=200, metavar="N",
+                        help="with --federated and --brain local: the real brain on N users "
+                        "evenly spread by id, the brain's formula in numpy on every user "
+                        "(default %(default)s; 0 = the real brain on every user)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="embedding cache folder")
     parser.add_argument("--work-dir", type=Path, default=None, help="where brains are created")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -652,6 +656,8 @@ def _run_federated(
 
     if args.fleet < 1:
         raise QualityError(f"--fleet must be >= 1, got {args.fleet}")
+    if args.brain_users < 0:
+        raise QualityError(f"--brain-users must be >= 0, got {args.brain_users}")
     fed = FederatedSettings(fleet=args.fleet)
     try:
         fed = replace(fed, release=replace(fed.release, epsilon=args.epsilon))
@@ -662,7 +668,7 @@ def _run_federated(
         embedder=embedder,
         settings=settings,
         federated=fed,
-        brain=BrainCrowdSettings() if args.brain == "local" else None,
+        brain=BrainCrowdSettings(max_users=args.brain_users) if args.brain == "local" else None,
         progress=not args.no_progress,
         cache_dir=cache_dir,
         work_dir=args.work_dir,

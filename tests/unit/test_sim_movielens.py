@@ -1,4 +1,4 @@
-"""Loading both MovieLens layouts and the protocol's leave-last-out split."""
+"""Loading every MovieLens layout and the protocol's leave-last-out split."""
 
 from __future__ import annotations
 
@@ -9,16 +9,20 @@ import pytest
 
 from omega.errors import OmegaError
 from omega.sim.movielens import (
+    LAYOUT_FILES,
     DatasetError,
     Item,
+    Layout,
+    MovieLens,
     detect_layout,
     item_text,
     load_movielens,
+    read_ratings,
     split_leave_last,
     split_title,
     watch_fraction,
 )
-from tests.helpers_sim import World, make_world, write_ml100k, write_ml_latest
+from tests.helpers_sim import World, make_world, write_ml1m, write_ml100k, write_ml_latest
 
 
 @pytest.fixture(scope="module")
@@ -249,3 +253,127 @@ def test_cold_start_needs_a_sixth_interaction(tmp_path: Path) -> None:
     split = split_leave_last(load_movielens(_write_ratings(tmp_path / "d", rows)))
     assert [u.has_cold for u in split.users] == [False, True]
     assert split.cold_users() == [1]
+
+
+# -- ml-1m / ml-10m (ratings.dat + movies.dat) ----------------------------------------------
+
+
+def _sorted_rows(data: MovieLens) -> list[tuple[int, int, float, int]]:
+    ids = [data.items[i].id for i in data.item_index]
+    return sorted(zip(data.users.tolist(), ids, data.ratings.tolist(),
+                      data.timestamps.tolist(), strict=True))
+
+
+def test_ml1m_layout_loads_the_same_data_as_ml_latest(tmp_path: Path, world: World,
+                                                      latest: Path) -> None:
+    # ml-10m writes UTF-8, so even the en dash of a year range survives.
+    ml10m = write_ml1m(tmp_path / "ml-10M100K", world, encoding="utf-8")
+    assert detect_layout(ml10m) == "ml-1m"
+    a, b = load_movielens(latest), load_movielens(ml10m)
+    assert b.layout == "ml-1m"
+    assert b.items == a.items
+    assert _sorted_rows(b) == _sorted_rows(a)
+    first_b, first_a = split_leave_last(b).users[0], split_leave_last(a).users[0]
+    assert first_b.items.tolist() == first_a.items.tolist()
+
+
+def test_ml1m_latin1_titles(tmp_path: Path, world: World) -> None:
+    data = load_movielens(write_ml1m(tmp_path / "ml-1m", world))
+    by_id = {item.id: item for item in data.items}
+    assert by_id[500] == Item(500, "Café Lumière", 2003, ("Drama",))
+    assert by_id[171749] == Item(171749, "Death Note: Desu nôto", 2006, ())
+    assert by_id[6].text == "Heat (1995). Genres: Action, Crime, Thriller"
+
+
+def test_ml10m_half_stars_and_a_title_holding_the_separator(tmp_path: Path) -> None:
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / "movies.dat").write_text(
+        "1::Toy Story (1995)::Adventure|Animation|Children\n"
+        "2::Star Trek: 2::1 (1999)::Sci-Fi\n", encoding="utf-8")
+    (folder / "ratings.dat").write_text("1::1::4.5::100\r\n1::2::0.5::200\r\n\r\n")
+    data = load_movielens(folder)
+    assert data.ratings.tolist() == [4.5, 0.5]
+    assert data.timestamps.tolist() == [100, 200]
+    assert data.items[1] == Item(2, "Star Trek: 2::1", 1999, ("Sci-Fi",))
+    assert watch_fraction(float(data.ratings[0])) == 0.95
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("7::6::4", r"ratings\.dat: line 3: expected 4 fields, got 3"),
+        ("7::6::four::100", r"ratings\.dat: line 3: rating 'four' is not a number"),
+        ("7.5::6::4::100", r"ratings\.dat: line 3: user '7\.5' is not an integer"),
+        ("7::6::nan::100", r"ratings\.dat: line 3: rating 'nan' is not finite"),
+        ("7::6::4::100::1", r"ratings\.dat: line 3: expected 4 fields, got 5"),
+        ("7,6,4,100", r"ratings\.dat: line 3: expected 4 fields, got 1"),
+    ],
+)
+def test_malformed_ratings_dat_names_file_and_line(tmp_path: Path, world: World, line: str,
+                                                   message: str) -> None:
+    folder = write_ml1m(tmp_path / "ml-1m", world)
+    rows = (folder / "ratings.dat").read_text().splitlines()
+    (folder / "ratings.dat").write_text("\n".join([*rows[:2], line, *rows[2:]]) + "\n")
+    with pytest.raises(DatasetError, match=message):
+        load_movielens(folder)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("12::No genres field (1990)", r"movies\.dat: line 2: expected MovieID::Title::Genres"),
+        ("x::A (1990)::Drama", r"movies\.dat: line 2: MovieID 'x' is not an integer"),
+        ("12::::Drama", r"movies\.dat: line 2: empty title"),
+    ],
+)
+def test_malformed_movies_dat_names_file_and_line(tmp_path: Path, world: World, line: str,
+                                                  message: str) -> None:
+    folder = write_ml1m(tmp_path / "ml-1m", world)
+    rows = (folder / "movies.dat").read_bytes().decode("latin-1").splitlines()
+    text = "\n".join([rows[0], line, *rows[1:]]) + "\n"
+    (folder / "movies.dat").write_bytes(text.encode("latin-1"))
+    with pytest.raises(DatasetError, match=message):
+        load_movielens(folder)
+
+
+@pytest.mark.parametrize("layout", ["ml-latest", "ml-100k", "ml-1m"])
+def test_ratings_read_in_small_blocks_match_one_block(tmp_path: Path, world: World,
+                                                      layout: Layout) -> None:
+    writer = {"ml-latest": write_ml_latest, "ml-100k": write_ml100k, "ml-1m": write_ml1m}[layout]
+    folder = writer(tmp_path / layout, world)
+    path = folder / LAYOUT_FILES[layout][0]
+    whole = read_ratings(path, layout)
+    for block in (1, 37, 4096):  # lines cut across blocks, and one line per block
+        parts = read_ratings(path, layout, block=block)
+        for x, y in zip(whole, parts, strict=True):
+            assert np.array_equal(x, y), block
+    assert len(whole[0]) == len(world.ratings)
+    # A bad line far into the file is named by its own line number, whatever the block.
+    lines = path.read_text(encoding="latin-1").splitlines()
+    sep = {"ml-latest": ",", "ml-100k": "\t", "ml-1m": "::"}[layout]
+    lines[150] = sep.join(["3", "6", "x", "9"])
+    path.write_text("\n".join(lines) + "\n", encoding="latin-1")
+    for block in (64, 1 << 20):
+        with pytest.raises(DatasetError, match=r"line 151: rating 'x' is not a number"):
+            read_ratings(path, layout, block=block)
+
+
+def test_u_data_separated_by_spaces_is_still_read(tmp_path: Path, world: World) -> None:
+    folder = write_ml100k(tmp_path / "ml-100k", world)
+    text = (folder / "u.data").read_text().replace("\t", "  ")
+    (folder / "u.data").write_text(text)
+    assert load_movielens(folder).n_interactions == len(world.ratings)
+
+
+def test_the_one_movielens_subfolder_of_a_folder_is_read(tmp_path: Path, world: World) -> None:
+    parent = tmp_path / "unzipped"
+    inner = write_ml1m(parent / "ml-1m", world)
+    (parent / "notes").mkdir()  # other subfolders do not count
+    (parent / "README.txt").write_text("MovieLens 1M")
+    data = load_movielens(parent)
+    assert data.path == inner and data.layout == "ml-1m"
+    write_ml_latest(parent / "ml-latest-small", world)
+    with pytest.raises(DatasetError, match=r"several MovieLens folders inside: "
+                                           r"ml-1m \(ml-1m\), ml-latest-small \(ml-latest\)"):
+        load_movielens(parent)
