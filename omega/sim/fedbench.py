@@ -120,7 +120,7 @@ def _crowd_row(name: str, scorer: CrowdScorer, prep: Prepared, k: int, seconds: 
 
 
 def _blend_row(name: str, rel: Any, prep: Prepared, k: int, decay: float,
-               params: dict[str, float | int]) -> MethodResult:
+               params: dict[str, float | int], progress: bool = False) -> MethodResult:
     """A federated row scored by the brain's formula in numpy (``BrainBlendScorer``)."""
     from omega.brain.settings import BrainSettings
 
@@ -130,10 +130,12 @@ def _blend_row(name: str, rel: Any, prep: Prepared, k: int, decay: float,
     users = prep.users
     n_hist = [len(h) for h in prep.test_histories()]
     val = rank_blend(scorer, [u.train for u in users],
-                     [u.fractions[: len(u.train)] for u in users], k)
+                     [u.fractions[: len(u.train)] for u in users], k,
+                     progress=f"{name} (formula), validation" if progress else "")
     vh, vn = hit_ndcg(val, [u.val_item for u in users])
     test = rank_blend(scorer, prep.test_histories(),
-                      [u.fractions[:m] for u, m in zip(users, n_hist, strict=True)], k)
+                      [u.fractions[:m] for u, m in zip(users, n_hist, strict=True)], k,
+                      progress=f"{name} (formula), test" if progress else "")
     return MethodResult(name, params,
                         SliceResult.of(test, prep.test_targets, prep.n_items), None,
                         float(vh.mean()), float(vn.mean()), time.perf_counter() - t)
@@ -156,16 +158,20 @@ def _central_sums(prep: Prepared, fed: FederatedSettings) -> SimulatedCrowd:
 
 
 def _fleet_sweep(
-    crowd: SimulatedCrowd, prep: Prepared, fed: FederatedSettings, decay: float, k: int
+    crowd: SimulatedCrowd, prep: Prepared, fed: FederatedSettings, decay: float, k: int,
+    progress: bool = False,
 ) -> tuple[list[dict[str, Any]], int | None]:
     """Quality (numpy crowd path, test item) of the release as the fleet grows."""
+    from tqdm import tqdm
+
     targets = prep.test_targets
     hists = prep.test_histories()
     exact = CrowdScorer(crowd.release(fed, noise=False, fleet=None), prep.data.items, decay)
     eh, en = hit_ndcg(rank(exact, hists, k), targets)
     rows: list[dict[str, Any]] = []
     crossing: int | None = None
-    for fleet in (crowd.population, *(f for f in FLEETS if f > crowd.population)):
+    fleets = (crowd.population, *(f for f in FLEETS if f > crowd.population))
+    for fleet in tqdm(fleets, desc="fleet sweep", unit="fleet", disable=not progress):
         rel = crowd.release(fed, noise=True, fleet=fleet, seed=fed.seed)
         h, n = hit_ndcg(rank(CrowdScorer(rel, prep.data.items, decay), hists, k), targets)
         dh, dn = paired_diff(h, eh), paired_diff(n, en)
@@ -230,7 +236,7 @@ def run_federated_quality(
         params: dict[str, float | int] = {"pairs": rel.pairs_published,
                                           "titles": rel.titles_published}
         if brain is None or subset:
-            fed_rows.append(_blend_row(name, rel, prep, s.k, decay, params))
+            fed_rows.append(_blend_row(name, rel, prep, s.k, decay, params, progress))
         if brain is not None:
             row, other = _brain_row(name, rel, brain_prep, s, brain, embedder, work_dir,
                                     progress)
@@ -241,7 +247,7 @@ def run_federated_quality(
             other_rows.append(other)
         timings[name] = time.perf_counter() - t
     t = time.perf_counter()
-    sweep, crossing = _fleet_sweep(crowd, prep, fed, decay, s.k)
+    sweep, crossing = _fleet_sweep(crowd, prep, fed, decay, s.k, progress)
     timings["fleet sweep"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     info = _info(prep, fed, crowd, releases, sweep, crossing, other_rows, brain,

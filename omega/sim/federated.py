@@ -89,7 +89,7 @@ class FederatedSettings:
     #: co-view opens to itself, tested), so at ml-1m scale (~3 M reports) the other
     #: TVs' co-views go through the same shuffle and batches unsealed. ml-latest-small
     #: (211 k reports) and ml-100k are sealed in full.
-    sealed_reports: int | None = 1_000_000
+    sealed_reports: int | None = 500_000
     #: Reports the shuffler holds before it shuffles and forwards half of them, in
     #: whole batches (the aggregator holds until it has enough): bounds the memory.
     shuffle_pool: int = 200_000
@@ -336,12 +336,20 @@ def popularity_by_item(release: Release) -> Mapping[int, float]:
 
 
 def rank_blend(scorer: BrainBlendScorer, histories: Sequence[IntArray],
-               fractions: Sequence[FloatArray], k: int) -> IntArray:
-    """Top-k lists of the brain's formula, each history's own titles excluded."""
+               fractions: Sequence[FloatArray], k: int, *, progress: str = "") -> IntArray:
+    """Top-k lists of the brain's formula, each history's own titles excluded.
+
+    ``progress``: the label of a progress bar (none when empty).
+    """
+    from tqdm import tqdm
+
     from omega.sim.metrics import top_k
 
     out = np.full((len(histories), k), -1, dtype=np.int64)
-    for lo in range(0, len(histories), 128):
-        part = histories[lo: lo + 128]
-        out[lo: lo + len(part)] = top_k(scorer.scores(part, fractions[lo: lo + 128]), part, k)
+    with tqdm(total=len(histories), desc=progress, unit="user", disable=not progress) as bar:
+        for lo in range(0, len(histories), 128):
+            part = histories[lo: lo + 128]
+            out[lo: lo + len(part)] = top_k(scorer.scores(part, fractions[lo: lo + 128]),
+                                            part, k)
+            bar.update(len(part))
     return out
