@@ -1,8 +1,9 @@
 """The federation path end to end, with real processes on 127.0.0.1.
 
 One constellation for the module (hub ×3, aggregator, shards A and B ×3, each node
-the real ``omega-node``). The co-view test's 200 TVs on shard A and the TVs on
-shard B run the sync agent's cycle in this process (``SyncCore`` over
+the real ``omega-node``) and one co-view round (a module fixture, which the
+recommendation, file-scan and byte-capture tests read): its 200 TVs on shard A and
+the TVs on shard B run the sync agent's cycle in this process (``SyncCore`` over
 ``DeviceLink``, provisioned by ``omega.sync.provision``; small brains with the hash
 embedder, the TV that recommends with the real ONNX model); the kill -9 rounds push
 sealed co-view reports with ``DeviceClient`` directly, so each test knows every
