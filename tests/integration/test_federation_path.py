@@ -53,6 +53,7 @@ from federation_harness import (
 )
 from shard_harness import FLEET_KEY
 
+from omega.errors import OmegaError
 from omega.federation.report import REPORT_BYTES, HubKey, title_key
 from omega.protocol import (
     BatchAck,
@@ -134,7 +135,8 @@ def _released_everywhere(c: Constellation, version: int) -> None:
         def done(group: Any = group) -> bool:
             st = ctl_target(group.wait_leader().control, "federation", "status")
             return bool((st.get("release_complete") or 0) >= version)
-        wait_for(done, 30, f"shard {name} at release {version}", interval=0.1)
+        wait_for(done, 30, f"shard {name} at release {version}", interval=0.1,
+                 retry_on=(AssertionError, OmegaError))  # a leader change meanwhile
 
 
 @dataclass
