@@ -197,6 +197,10 @@ def accept_announcement(current: HubKey | None, key_id: int, public: bytes, sig:
         return None
     _check_key(key_id, public)
     if verify_key is None:
+        if current is not None and key_id <= current.key_id:
+            # Not a rotation (an older key, e.g. from a lagging replica): nothing to adopt.
+            raise StaleAnnouncement(f"hub key {key_id} is not newer than the current key "
+                                    f"{current.key_id}")
         raise UnverifiableAnnouncement(
             f"hub key {key_id} announced, but this TV has no hub verify key provisioned "
             "(sync.hub_verify_key): rotations are refused")

@@ -383,6 +383,8 @@ class SyncCore:
             self._info(**fields)
             seen = (key_id, public, sig, exc.reason)
             if seen not in self._warned:
+                if len(self._warned) >= 64:  # a new forgery every pull: stay bounded
+                    self._warned.clear()
                 self._warned.add(seen)
                 # A genuine but older key is what a lagging shard replica serves: no alarm.
                 (log.info if stale else log.warning)(

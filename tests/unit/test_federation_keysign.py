@@ -91,6 +91,9 @@ def test_nothing_to_adopt_for_no_announcement_or_the_current_key() -> None:
 def test_without_a_verify_key_every_rotation_is_refused() -> None:
     with pytest.raises(UnverifiableAnnouncement, match="hub_verify_key"):
         accept_announcement(K1, *announce(K2), None)
+    # An older key is no rotation: stale (no alarm), and not adopted either.
+    with pytest.raises(StaleAnnouncement):
+        accept_announcement(K2, *announce(K1), None)
 
 
 @pytest.mark.parametrize("sig,error", [
