@@ -427,8 +427,8 @@ class AgentTv:
 
     @classmethod
     def open(cls, root: Path, name: str, endpoints: Sequence[str], group: str, key: HubKey,
-             catalog: Sequence[tuple[str, str]], *, embedder: Any = None, seed: int = 0
-             ) -> AgentTv:
+             catalog: Sequence[tuple[str, str]], *, embedder: Any = None, seed: int = 0,
+             verify_key: bytes | None = None) -> AgentTv:
         import random
 
         from omega.brain.api import Brain, Content
@@ -439,8 +439,10 @@ class AgentTv:
         from omega.sync.settings import ShardGroup
 
         grp = ShardGroup(group, REGION, tuple(endpoints))
+        # verify_key: the hub's (``Constellation.hub_status()["verify_key"]``); without
+        # one the TV keeps ``key`` and refuses every rotation.
         prov = provision(root / name, device_id=name, region=REGION, groups=[grp], hub=key,
-                         fleet_key=FLEET_KEY)
+                         hub_verify_key=verify_key, fleet_key=FLEET_KEY)
         device_key = device_key_from_secret(prov.key_file.read_bytes(), str(prov.key_file))
         opts: dict[str, Any] = {"embedder": embedder} if embedder is not None else {}
         brain = Brain.open(root / name / "data", BrainSettings(durability="nosync"), **opts)
