@@ -470,7 +470,7 @@ class AgentTv:
 
 def sync_tvs(root: Path, endpoints: Sequence[str], group: str, key: HubKey,
              catalog: Sequence[tuple[str, str]], plan: dict[str, list[str]], start: float,
-             threads: int = 8) -> dict[str, Any]:
+             threads: int = 8, verify_key: bytes | None = None) -> dict[str, Any]:
     """Each TV (small brain: the hash embedder) watches its titles, then runs one sync
     of the agent's cycle (build → push → pull); the outcome of each, by name."""
     from omega.brain.embedder import HashEmbedder
@@ -482,7 +482,8 @@ def sync_tvs(root: Path, endpoints: Sequence[str], group: str, key: HubKey,
     def run(mine: Iterable[str]) -> None:
         for name in mine:
             t = AgentTv.open(root, name, endpoints, group, key, catalog,
-                             embedder=HashEmbedder(), seed=zlib.crc32(name.encode()))
+                             embedder=HashEmbedder(), seed=zlib.crc32(name.encode()),
+                             verify_key=verify_key)
             try:
                 t.watch(plan[name], start)
                 outcome = t.core.sync()

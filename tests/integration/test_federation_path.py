@@ -165,8 +165,11 @@ def coview_round(const: Constellation, tmp_path_factory: pytest.TempPathFactory
     marks = {t.name: t.mark() for t in const.taps()}
     catalog = [(i["id"], i["title"]) for i in CATALOG]
     key = hub_key(const.shards["a"].endpoints, PROBE)
+    # Provisioned like factory TVs: the hub's key and the key that signs its rotations.
+    verify = bytes.fromhex(const.hub_status()["verify_key"])
     now = time.time()
-    reco = AgentTv.open(tmp, RECO, const.shards["b"].endpoints, "b", key, catalog)
+    reco = AgentTv.open(tmp, RECO, const.shards["b"].endpoints, "b", key, catalog,
+                        verify_key=verify)
     try:
         reco.watch([ANCHOR], now - 600)
         before = reco.brain.recommend(k=5, timestamp=now)
@@ -182,7 +185,7 @@ def coview_round(const: Constellation, tmp_path_factory: pytest.TempPathFactory
         for n in range(190):
             plan[f"{GENRE_TVS}{n:03d}"] = sorted(rng.sample(rng.choice(by_genre[1:]), 2))
         out = sync_tvs(tmp / "fleet", const.shards["a"].endpoints, "a", key, catalog,
-                       plan, now - 3600)
+                       plan, now - 3600, verify_key=verify)
         assert len(out) == 200 and not [o for o in out.values() if o.error], \
             {n: o.error for n, o in out.items() if o.error}
         assert sum(o.built for o in out.values()) == 200
@@ -207,7 +210,7 @@ def coview_round(const: Constellation, tmp_path_factory: pytest.TempPathFactory
         base = const.hub_status()["counters"]
         idle = [f"{IDLE_TVS}{i}" for i in range(K - 1)]
         pad = sync_tvs(tmp / "pad", const.shards["b"].endpoints, "b", key, catalog,
-                       {name: [] for name in idle}, now)
+                       {name: [] for name in idle}, now, verify_key=verify)
         assert not [o for o in pad.values() if o.error or o.built or o.pushed]
         st = const.flush(base["reports"] + K * 8)
         assert st["counters"]["reports"] == base["reports"] + K * 8
