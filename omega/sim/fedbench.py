@@ -108,6 +108,45 @@ class BrainCrowdSettings:
     #: formula's on the same users (``brain_check``). 0 = the real brain on every user
     #: (ml-1m: 6,040 users × 3 releases, about 10 h here).
     max_users: int = 200
+    #: The crowd's popularity once lists exist: the brain's default.
+    popularity: float = 0.05
+    #: Choose decay, content and popularity per release on this data set's validation
+    #: items (``omega.sim.blendtune``), as every baseline's parameters are; the fields
+    #: above are then only the starting point (they are in the grid).
+    tune: bool = True
+
+    def brain_settings(self) -> Any:
+        """These weights as ``BrainSettings`` (the benchmark's brains are not durable)."""
+        from omega.brain.settings import BrainSettings, RecommenderSettings
+
+        return BrainSettings(durability="nosync", recency_decay=self.recency_decay,
+                             recommender=RecommenderSettings(
+                                 content=self.content, popularity_with_crowd=self.popularity))
+
+    def chosen(self, rel: Any, prep: Prepared, k: int) -> tuple[BrainCrowdSettings,
+                                                                   dict[str, Any] | None]:
+        """The settings for one release (tuned on validation when ``tune``), and the record."""
+        if not self.tune:
+            return self, None
+        from omega.sim.blendtune import BlendGrid, tune_blend
+
+        grid = BlendGrid()
+        users = prep.users
+        t = time.perf_counter()
+        best, points = tune_blend(rel, prep.data.items, prep.vectors, [u.train for u in users],
+                                  [u.fractions[: len(u.train)] for u in users],
+                                  [u.val_item for u in users], base=self.brain_settings(),
+                                  grid=grid, k=k,
+                                  default=(self.recency_decay, self.content, self.popularity))
+        default = next((q for q in points if (q.recency_decay, q.content, q.popularity)
+                        == (self.recency_decay, self.content, self.popularity)), None)
+        record = {"decay": best.recency_decay, "content": best.content,
+                  "popularity": best.popularity, "val_hr": round(best.val_hr, 4),
+                  "val_ndcg": round(best.val_ndcg, 4), "points": len(points),
+                  "default_val_ndcg": round(default.val_ndcg, 4) if default else None,
+                  "seconds": round(time.perf_counter() - t, 1)}
+        return replace(self, recency_decay=best.recency_decay, content=best.content,
+                       popularity=best.popularity, tune=False), record
 
 
 def _crowd_row(name: str, scorer: CrowdScorer, prep: Prepared, k: int, seconds: float,
@@ -119,14 +158,11 @@ def _crowd_row(name: str, scorer: CrowdScorer, prep: Prepared, k: int, seconds: 
     return MethodResult(name, params, test, None, float(vh.mean()), float(vn.mean()), seconds)
 
 
-def _blend_row(name: str, rel: Any, prep: Prepared, k: int, decay: float,
+def _blend_row(name: str, rel: Any, prep: Prepared, k: int, brain: BrainCrowdSettings,
                params: dict[str, float | int], progress: bool = False) -> MethodResult:
     """A federated row scored by the brain's formula in numpy (``BrainBlendScorer``)."""
-    from omega.brain.settings import BrainSettings
-
     t = time.perf_counter()
-    scorer = BrainBlendScorer(rel, prep.data.items, prep.vectors,
-                              BrainSettings(recency_decay=decay))
+    scorer = BrainBlendScorer(rel, prep.data.items, prep.vectors, brain.brain_settings())
     users = prep.users
     n_hist = [len(h) for h in prep.test_histories()]
     val = rank_blend(scorer, [u.train for u in users],
@@ -200,11 +236,18 @@ def run_federated_quality(
     progress: bool = True,
     cache_dir: Path | None = None,
     work_dir: Path | None = None,
+    tune: bool = True,
 ) -> QualityReport:
-    """The federated rows beside the baselines; ``brain=None`` scores them in numpy only."""
+    """The federated rows beside the baselines; ``brain=None`` scores them in numpy only.
+
+    ``tune``: choose the brain's weights per release on the validation items
+    (:meth:`BrainCrowdSettings.chosen`); False keeps ``brain``'s (the product's) weights.
+    """
     s = settings or QualitySettings()
     fed = federated or FederatedSettings()
-    decay = brain.recency_decay if brain is not None else BrainCrowdSettings.recency_decay
+    # brain=None: the rows are scored by the brain's formula in numpy, same weights.
+    weights = replace(brain if brain is not None else BrainCrowdSettings(), tune=tune)
+    decay = weights.recency_decay
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     prep, methods, _ = prepare_and_baselines(data_dir, embedder, s, timings, cold_start=False,
@@ -231,14 +274,22 @@ def run_federated_quality(
     # Too many users for one real brain each: the formula on everyone, the brain on a subset.
     subset = (brain is not None and brain.max_users > 0 and len(prep.users) > brain.max_users)
     brain_prep = _subset(prep, brain.max_users) if brain is not None and subset else prep
+    tuned: dict[str, dict[str, Any]] = {}
     for name, rel in releases.items():
         t = time.perf_counter()
+        chosen, record = weights.chosen(rel, prep, s.k)
+        if record is not None:
+            tuned[name] = record
+            timings[f"{name} weights chosen on validation"] = record["seconds"]
         params: dict[str, float | int] = {"pairs": rel.pairs_published,
-                                          "titles": rel.titles_published}
+                                          "titles": rel.titles_published,
+                                          "decay": chosen.recency_decay,
+                                          "content": chosen.content,
+                                          "popularity": chosen.popularity}
         if brain is None or subset:
-            fed_rows.append(_blend_row(name, rel, prep, s.k, decay, params, progress))
+            fed_rows.append(_blend_row(name, rel, prep, s.k, chosen, params, progress))
         if brain is not None:
-            row, other = _brain_row(name, rel, brain_prep, s, brain, embedder, work_dir,
+            row, other = _brain_row(name, rel, brain_prep, s, chosen, embedder, work_dir,
                                     progress)
             if subset:
                 check.append(_check_row(row, fed_rows[-1], prep, brain_prep))
@@ -250,7 +301,7 @@ def run_federated_quality(
     sweep, crossing = _fleet_sweep(crowd, prep, fed, decay, s.k, progress)
     timings["fleet sweep"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
-    info = _info(prep, fed, crowd, releases, sweep, crossing, other_rows, brain,
+    info = _info(prep, fed, crowd, releases, sweep, crossing, other_rows, brain, tuned,
                  check, len(brain_prep.users))
     report = build_report(prep, embedder, s.k, [*fed_rows, *methods], FEDERATED, timings)
     return replace(report, federated=info)
@@ -293,11 +344,8 @@ def _brain_row(
     progress: bool,
 ) -> tuple[MethodResult, MethodResult]:
     """The real brain fed the release; the row and the other history's row."""
-    from omega.brain.settings import BrainSettings, RecommenderSettings
-
     t = time.perf_counter()
-    config = BrainSettings(durability="nosync", recency_decay=brain.recency_decay,
-                           recommender=RecommenderSettings(content=brain.content))
+    config = brain.brain_settings()
     factory = local_brain_factory(config, neighbours=neighbours_by_item(rel),
                                   crowd_popularity=popularity_by_item(rel))
     shared = SharedEmbedder(embedder, prep.texts, prep.vectors)
@@ -308,7 +356,8 @@ def _brain_row(
     vh, vn = hit_ndcg(pad_lists(run.val, s.k), [u.val_item for u in prep.users])
     params: dict[str, float | int] = {"pairs": rel.pairs_published,
                                       "titles": rel.titles_published,
-                                      "content": brain.content, "decay": brain.recency_decay}
+                                      "content": brain.content, "decay": brain.recency_decay,
+                                      "popularity": brain.popularity}
     row = MethodResult(name, params,
                        SliceResult.of(pad_lists(run.test, s.k), prep.test_targets, prep.n_items),
                        None, float(vh.mean()), float(vn.mean()), seconds)
@@ -328,6 +377,7 @@ def _info(
     crossing: int | None,
     other_rows: Sequence[MethodResult],
     brain: BrainCrowdSettings | None,
+    tuned: dict[str, dict[str, Any]],
     check: Sequence[dict[str, Any]] = (),
     brain_users: int = 0,
 ) -> dict[str, Any]:
@@ -360,19 +410,29 @@ def _info(
     for name, r in rel_info.items():
         text.append(f"  {name:<18} pairs {r['pairs_published']:>7}  titles "
                     f"{r['titles_published']:>6}  σ {r['sigma']:<8} threshold {r['threshold']}")
+    if tuned:
+        text.append("  the brain's weights, chosen per release on the validation items (never the "
+                    "test item; grid of omega.sim.blendtune; the product's defaults stay unless "
+                    "beaten by more than one standard error):")
+        for name, r in tuned.items():
+            text.append(f"    {name:<18} decay {r['decay']}  content {r['content']}  popularity "
+                        f"{r['popularity']}  validation HR@10 {r['val_hr']:.3f} NDCG@10 "
+                        f"{r['val_ndcg']:.4f} (defaults {r['default_val_ndcg']}) "
+                        f"[{r['points']} points, {r['seconds']} s]")
     if brain is not None and check:
         text.append(f"  rows above: every one of the {len(prep.users)} users scored by the "
-                    f"brain's formula in numpy (BrainBlendScorer); the real omega.Brain "
-                    f"(recency decay {brain.recency_decay}, content {brain.content}, the "
-                    f"release via apply_crowd) on {brain_users} of them, evenly spread by id:")
+                    f"brain's formula in numpy (BrainBlendScorer, the weights above); the real "
+                    f"omega.Brain (same weights, the release via apply_crowd) on {brain_users} "
+                    f"of them, evenly spread by id:")
         for c in check:
             text.append(f"    {c['name']:<18} brain HR@10 {c['brain_hr']:.3f} NDCG@10 "
                         f"{c['brain_ndcg']:.3f} | formula, same users, {c['formula_hr']:.3f} / "
                         f"{c['formula_ndcg']:.3f} | brain − formula HR {c['hr_diff']:+.3f} "
                         f"[{c['hr_low']:+.3f}, {c['hr_high']:+.3f}]")
     elif brain is not None:
-        text.append(f"  brain: recency decay {brain.recency_decay}, content weight "
-                    f"{brain.content} (the release's lists and popularity via apply_crowd)")
+        text.append(f"  brain: start weights decay {brain.recency_decay}, content "
+                    f"{brain.content}, popularity {brain.popularity} (the release's lists and "
+                    "popularity via apply_crowd)")
     else:
         text.append("  federated rows scored by the brain's formula in numpy (BrainBlendScorer: "
                     "omega.brain.recommender over every title, no MMR), not one brain per user")
@@ -411,6 +471,7 @@ def _info(
             "methods": [{"name": r.name, "hr": r.test.hr, "ndcg": r.test.ndcg}
                         for r in other_rows],
         },
+        "weights_chosen_on_validation": tuned,
         "sasrec_reference": {"hr": sas[0], "ndcg": sas[1], "measured": False} if sas else None,
         "fleet_sweep": sweep,
         "free_at_fleet": crossing,

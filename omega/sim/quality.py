@@ -601,6 +601,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --federated and --brain local: the real brain on N users "
                         "evenly spread by id, the brain's formula in numpy on every user "
                         "(default %(default)s; 0 = the real brain on every user)")
+    parser.add_argument("--no-tune", action="store_true",
+                        help="with --federated: keep the brain's default weights instead of "
+                             "choosing decay, content and popularity weights per release on "
+                             "the validation items (as every baseline's parameters are)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="embedding cache folder")
     parser.add_argument("--work-dir", type=Path, default=None, help="where brains are created")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -672,6 +676,7 @@ def _run_federated(
         progress=not args.no_progress,
         cache_dir=cache_dir,
         work_dir=args.work_dir,
+        tune=not args.no_tune,
     )
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_text(report))
     return 0
