@@ -107,7 +107,7 @@ class BrainCrowdSettings:
     #: in numpy and the real brain's figures on its users are printed beside, with the
     #: formula's on the same users (``brain_check``). 0 = the real brain on every user
     #: (ml-1m: 6,040 users × 3 releases, about 10 h here).
-    max_users: int = 200
+    max_users: int = 100
     #: The crowd's popularity once lists exist: the brain's default.
     popularity: float = 0.05
     #: Choose decay, content and popularity per release on this data set's validation

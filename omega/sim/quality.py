@@ -597,7 +597,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --federated: ε per release (default %(default)s)")
     parser.add_argument("--fleet", type=int, default=1_000_000,
                         help="with --federated: the simulated fleet of federated-dp-1m")
-    parser.add_argument("--brain-users", type=int, default=200, metavar="N",
+    parser.add_argument("--brain-users", type=int, default=100, metavar="N",
                         help="with --federated and --brain local: the real brain on N users "
                         "evenly spread by id, the brain's formula in numpy on every user "
                         "(default %(default)s; 0 = the real brain on every user)")
