@@ -65,14 +65,15 @@ class SASRecSettings:
     blocks, 1 head, dropout 0.2, Adam β₂ 0.98). The optimisation is faster than the
     paper's (lr 1e-3, batch 128) so the fit ends in minutes on one core: on
     ml-latest-small, validation NDCG@10 after 5 epochs was 0.023 at lr 1e-3 and
-    0.031 at 5e-3 (batch 32, every window), 0.065 at epoch 14 with 5e-3.
+    0.031 at 5e-3 (batch 32, every window); 5e-3 peaked at 0.065 at epoch 14.
     """
 
     maxlen: int = 200
     """Positions per sequence: a history's last ``maxlen`` items are encoded."""
-    all_windows: bool = False
+    all_windows: bool = True
     """Train on every ``maxlen`` piece of a long training sequence, not only its most
-    recent one (the paper's choice, the default: it also bounds an epoch's cost)."""
+    recent one (the paper's choice). On ml-latest-small: validation NDCG@10 0.065 vs
+    0.053, for 1.7× the positions per epoch (99,006 vs 57,717)."""
     hidden: int = 50
     blocks: int = 2
     heads: int = 1
