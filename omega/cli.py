@@ -187,7 +187,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                       "id, epsilon today, shard group)")
     prov = tv_sub.add_parser(
         "provision",
-        help="write a TV's config and device key (device id, region, shard map, hub key); "
+        help="write a TV's config and device key (device id, region, shard map, hub keys); "
         "run where the fleet key is, not on the TV",
     )
     prov.add_argument("--out", type=Path, required=True, help="directory for tv.toml + device.key")
@@ -197,6 +197,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                       help="a shard group: NAME=tcp://h:p,tcp://h:p,... (repeat per group)")
     prov.add_argument("--hub-key-id", type=int, required=True)
     prov.add_argument("--hub-public-key", required=True, help="the hub's X25519 public key, hex")
+    prov.add_argument("--hub-verify-key", required=True,
+                      help="the hub's Ed25519 verify key, hex: the TV adopts a new hub key only "
+                      "if the hub signed it (`ctl federation` on the hub prints all three hub "
+                      "options as its `provision` line)")
     prov.add_argument("--fleet-key-env", default="OMEGA_FLEET_KEY",
                       help="environment variable holding the fleet key")
     prov.add_argument("--fleet-key-file", type=Path, help="file holding the fleet key")

@@ -16,7 +16,9 @@ Key layout, one LMDB database ``DB`` (integers big-endian)::
     w:<region>              the region's trend window (RegionWindow bytes)
     x:accountant            the privacy accountant (PrivacyAccountant bytes)
     x:release               the newest release: [version, made_ms, zstd(msgpack body)]
-    k:<key id u32>          a report key pair: [public, private, created_ms, retired_ms]
+    x:signer                the hub's long-term Ed25519 signing seed: [seed, created_ms]
+    k:<key id u32>          a report key pair: [public, private, created_ms, retired_ms, sig]
+                            (sig: the signer's announcement of it; absent in older records)
     c:<content id>          a registered title: [title, metadata json, float16 embedding, ms]
 
 Privacy: nothing here names a device or a shard. Batch ids are hashes of reports;
@@ -56,6 +58,7 @@ P_CONTENT = b"c:"
 X_SUMS = b"x:sums"
 X_ACCOUNTANT = b"x:accountant"
 X_RELEASE = b"x:release"
+X_SIGNER = b"x:signer"
 
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
@@ -114,7 +117,12 @@ class Publish:
 
 @dataclass(frozen=True)
 class RotateKey:
-    """A new current key pair; the previous one retires (still opens for ``grace_ms``)."""
+    """A new current key pair; the previous one retires (still opens for ``grace_ms``).
+
+    ``sig``: the hub signer's announcement of the new key (``keysign``), made by the
+    leader outside ``apply``. ``signer``: the signing seed, only when the state holds
+    none yet (the first key pair creates the signer); b"" otherwise.
+    """
 
     TAG = 3
     key_id: int
@@ -122,6 +130,20 @@ class RotateKey:
     private: bytes
     now_ms: int
     grace_ms: int
+    sig: bytes = b""
+    signer: bytes = b""
+
+
+@dataclass(frozen=True)
+class SignKeys:
+    """A hub that made key pairs before it had a signer: the signer (``seed``) and its
+    announcements of the kept keys, ``((key_id, sig), ...)``. Applied only while the
+    state holds no signer, so it can never replace one."""
+
+    TAG = 5
+    now_ms: int
+    seed: bytes
+    sigs: tuple[tuple[int, bytes], ...]
 
 
 @dataclass(frozen=True)
@@ -133,7 +155,7 @@ class AddContent:
     items: tuple[tuple[str, str, str, bytes], ...]
 
 
-Command = Ingest | Publish | RotateKey | AddContent
+Command = Ingest | Publish | RotateKey | AddContent | SignKeys
 
 
 def encode_command(cmd: Command) -> bytes:
@@ -144,7 +166,10 @@ def encode_command(cmd: Command) -> bytes:
         body = [cmd.version, cmd.now_ms, cmd.upto, cmd.spent, cmd.accountant, cmd.body,
                 cmd.prune_before_ms]
     elif isinstance(cmd, RotateKey):
-        body = [cmd.key_id, cmd.public, cmd.private, cmd.now_ms, cmd.grace_ms]
+        body = [cmd.key_id, cmd.public, cmd.private, cmd.now_ms, cmd.grace_ms, cmd.sig,
+                cmd.signer]
+    elif isinstance(cmd, SignKeys):
+        body = [cmd.now_ms, cmd.seed, [[k, s] for k, s in cmd.sigs]]
     else:
         body = [cmd.now_ms, [list(i) for i in cmd.items]]
     return pack([cmd.TAG, COMMAND_VERSION, *body])
@@ -186,7 +211,19 @@ def decode_command(data: bytes) -> Command:
             return Publish(_int(b[0]), _int(b[1]), _int(b[2]), b[3], _bytes(b[4]),
                            _bytes(b[5]), _int(b[6]))
         if tag == RotateKey.TAG:
-            return RotateKey(_int(b[0]), _bytes(b[1]), _bytes(b[2]), _int(b[3]), _int(b[4]))
+            # Entries logged before keys were signed have five fields: no sig, no signer.
+            return RotateKey(_int(b[0]), _bytes(b[1]), _bytes(b[2]), _int(b[3]), _int(b[4]),
+                             _bytes(b[5]) if len(b) > 5 else b"",
+                             _bytes(b[6]) if len(b) > 6 else b"")
+        if tag == SignKeys.TAG:
+            if not isinstance(b[2], list):
+                raise ValueError("sigs must be a list")
+            sigs = []
+            for row in b[2]:
+                if not isinstance(row, list) or len(row) != 2:
+                    raise ValueError("a signature row is [key id, sig]")
+                sigs.append((_int(row[0]), _bytes(row[1])))
+            return SignKeys(_int(b[0]), _bytes(b[1]), tuple(sigs))
         if tag == AddContent.TAG:
             items = b[1]
             if not isinstance(items, list):
@@ -238,14 +275,29 @@ class KeyRecord:
     private: bytes
     created_ms: int
     retired_ms: int
+    #: The hub signer's announcement of this key (b"": made before the hub had one).
+    sig: bytes = b""
+
+    def row(self) -> bytes:
+        return pack([self.public, self.private, self.created_ms, self.retired_ms, self.sig])
 
 
 def keys(kv: KvReader) -> list[KeyRecord]:
     out = []
     for k, v in kv.iterate(DB, P_KEY):
-        public, private, created, retired = unpack(v)
-        out.append(KeyRecord(_U32.unpack(k[len(P_KEY):])[0], public, private, created, retired))
+        public, private, created, retired, *rest = unpack(v)
+        out.append(KeyRecord(_U32.unpack(k[len(P_KEY):])[0], public, private, created, retired,
+                             bytes(rest[0]) if rest else b""))
     return out
+
+
+def signer_seed(kv: KvReader) -> bytes | None:
+    """The hub's long-term signing seed (32 bytes), or None before the first key pair."""
+    raw = kv.get(DB, X_SIGNER)
+    if raw is None:
+        return None
+    seed, _ = unpack(raw)
+    return bytes(seed)
 
 
 def current_key(kv: KvReader) -> KeyRecord | None:
@@ -330,6 +382,8 @@ def make_apply(fold: FoldFn) -> Callable[[KvWriter, bytes, int], Any]:
             return _publish(kv, cmd, fold)
         if isinstance(cmd, RotateKey):
             return _rotate(kv, cmd)
+        if isinstance(cmd, SignKeys):
+            return _sign_keys(kv, cmd)
         return _add_content(kv, cmd)
 
     return apply
@@ -379,15 +433,40 @@ def _publish(kv: KvWriter, cmd: Publish, fold: FoldFn) -> tuple[str, int]:
 def _rotate(kv: KvWriter, cmd: RotateKey) -> tuple[str, int]:
     if kv.get(DB, P_KEY + _U32.pack(cmd.key_id)) is not None or cmd.key_id == 0:
         return ("exists", cmd.key_id)
+    held = signer_seed(kv)
+    if cmd.signer and held is not None and cmd.signer != held:
+        # Two leaders each made a signer (a stale read): the first one stays, and this
+        # key's signature is by the other one, so the key is refused; the leader retries.
+        return ("signer_mismatch", cmd.key_id)
+    if cmd.signer and held is None:
+        kv.put(DB, X_SIGNER, pack([cmd.signer, cmd.now_ms]))
     for rec in keys(kv):
         if rec.retired_ms == 0:
             kv.put(DB, P_KEY + _U32.pack(rec.key_id),
-                   pack([rec.public, rec.private, rec.created_ms, cmd.now_ms]))
+                   KeyRecord(rec.key_id, rec.public, rec.private, rec.created_ms, cmd.now_ms,
+                             rec.sig).row())
         elif cmd.now_ms - rec.retired_ms > cmd.grace_ms:
             kv.delete(DB, P_KEY + _U32.pack(rec.key_id))  # past its grace: gone
-    kv.put(DB, P_KEY + _U32.pack(cmd.key_id), pack([cmd.public, cmd.private, cmd.now_ms, 0]))
+    kv.put(DB, P_KEY + _U32.pack(cmd.key_id),
+           KeyRecord(cmd.key_id, cmd.public, cmd.private, cmd.now_ms, 0, cmd.sig).row())
     kv.put(DB, M_KEY, _U64.pack(cmd.key_id))
     return ("rotated", cmd.key_id)
+
+
+def _sign_keys(kv: KvWriter, cmd: SignKeys) -> tuple[str, int]:
+    if signer_seed(kv) is not None:
+        return ("exists", 0)
+    kv.put(DB, X_SIGNER, pack([cmd.seed, cmd.now_ms]))
+    held = {rec.key_id: rec for rec in keys(kv)}
+    signed = 0
+    for key_id, sig in cmd.sigs:
+        rec = held.get(key_id)
+        if rec is not None:
+            kv.put(DB, P_KEY + _U32.pack(key_id),
+                   KeyRecord(key_id, rec.public, rec.private, rec.created_ms, rec.retired_ms,
+                             sig).row())
+            signed += 1
+    return ("signed", signed)
 
 
 def _add_content(kv: KvWriter, cmd: AddContent) -> tuple[str, int]:

@@ -32,7 +32,15 @@ from omega import __version__
 from omega.errors import ProtocolError, StoreError
 from omega.federation import hub
 from omega.federation.accountant import PrivacyAccountant
-from omega.federation.hub import AddContent, Ingest, Publish, RotateKey, encode_command
+from omega.federation.hub import (
+    AddContent,
+    Ingest,
+    Publish,
+    RotateKey,
+    SignKeys,
+    encode_command,
+)
+from omega.federation.keysign import HubSigner
 from omega.federation.publish import (
     current_sums,
     current_windows,
@@ -199,7 +207,8 @@ class HubService:
             content = {c: rec for c in cids if (rec := hub.content_item(kv, c)) is not None}
             key_id = read_body(body)[4]
             key = next((k for k in hub.keys(kv) if k.key_id == key_id), None)
-        parts = update_parts(version, body, content, (key.key_id, key.public) if key else (0, b""))
+        parts = update_parts(version, body, content,
+                             (key.key_id, key.public, key.sig) if key else (0, b"", b""))
         self._parts = (version, parts)
         return parts
 
@@ -209,32 +218,59 @@ class HubService:
         return self._store.is_leader()
 
     def ensure_key(self) -> int | None:
-        """On the leader: make the first key pair if there is none; its id."""
+        """On the leader: make the first key pair (and with it the hub's signer) if
+        there is none; give a hub whose keys predate its signer one; the key's id."""
         if not self._store.is_leader():
             return None
         with self._store.read() as kv:
             cur = hub.current_key(kv)
-        if cur is not None:
-            return cur.key_id
-        return int(self.rotate_key()["key_id"])
+            seed = hub.signer_seed(kv)
+        if cur is None:
+            return int(self.rotate_key()["key_id"])
+        if seed is None:
+            self._sign_existing()
+        return cur.key_id
+
+    def _sign_existing(self) -> None:
+        """A signer for a hub whose key pairs were made before it had one; then a
+        release announcing the current key, signed."""
+        with self._lock:
+            with self._store.read() as kv:
+                if hub.signer_seed(kv) is not None:
+                    return
+                held = hub.keys(kv)
+            signer = HubSigner.generate()
+            sigs = tuple((k.key_id, signer.sign(k.key_id, k.public)) for k in held)
+            result = self._submit(SignKeys(int(self._wall() * 1000), signer.seed, sigs))
+        log.info("hub signer made for existing keys",
+                 extra={"fields": {"result": f"{result!r}", "verify_key": signer.verify_key.hex()}})
+        self.release(announce=True)
 
     def rotate_key(self) -> dict[str, Any]:
         """A new key pair becomes current; the previous one still opens reports for
-        ``key_grace_s``. A release announcing it follows at once."""
+        ``key_grace_s``. It is signed by the hub's signer (made with the first key
+        pair), and a release announcing it follows at once."""
         if not self._store.is_leader():
             raise self._not_leader()
         with self._lock:
             with self._store.read() as kv:
                 ids = [k.key_id for k in hub.keys(kv)]
                 nxt = max([*ids, hub.counters(kv)["key"]]) + 1
+                seed = hub.signer_seed(kv)
             if nxt > KEY_ID_MAX:
                 raise BadRequest("key ids exhausted")
+            signer = HubSigner(seed) if seed is not None else HubSigner.generate()
             key = HubKey.generate(nxt)
             assert key.private is not None
-            self._submit(RotateKey(nxt, key.public, key.private, int(self._wall() * 1000),
-                                   int(self.settings.key_grace_s * 1000)))
+            result = self._submit(RotateKey(
+                nxt, key.public, key.private, int(self._wall() * 1000),
+                int(self.settings.key_grace_s * 1000), signer.sign(nxt, key.public),
+                b"" if seed is not None else signer.seed))
+            if isinstance(result, tuple) and result[0] != "rotated":
+                raise Unavailable(f"key {nxt} not rotated ({result[0]}); retry", retry_after_s=1.0)
         self.release(announce=True)
-        return {"key_id": nxt, "public_key": key.public.hex()}
+        return {"key_id": nxt, "public_key": key.public.hex(),
+                "verify_key": signer.verify_key.hex()}
 
     def add_content(self, items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Register titles (``id``, ``title``, optional ``metadata``, optional
@@ -345,13 +381,22 @@ class HubService:
             rel = hub.release(kv)
             acc_raw = hub.accountant(kv)
             # The public halves are public: an operator provisions TVs with the current one.
-            keys = [{"key_id": k.key_id, "public_key": k.public.hex(), "retired_ms": k.retired_ms}
-                    for k in hub.keys(kv)]
+            held = hub.keys(kv)
             pending = sum(1 for _ in hub.deltas(kv))
             titles = sum(1 for _ in hub.content(kv))
+            seed = hub.signer_seed(kv)
+        keys = [{"key_id": k.key_id, "public_key": k.public.hex(), "retired_ms": k.retired_ms,
+                 "signed": bool(k.sig)} for k in held]
         out: dict[str, Any] = {"role": "hub", "leader": self._store.is_leader(),
                                "counters": c, "pending_batches": pending, "titles": titles,
                                "keys": keys, "current_key": c["key"]}
+        if seed is not None:
+            # What TVs trust: provisioned once; every key announcement is checked with it.
+            verify = HubSigner(seed).verify_key.hex()
+            out["verify_key"] = verify
+            cur = next((k for k in held if k.key_id == c["key"]), None)
+            if cur is not None:
+                out["provision"] = provision_args(cur.key_id, cur.public.hex(), verify)
         if rel is not None:
             version, made_ms, body = rel
             doc = read_body(body)
@@ -374,6 +419,12 @@ class HubService:
     def _count(self, key: str, n: int = 1) -> None:
         with self._counts_lock:
             self._counts[key] += n
+
+
+def provision_args(key_id: int, public_hex: str, verify_hex: str) -> str:
+    """The hub's part of ``omega-node tv provision``, ready to paste."""
+    return (f"--hub-key-id {key_id} --hub-public-key {public_hex} "
+            f"--hub-verify-key {verify_hex}")
 
 
 def _finite(x: float) -> float | str:

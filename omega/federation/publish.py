@@ -130,9 +130,10 @@ def read_body(body: bytes) -> list[Any]:
 
 
 def update_parts(version: int, body: bytes, content: Mapping[str, ContentRecord],
-                 key: tuple[int, bytes]) -> list[GlobalUpdate]:
+                 key: tuple[int, bytes, bytes]) -> list[GlobalUpdate]:
     """The release as ``GlobalUpdate`` frames: each within ``PART_BUDGET`` bytes and
-    ``MAX_ITEMS`` entries per list; every part names the hub's key."""
+    ``MAX_ITEMS`` entries per list; every part names the hub's key ``(key_id, public,
+    signature)`` — the signature is what lets a TV tell it from a shard's."""
     nb, pop, trends, cids, _, _ = read_body(body)
     parts: list[dict[str, list[Any]]] = []
     cur: dict[str, list[Any]] = {"n": [], "p": [], "r": [], "c": []}
@@ -160,4 +161,4 @@ def update_parts(version: int, body: bytes, content: Mapping[str, ContentRecord]
         parts.append(cur)
     n = len(parts)
     return [GlobalUpdate(version, tuple(p["n"]), tuple(p["p"]), tuple(p["r"]), tuple(p["c"]),
-                         i, n, key[0], key[1]) for i, p in enumerate(parts)]
+                         i, n, key[0], key[1], key[2]) for i, p in enumerate(parts)]

@@ -47,6 +47,8 @@ ADDRESS_MAX_LEN = 256
 # The hub's report keys (X25519), announced in GlobalUpdate and PullResp.
 HUB_KEY_ID_MAX = 2**32 - 1
 HUB_PUBLIC_KEY_BYTES = 32
+#: The hub's Ed25519 signature of a key announcement (omega.federation.keysign).
+HUB_KEY_SIG_BYTES = 64
 
 # Signatures.
 MAC_BYTES = 32  # HMAC-SHA256, Push and Pull

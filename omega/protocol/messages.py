@@ -109,6 +109,7 @@ _JSON = json_value()
 _IDS = ids(L.CONTENT_ID_MAX_LEN)
 _KEY_ID = integer(0, L.HUB_KEY_ID_MAX)
 _PUBLIC_KEY = blob(L.HUB_PUBLIC_KEY_BYTES)
+_KEY_SIG = blob(L.HUB_KEY_SIG_BYTES)
 
 
 def _scored(max_items: int, lo: float = -L.FLOAT_BOUND) -> Check:
@@ -322,6 +323,11 @@ class PullResp(Message):
     hub_key_id: int = wire(_KEY_ID, default=0)
     #: The hub's current X25519 public key (32 bytes; empty with key id 0).
     hub_public_key: bytes = wire(_PUBLIC_KEY, default=b"")
+    #: The hub's Ed25519 signature of ``(hub_key_id, hub_public_key)``
+    #: (``omega.federation.keysign``; 64 bytes, empty when unsigned). The TV adopts a
+    #: new key only if it verifies with its provisioned verify key: the shard relays
+    #: the announcement but cannot forge it.
+    hub_key_sig: bytes = wire(_KEY_SIG, default=b"")
 
 
 @message(tag=14, max_bytes=L.HEARTBEAT_MAX_BYTES)
@@ -435,6 +441,9 @@ class GlobalUpdate(Message):
     hub_key_id: int = wire(_KEY_ID, default=0)
     #: The hub's current X25519 public key (32 bytes; empty with key id 0).
     hub_public_key: bytes = wire(_PUBLIC_KEY, default=b"")
+    #: The hub's Ed25519 signature of ``(hub_key_id, hub_public_key)`` (64 bytes, empty
+    #: when unsigned), relayed unchanged to TVs in ``PullResp.hub_key_sig``.
+    hub_key_sig: bytes = wire(_KEY_SIG, default=b"")
 
     def _check_whole(self) -> None:
         _check_parts(self.part, self.parts)

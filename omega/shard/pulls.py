@@ -42,7 +42,9 @@ def records_of(update: GlobalUpdate) -> tuple[Record, ...]:
     for item in update.new_content:
         out.append((KIND_CONTENT, item.id.encode(), pack([item.title, item.embedding])))
     if update.hub_key_id:
-        out.append((KIND_HUB_KEY, HUB_KEY_RECORD, pack([update.hub_key_id, update.hub_public_key])))
+        # Relayed as the hub signed it: the shard cannot (and need not) check it; the TV does.
+        out.append((KIND_HUB_KEY, HUB_KEY_RECORD,
+                    pack([update.hub_key_id, update.hub_public_key, update.hub_key_sig])))
     return tuple(out)
 
 
@@ -57,7 +59,7 @@ class PullPlan:
 
 def build_pull(changes: Iterable[Change], *, current: int, region: str,
                wanted: Sequence[Change], max_records: int, max_bytes: int,
-               hub_key: tuple[int, bytes] = (0, b"")) -> PullPlan:
+               hub_key: tuple[int, bytes, bytes] = (0, b"", b"")) -> PullPlan:
     """Pack records changed since the device's cursor, oldest first, into a PullResp.
 
     Stops before ``max_records`` records or ``max_bytes`` of payload (at least one
@@ -65,8 +67,9 @@ def build_pull(changes: Iterable[Change], *, current: int, region: str,
     last record it covers (``current`` when it covers all), so the next pull
     continues exactly there. Other regions' trends are skipped, not sent.
     ``wanted``: content records the device asked for by id, added while room remains.
-    ``hub_key``: the hub's current ``(key_id, public_key)``, sent in every response
-    (36 bytes) so a TV always seals to the current key.
+    ``hub_key``: the hub's current ``(key_id, public_key, signature)``, sent in every
+    response (~100 bytes) so a TV always seals to the current key — once the hub's
+    signature over it verifies on the TV (``omega.federation.keysign``).
     """
     neighbours: list[tuple[str, tuple[tuple[str, float], ...]]] = []
     popularity: list[tuple[str, float]] = []
@@ -114,5 +117,5 @@ def build_pull(changes: Iterable[Change], *, current: int, region: str,
             content[key] = NewContent(key, title, emb)
             used += len(ch.value) + _OVERHEAD
     resp = PullResp(version, tuple(neighbours), tuple(popularity), trends,
-                    tuple(content.values()), hub_key[0], hub_key[1])
+                    tuple(content.values()), hub_key[0], hub_key[1], hub_key[2])
     return PullPlan(resp, count, complete)

@@ -84,7 +84,8 @@ P_CHANGE = b"v:"
 #: Global record kinds: per-title neighbour list, per-title popularity, per-region
 #: trends, new content (title and embedding), the hub's report key (one record).
 KIND_NEIGHBOURS, KIND_POPULARITY, KIND_TRENDS, KIND_CONTENT, KIND_HUB_KEY = RECORD_KINDS
-#: The key of the one ``KIND_HUB_KEY`` record: value ``[key_id, public_key]``.
+#: The key of the one ``KIND_HUB_KEY`` record: value ``[key_id, public_key, hub_sig]``
+#: (older records: ``[key_id, public_key]``).
 HUB_KEY_RECORD = b"hub"
 
 REGISTERED, REVOKED = 1, 2
@@ -243,13 +244,15 @@ def global_record(kv: KvReader, kind: bytes, key: bytes) -> Change | None:
     return Change(kind, key, cursor, value)
 
 
-def hub_key(kv: KvReader) -> tuple[int, bytes]:
-    """The hub's current report key as the newest release announced it, or (0, b"")."""
+def hub_key(kv: KvReader) -> tuple[int, bytes, bytes]:
+    """The hub's current report key as the newest release announced it, with the hub's
+    signature over it: ``(key_id, public, sig)``, or ``(0, b"", b"")``. A record
+    stored before announcements were signed has no signature (b"")."""
     rec = global_record(kv, KIND_HUB_KEY, HUB_KEY_RECORD)
     if rec is None or not rec.value:
-        return 0, b""
-    key_id, public = _unpack(rec.value)
-    return int(key_id), bytes(public)
+        return 0, b"", b""
+    key_id, public, *rest = _unpack(rec.value)
+    return int(key_id), bytes(public), bytes(rest[0]) if rest else b""
 
 
 def changes_since(kv: KvReader, cursor: int) -> Iterator[Change]:

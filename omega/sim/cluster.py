@@ -275,15 +275,15 @@ shards = [{watched}]
             )
         return files
 
-    def provision_tv(self, hub: HubKey) -> Path:
-        """``omega-node tv provision`` for tv-1 (its device key, shard group and the hub's
-        key); the demo shortens its sync interval. Returns its config."""
+    def provision_tv(self, hub: HubKey, verify_key: bytes) -> Path:
+        """``omega-node tv provision`` for tv-1 (its device key, shard group, the hub's
+        key and verify key); the demo shortens its sync interval. Returns its config."""
         from omega.sync.provision import provision
         from omega.sync.settings import ShardGroup
 
         prov = provision(self.root / "config" / "tv-1", device_id="tv-1", region="local",
                          groups=[ShardGroup("local-a", "local", tuple(self.shard_listen))],
-                         hub=hub,
+                         hub=hub, hub_verify_key=verify_key,
                          fleet_key=self.fleet_key, data_dir=self.tv_dir, force=True)
         # A sync every ~2 s (the shard takes a push a second from one device here) so
         # the demo sees the release within seconds; a real TV syncs every minutes.
@@ -386,6 +386,7 @@ def run_local_cluster(args: argparse.Namespace) -> int:
         _bring_up(cluster, files)
         now, before = _demo_tv(cluster)
         _crowd_loop(cluster, now, before)
+        _rotation(cluster)
         _operations(cluster)
         say(f"all checks passed in {time.monotonic() - t0:.1f} s")
         if getattr(args, "keep", False):
@@ -437,9 +438,13 @@ def _bring_up(c: Cluster, files: dict[str, Path]) -> None:
     # The TV is provisioned as in the factory: its device key from the fleet key, its
     # shard group, and the hub's current public key as the hub's operator reads it.
     key = wait_for(lambda: _hub_key(c), 60, "the hub's first key pair", alive=c.check_alive)
-    c.start("tv-1", "tv", c.provision_tv(key))
+    verify = wait_for(lambda: _hub_verify_key(c), 30, "the hub's verify key",
+                      alive=c.check_alive)
+    c.start("tv-1", "tv", c.provision_tv(key, verify))
     say(f"  tv-1 provisioned (`tv provision`): device key, group local-a, hub key "
-        f"{key.key_id} ({key.public.hex()[:16]}…); its sync agent runs every ~{TV_SYNC_S:g} s")
+        f"{key.key_id} ({key.public.hex()[:16]}…), hub verify key {verify.hex()[:16]}… (the "
+        f"TV adopts a later hub key only if the hub signed it); its sync agent runs every "
+        f"~{TV_SYNC_S:g} s")
     tv_control = f"ipc://{c.tv_dir / 'control.sock'}"
     t = time.monotonic()
     reply = wait_for(
@@ -513,6 +518,17 @@ def _operations(c: Cluster) -> None:
             f"{fleet.get('omega_brain_recommendations_served_total', 0):.0f} recommendations, "
             f"recommend mean {mean:.1f} ms, {fleet.get('omega_brain_patterns_stored', 0):.0f} "
             f"patterns, {fleet.get('omega_brain_memory_mb', 0):.0f} MB")
+
+
+def _hub_verify_key(c: Cluster) -> bytes | None:
+    """The hub's Ed25519 verify key (``ctl federation`` status), the TV's trust anchor."""
+    from omega.sim.crowd_demo import try_ctl
+
+    for ctl in c.hub_controls:
+        st = try_ctl(ctl, "federation")
+        if isinstance(st, dict) and st.get("leader") and st.get("verify_key"):
+            return bytes.fromhex(str(st["verify_key"]))
+    return None
 
 
 def _hub_key(c: Cluster) -> HubKey | None:
@@ -775,6 +791,27 @@ def _crowd_loop(c: Cluster, now: float, before: list[str]) -> None:
     after = _tv_recommend(tv_control, now, "after the release")
     if after == before:
         raise ClusterError("the release did not change tv-1's recommendations")
+
+
+def _rotation(c: Cluster) -> None:
+    """``ctl federation rotate-key``: the hub signs its new key; tv-1 learns it through
+    its shard and adopts it only because the signature verifies with the verify key it
+    was provisioned with."""
+    tv_control = f"ipc://{c.tv_dir / 'control.sock'}"
+    t = time.monotonic()
+    out = _on_leader(c, c.hub_controls, "federation", "rotate-key")
+    new_id = int(out["key_id"])
+
+    def adopted() -> dict[str, Any] | None:
+        st = _tv_sync(tv_control)
+        return st if int(st["hub_key_id"]) == new_id else None
+
+    tv = wait_for(adopted, 60, f"tv-1 to adopt the hub's key {new_id}", alive=c.check_alive)
+    if int(tv.get("hub_key_refused", 0)):
+        raise ClusterError(f"tv-1 refused a hub key announcement: {tv.get('hub_key_refusal')}")
+    say(f"hub: rotate-key → key {new_id}, signed by the hub (verify key "
+        f"{str(out['verify_key'])[:16]}…); tv-1 checked the signature and seals to key "
+        f"{new_id} within {time.monotonic() - t:.1f} s (announcements refused: 0)")
 
 
 def _check_replicas(c: Cluster) -> None:

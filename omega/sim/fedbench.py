@@ -104,6 +104,44 @@ class BrainCrowdSettings:
     #: within 0.003 NDCG@10 (1.5 best, 0.0818); the real brain on 102 validation users:
     #: 1.5 0.108 / 0.060, 0.3 0.078 / 0.048, 0 0.078 / 0.052.
     content: float = 1.5
+    #: The crowd's popularity once lists exist: the brain's default.
+    popularity: float = 0.05
+    #: Choose decay, content and popularity per release on this data set's validation
+    #: items (``omega.sim.blendtune``), as every baseline's parameters are; the fields
+    #: above are then only the starting point (they are in the grid).
+    tune: bool = True
+
+    def brain_settings(self) -> Any:
+        """These weights as ``BrainSettings`` (the benchmark's brains are not durable)."""
+        from omega.brain.settings import BrainSettings, RecommenderSettings
+
+        return BrainSettings(durability="nosync", recency_decay=self.recency_decay,
+                             recommender=RecommenderSettings(
+                                 content=self.content, popularity_with_crowd=self.popularity))
+
+    def chosen(self, rel: Any, prep: Prepared, k: int) -> tuple[BrainCrowdSettings,
+                                                                   dict[str, Any] | None]:
+        """The settings for one release (tuned on validation when ``tune``), and the record."""
+        if not self.tune:
+            return self, None
+        from omega.sim.blendtune import BlendGrid, tune_blend
+
+        grid = BlendGrid()
+        users = prep.users
+        t = time.perf_counter()
+        best, points = tune_blend(rel, prep.data.items, prep.vectors, [u.train for u in users],
+                                  [u.fractions[: len(u.train)] for u in users],
+                                  [u.val_item for u in users], base=self.brain_settings(),
+                                  grid=grid, k=k)
+        default = next((q for q in points if (q.recency_decay, q.content, q.popularity)
+                        == (self.recency_decay, self.content, self.popularity)), None)
+        record = {"decay": best.recency_decay, "content": best.content,
+                  "popularity": best.popularity, "val_hr": round(best.val_hr, 4),
+                  "val_ndcg": round(best.val_ndcg, 4), "points": len(points),
+                  "default_val_ndcg": round(default.val_ndcg, 4) if default else None,
+                  "seconds": round(time.perf_counter() - t, 1)}
+        return replace(self, recency_decay=best.recency_decay, content=best.content,
+                       popularity=best.popularity, tune=False), record
 
 
 def _crowd_row(name: str, scorer: CrowdScorer, prep: Prepared, k: int, seconds: float,
@@ -115,14 +153,11 @@ def _crowd_row(name: str, scorer: CrowdScorer, prep: Prepared, k: int, seconds: 
     return MethodResult(name, params, test, None, float(vh.mean()), float(vn.mean()), seconds)
 
 
-def _blend_row(name: str, rel: Any, prep: Prepared, k: int, decay: float,
+def _blend_row(name: str, rel: Any, prep: Prepared, k: int, brain: BrainCrowdSettings,
                params: dict[str, float | int]) -> MethodResult:
     """A federated row scored by the brain's formula in numpy (``BrainBlendScorer``)."""
-    from omega.brain.settings import BrainSettings
-
     t = time.perf_counter()
-    scorer = BrainBlendScorer(rel, prep.data.items, prep.vectors,
-                              BrainSettings(recency_decay=decay))
+    scorer = BrainBlendScorer(rel, prep.data.items, prep.vectors, brain.brain_settings())
     users = prep.users
     n_hist = [len(h) for h in prep.test_histories()]
     val = rank_blend(scorer, [u.train for u in users],
@@ -190,11 +225,18 @@ def run_federated_quality(
     progress: bool = True,
     cache_dir: Path | None = None,
     work_dir: Path | None = None,
+    tune: bool = True,
 ) -> QualityReport:
-    """The federated rows beside the baselines; ``brain=None`` scores them in numpy only."""
+    """The federated rows beside the baselines; ``brain=None`` scores them in numpy only.
+
+    ``tune``: choose the brain's weights per release on the validation items
+    (:meth:`BrainCrowdSettings.chosen`); False keeps ``brain``'s (the product's) weights.
+    """
     s = settings or QualitySettings()
     fed = federated or FederatedSettings()
-    decay = brain.recency_decay if brain is not None else BrainCrowdSettings.recency_decay
+    # brain=None: the rows are scored by the brain's formula in numpy, same weights.
+    weights = replace(brain if brain is not None else BrainCrowdSettings(), tune=tune)
+    decay = weights.recency_decay
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     prep, methods, scorers = prepare_and_baselines(data_dir, embedder, s, timings,
@@ -218,14 +260,22 @@ def run_federated_quality(
     }
     fed_rows: list[MethodResult] = []
     other_rows: list[MethodResult] = []
+    tuned: dict[str, dict[str, Any]] = {}
     for name, rel in releases.items():
         t = time.perf_counter()
+        chosen, record = weights.chosen(rel, prep, s.k)
+        if record is not None:
+            tuned[name] = record
+            timings[f"{name} weights chosen on validation"] = record["seconds"]
         params: dict[str, float | int] = {"pairs": rel.pairs_published,
-                                          "titles": rel.titles_published}
+                                          "titles": rel.titles_published,
+                                          "decay": chosen.recency_decay,
+                                          "content": chosen.content,
+                                          "popularity": chosen.popularity}
         if brain is None:
-            fed_rows.append(_blend_row(name, rel, prep, s.k, decay, params))
+            fed_rows.append(_blend_row(name, rel, prep, s.k, chosen, params))
             continue
-        row, other = _brain_row(name, rel, prep, s, brain, embedder, work_dir, progress)
+        row, other = _brain_row(name, rel, prep, s, chosen, embedder, work_dir, progress)
         fed_rows.append(row)
         other_rows.append(other)
         timings[name] = time.perf_counter() - t
@@ -237,7 +287,7 @@ def run_federated_quality(
     sweep, crossing = _fleet_sweep(crowd, prep, fed, decay, s.k)
     timings["fleet sweep"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
-    info = _info(prep, fed, crowd, releases, sweep, crossing, other_rows, brain,
+    info = _info(prep, fed, crowd, releases, sweep, crossing, other_rows, brain, tuned,
                  sasrec_measured=SASREC in scorers)
     report = build_report(prep, embedder, s.k, [*fed_rows, *methods], FEDERATED, timings)
     return replace(report, federated=info)
@@ -263,11 +313,8 @@ def _brain_row(
     progress: bool,
 ) -> tuple[MethodResult, MethodResult]:
     """The real brain fed the release; the row and the other history's row."""
-    from omega.brain.settings import BrainSettings, RecommenderSettings
-
     t = time.perf_counter()
-    config = BrainSettings(durability="nosync", recency_decay=brain.recency_decay,
-                           recommender=RecommenderSettings(content=brain.content))
+    config = brain.brain_settings()
     factory = local_brain_factory(config, neighbours=neighbours_by_item(rel),
                                   crowd_popularity=popularity_by_item(rel))
     shared = SharedEmbedder(embedder, prep.texts, prep.vectors)
@@ -278,7 +325,8 @@ def _brain_row(
     vh, vn = hit_ndcg(pad_lists(run.val, s.k), [u.val_item for u in prep.users])
     params: dict[str, float | int] = {"pairs": rel.pairs_published,
                                       "titles": rel.titles_published,
-                                      "content": brain.content, "decay": brain.recency_decay}
+                                      "content": brain.content, "decay": brain.recency_decay,
+                                      "popularity": brain.popularity}
     row = MethodResult(name, params,
                        SliceResult.of(pad_lists(run.test, s.k), prep.test_targets, prep.n_items),
                        None, float(vh.mean()), float(vn.mean()), seconds)
@@ -298,6 +346,7 @@ def _info(
     crossing: int | None,
     other_rows: Sequence[MethodResult],
     brain: BrainCrowdSettings | None,
+    tuned: dict[str, dict[str, Any]],
     *,
     sasrec_measured: bool,
 ) -> dict[str, Any]:
@@ -326,9 +375,18 @@ def _info(
     for name, r in rel_info.items():
         text.append(f"  {name:<18} pairs {r['pairs_published']:>7}  titles "
                     f"{r['titles_published']:>6}  σ {r['sigma']:<8} threshold {r['threshold']}")
+    if tuned:
+        text.append("  the brain's weights, chosen per release on the validation items (never the "
+                    "test item; grid of omega.sim.blendtune, product defaults included):")
+        for name, r in tuned.items():
+            text.append(f"    {name:<18} decay {r['decay']}  content {r['content']}  popularity "
+                        f"{r['popularity']}  validation HR@10 {r['val_hr']:.3f} NDCG@10 "
+                        f"{r['val_ndcg']:.4f} (defaults {r['default_val_ndcg']}) "
+                        f"[{r['points']} points, {r['seconds']} s]")
     if brain is not None:
-        text.append(f"  brain: recency decay {brain.recency_decay}, content weight "
-                    f"{brain.content} (the release's lists and popularity via apply_crowd)")
+        text.append(f"  brain: start weights decay {brain.recency_decay}, content "
+                    f"{brain.content}, popularity {brain.popularity} (the release's lists and "
+                    "popularity via apply_crowd)")
     else:
         text.append("  federated rows scored by the brain's formula in numpy (BrainBlendScorer: "
                     "omega.brain.recommender over every title, no MMR), not one brain per user")
@@ -363,6 +421,7 @@ def _info(
             "methods": [{"name": r.name, "hr": r.test.hr, "ndcg": r.test.ndcg}
                         for r in other_rows],
         },
+        "weights_chosen_on_validation": tuned,
         # The figures of BENCHMARKS.md §1; measured: a SASRec row was run in this report.
         "sasrec_reference": ({"hr": sas[0], "ndcg": sas[1], "measured": sasrec_measured}
                              if sas else None),

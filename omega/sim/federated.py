@@ -253,32 +253,59 @@ class BrainBlendScorer:
     def n_items(self) -> int:
         return self._n
 
+    @property
+    def has_lists(self) -> bool:
+        """Whether the release has any list (the brain's popularity weight depends on it)."""
+        return bool(self._lists)
+
     def scores(self, histories: Sequence[IntArray],
                fractions: Sequence[FloatArray] | None = None) -> FloatArray:
         """One row per history (oldest view first), with each view's watch fraction."""
         from omega.brain import recommender as rk
 
-        s, r = self._s, self._s.recommender
+        r = self._s.recommender
         weights = replace(r, popularity=r.popularity_with_crowd) if self._lists else r
-        pop = rk.scale_popularity(self._pop)
         zero = np.zeros(self._n, dtype=np.float32)
         out = np.zeros((len(histories), self._n), dtype=np.float64)
+        crowd, content = self.signals(histories, fractions)
+        pop = self.popularity_signal()
+        for row in range(len(histories)):
+            total, _ = rk.blend(rk.Signals(crowd[row], content[row], pop, zero, zero), weights)
+            out[row] = total
+        return out
+
+    def popularity_signal(self) -> F32:
+        """The release's popularity, scaled as the brain scales it."""
+        from omega.brain import recommender as rk
+
+        return rk.scale_popularity(self._pop)
+
+    def signals(self, histories: Sequence[IntArray],
+                fractions: Sequence[FloatArray] | None = None) -> tuple[F32, F32]:
+        """Each history's crowd and content signals over the catalog (rows), unweighted.
+
+        The crowd row depends on ``recency_decay``, the content row on the
+        ``similar_*`` settings only: a caller trying weights reuses them.
+        """
+        from omega.brain import recommender as rk
+
+        s, r = self._s, self._s.recommender
+        crowd = np.zeros((len(histories), self._n), dtype=np.float32)
+        content = np.zeros((len(histories), self._n), dtype=np.float32)
         for row, hist in enumerate(histories):
             h = hist[::-1][: s.history_length]
             fr = (fractions[row][::-1][: s.history_length] if fractions is not None
                   else np.ones(h.size, dtype=np.float32))
             w = rk.view_weights(fr, decay=s.recency_decay, success_threshold=s.success_threshold,
                                 abandoned_weight=s.abandoned_weight)
-            cf, _ = rk.crowd_scores(h, w, self._lists, self._n)
+            crowd[row], _ = rk.crowd_scores(h, w, self._lists, self._n)
             hs = h[: r.similar_history]
             v = rk.view_weights(fr[: r.similar_history], decay=r.similar_decay,
                                 success_threshold=s.success_threshold,
                                 abandoned_weight=s.abandoned_weight)
-            sim = rk.history_similarity((self._emb[hs] @ self._emb.T).astype(np.float32), v,
-                                        r.similar_sharpness)
-            total, _ = rk.blend(rk.Signals(cf, sim, pop, zero, zero), weights)
-            out[row] = total
-        return out
+            content[row] = rk.history_similarity(
+                (self._emb[hs] @ self._emb.T).astype(np.float32), v, r.similar_sharpness)
+        return crowd, content
 
 
 def neighbours_by_item(release: Release) -> dict[int, list[tuple[int, float]]]:

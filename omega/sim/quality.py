@@ -640,6 +640,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --federated: ε per release (default %(default)s)")
     parser.add_argument("--fleet", type=int, default=1_000_000,
                         help="with --federated: the simulated fleet of federated-dp-1m")
+    parser.add_argument("--no-tune", action="store_true",
+                        help="with --federated: keep the brain's default weights instead of "
+                             "choosing decay, content and popularity weights per release on "
+                             "the validation items (as every baseline's parameters are)")
     parser.add_argument(
         "--no-sasrec",
         action="store_true",
@@ -716,6 +720,7 @@ def _run_federated(
         progress=not args.no_progress,
         cache_dir=cache_dir,
         work_dir=args.work_dir,
+        tune=not args.no_tune,
     )
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_text(report))
     return 0

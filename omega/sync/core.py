@@ -19,6 +19,11 @@ state and outbound queue), written *before* the step it protects:
   and the brain is unchanged. New content goes into the catalog with its embedding,
   then the crowd lists with the version (one transaction each; a crash between
   them re-pulls the same delta, and re-adding content is a no-op).
+- **the hub's key**: a pull names the hub's current report key with the hub's
+  signature over it; the TV adopts a newer key only if the signature verifies with
+  its provisioned verify key (``keysign.accept_announcement``). A refused
+  announcement never refuses the pull: the lists merge, the TV keeps its key, logs
+  one warning per distinct announcement and counts it in its status.
 """
 
 from __future__ import annotations
@@ -37,6 +42,12 @@ from omega.brain.api import Brain, Content
 from omega.brain.crowd import check_crowd_update
 from omega.brain.errors import BrainError
 from omega.errors import OmegaError
+from omega.federation.keysign import (
+    AnnouncementError,
+    StaleAnnouncement,
+    accept_announcement,
+    verify_announcement,
+)
 from omega.federation.report import HubKey, Randomizer, title_key
 from omega.protocol import HeartbeatAck, PullResp, PushAck, RateLimited
 from omega.protocol.vectors import embedding_from_wire
@@ -150,6 +161,12 @@ class SyncCore:
         self._keys: list[int] = []
         self._link: ShardLink | None = None
         self._announced = 0
+        self._verify = bytes.fromhex(settings.hub_verify_key) if settings.hub_verify_key \
+            else None
+        #: The stored key whose signature last verified (checked once per process).
+        self._verified: tuple[int, bytes, bytes] | None = None
+        #: Refused announcements already logged: one warning each, not one per pull.
+        self._warned: set[tuple[int, bytes, bytes, str]] = set()
         self.last_push_real = 0
         groups = settings.all_groups()
         self.group = pick(groups, settings.device_id, settings.region) if groups else None
@@ -162,12 +179,30 @@ class SyncCore:
     # -- the hub's key -------------------------------------------------------------
 
     def hub_key(self) -> HubKey | None:
+        """The key reports are sealed to: the provisioned one, or a newer one a pull
+        announced whose signature verifies with the provisioned verify key. A stored
+        key that does not verify (stored unsigned by an older version, or no verify
+        key now) is not used."""
         s = self.settings
         best = HubKey(s.hub_key_id, bytes.fromhex(s.hub_public_key)) if s.hub_public_key else None
         got = _unpack(self.brain.sync_state(K_HUB), None)
         if got and (best is None or int(got[0]) > best.key_id):
-            best = HubKey(int(got[0]), bytes(got[1]))
+            stored = (int(got[0]), bytes(got[1]), bytes(got[2]) if len(got) > 2 else b"")
+            if self._stored_ok(stored):
+                best = HubKey(stored[0], stored[1])
         return best
+
+    def _stored_ok(self, stored: tuple[int, bytes, bytes]) -> bool:
+        if stored == self._verified:
+            return True
+        if self._verify is None:
+            return False
+        try:
+            verify_announcement(self._verify, *stored)
+        except AnnouncementError:
+            return False
+        self._verified = stored
+        return True
 
     # -- build ---------------------------------------------------------------------
 
@@ -330,11 +365,39 @@ class SyncCore:
                                        vectors={c.id: vectors[c.id] for c in fresh})
         self.brain.apply_crowd(dict(resp.neighbours), dict(resp.popularity),
                                list(resp.trends), resp.global_version)
-        key_id, key_pub = resp.hub_key_id, resp.hub_public_key
+        self._take_key(resp.hub_key_id, resp.hub_public_key, resp.hub_key_sig)
+
+    def _take_key(self, key_id: int, public: bytes, sig: bytes) -> None:
+        """Adopt the announced key if the hub signed it and it is newer; otherwise keep
+        the current one (the pull itself stands)."""
         current = self.hub_key()
-        if key_id and len(key_pub) == 32 and (current is None or key_id > current.key_id):
-            self.brain.set_sync_state(K_HUB, _pack([key_id, key_pub]))
-            log.info("hub key rotated", extra={"fields": {"hub_key_id": key_id}})
+        try:
+            new = accept_announcement(current, key_id, public, sig, self._verify)
+        except AnnouncementError as exc:
+            stale = isinstance(exc, StaleAnnouncement)
+            counter = "hub_key_stale" if stale else "hub_key_refused"
+            info = self._get_info()
+            fields: dict[str, Any] = {counter: int(info.get(counter, 0)) + 1}
+            if not stale:
+                fields["hub_key_refusal"] = f"{exc.reason}: {exc.message}"[:300]
+            self._info(**fields)
+            seen = (key_id, public, sig, exc.reason)
+            if seen not in self._warned:
+                if len(self._warned) >= 64:  # a new forgery every pull: stay bounded
+                    self._warned.clear()
+                self._warned.add(seen)
+                # A genuine but older key is what a lagging shard replica serves: no alarm.
+                (log.info if stale else log.warning)(
+                    "hub key announcement refused; keeping the current key",
+                    extra={"fields": {"reason": exc.reason, "announced_key_id": key_id,
+                                      "current_key_id": current.key_id if current else 0,
+                                      "detail": exc.message[:200]}})
+            return
+        if new is not None:
+            self.brain.set_sync_state(K_HUB, _pack([new.key_id, new.public, sig]))
+            self._verified = (new.key_id, new.public, sig)
+            log.info("hub key rotated (signature verified)",
+                     extra={"fields": {"hub_key_id": new.key_id}})
 
     # -- the cycle -----------------------------------------------------------------
 
@@ -425,6 +488,12 @@ class SyncCore:
             "backoff": self.schedule.state(self._mono()),
             "global_version": self.applied_version(),
             "hub_key_id": hub.key_id if hub else 0,
+            # Key announcements refused (forged, unsigned, malformed, or no verify key
+            # to check them with), the last reason, and genuine older ones ignored.
+            "hub_key_refused": int(info.get("hub_key_refused", 0)),
+            "hub_key_refusal": info.get("hub_key_refusal", ""),
+            "hub_key_stale": int(info.get("hub_key_stale", 0)),
+            "hub_verify_key": self._verify is not None,
             "budget_used_today": int(contrib.get("used", 0))
             if int(contrib.get("day", -1)) == today else 0,
             "daily_budget": self.settings.daily_budget,

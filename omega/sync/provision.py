@@ -1,11 +1,14 @@
-"""Provisioning a TV: its device id, device key, region, shard map and hub key, in
-one step (``omega-node tv provision``).
+"""Provisioning a TV: its device id, device key, region, shard map and the hub's
+keys, in one step (``omega-node tv provision``).
 
 Run where the fleet key is (the factory or the operator's machine), never on the
 TV: the TV gets only its own device key, ``HMAC(fleet_key, device_id)`` — what the
 shard derives to check its signatures — in a file readable by its owner alone,
-and a config whose ``[secrets] device_key`` points at that file. The hub's public
-key is public; its id lets the hub rotate keys.
+and a config whose ``[secrets] device_key`` points at that file. The hub's keys
+are public (``ctl federation`` on the hub prints them as a ``provision`` line):
+its current report key and id, which the TV seals to, and its long-term verify
+key, the TV's trust anchor — later report keys reach the TV through its shard,
+and it adopts one only if the hub's signature over it verifies with this key.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from omega.errors import ConfigError
+from omega.federation.keysign import MalformedAnnouncement, parse_verify_key
 from omega.federation.report import HubKey
 from omega.protocol import derive_device_key
 from omega.sync.settings import ShardGroup, SyncSettings, Tier
@@ -55,14 +59,26 @@ def toml_value(value: object) -> str:
 
 
 def provision(out_dir: Path, *, device_id: str, region: str, groups: Sequence[ShardGroup],
-              hub: HubKey, fleet_key: bytes, tier: Tier = "active",
-              data_dir: Path | None = None, force: bool = False) -> Provisioned:
-    """Write ``tv.toml`` and ``device.key`` (mode 0600) for one TV into ``out_dir``."""
+              hub: HubKey, hub_verify_key: bytes | None, fleet_key: bytes,
+              tier: Tier = "active", data_dir: Path | None = None,
+              force: bool = False) -> Provisioned:
+    """Write ``tv.toml`` and ``device.key`` (mode 0600) for one TV into ``out_dir``.
+
+    ``hub_verify_key``: the hub's Ed25519 verify key (``ctl federation`` on the hub).
+    ``None`` makes a TV that keeps ``hub`` for ever: it refuses every rotation,
+    since it cannot tell the hub's next key from a shard's (tests only).
+    """
     if len(fleet_key) < 16:
         raise ConfigError("--fleet-key", "fleet_key", "the fleet key is at least 16 bytes")
+    verify_hex = ""
+    if hub_verify_key is not None:
+        try:
+            verify_hex = parse_verify_key(hub_verify_key).hex()
+        except MalformedAnnouncement as exc:
+            raise ConfigError("--hub-verify-key", "hub_verify_key", exc.message) from None
     settings = SyncSettings(enabled=True, device_id=device_id, region=region,
                             groups=tuple(groups), tier=tier, hub_key_id=hub.key_id,
-                            hub_public_key=hub.public.hex())
+                            hub_public_key=hub.public.hex(), hub_verify_key=verify_hex)
     if not any(g.region == region for g in groups):
         raise ConfigError("--group", "groups", f"no group serves region {region!r}")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -85,6 +101,8 @@ def provision(out_dir: Path, *, device_id: str, region: str, groups: Sequence[Sh
         f"region = {toml_value(region)}", f"tier = {toml_value(tier)}",
         f"hub_key_id = {hub.key_id}", f"hub_public_key = {toml_value(hub.public.hex())}",
     ]
+    if verify_hex:
+        lines.append(f"hub_verify_key = {toml_value(verify_hex)}")
     for g in groups:
         lines += ["", "[[sync.groups]]", f"name = {toml_value(g.name)}",
                   f"region = {toml_value(g.region)}",

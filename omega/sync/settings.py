@@ -84,6 +84,11 @@ class SyncSettings:
     #: The hub's public key (hex, 32 bytes) and its id; pulls may bring newer ones.
     hub_key_id: int = 0
     hub_public_key: str = ""
+    #: The hub's Ed25519 verify key (hex, 32 bytes): a newer key a pull announces is
+    #: adopted only if the hub's signature over it verifies with this key. Empty (a
+    #: TV provisioned before keys were signed): every rotation is refused and the TV
+    #: keeps sealing to ``hub_public_key`` (docs/sync.md, "The hub's key").
+    hub_verify_key: str = ""
     #: Pull requests per sync at most (a long delta comes in bounded pieces).
     pull_max_rounds: int = 64
 
@@ -119,6 +124,12 @@ class SyncSettings:
                 raw = b""
             require(len(raw) == 32, "hub_public_key", "must be 64 hex digits (32 bytes)")
             require(self.hub_key_id > 0, "hub_key_id", "a hub public key needs its id (>= 1)")
+        if self.hub_verify_key:
+            try:
+                vk = bytes.fromhex(self.hub_verify_key)
+            except ValueError:
+                vk = b""
+            require(len(vk) == 32, "hub_verify_key", "must be 64 hex digits (32 bytes)")
         require(1 <= self.pull_max_rounds <= 1000, "pull_max_rounds", "must be 1-1000")
 
     @property

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,74 +27,23 @@ from shard_harness import DEDUP_SECRET, FLEET_KEY, REPO, ShardCluster, _toml, wa
 from omega.client import ClientSettings, DeviceClient
 from omega.errors import OmegaError, ProtocolError
 from omega.federation.report import HubKey, coview, seal
-from omega.protocol import CtlReply, CtlRequest, PullResp, decode, derive_device_key, encode
+from omega.protocol import (
+    CtlReply,
+    CtlRequest,
+    ErrorReply,
+    Message,
+    PullResp,
+    decode,
+    derive_device_key,
+    encode,
+)
 from omega.transport import RpcClient, TransportSettings
 from tests.nodeproc import free_ports
+from tests.tcptap import TcpTap
 
 RAFT_PASSWORD = "federation-test-raft-password-0123"
 
 
-class CaptureProxy:
-    """A TCP relay in front of a node that records every byte the node receives:
-    the byte capture of what a shard sends the aggregator, or the aggregator the hub."""
-
-    def __init__(self, target: str) -> None:
-        import socket
-
-        host, _, port = target.removeprefix("tcp://").rpartition(":")
-        self._target = (host, int(port))
-        self._srv = socket.create_server(("127.0.0.1", 0))
-        self.address = f"tcp://127.0.0.1:{self._srv.getsockname()[1]}"
-        self.received = bytearray()
-        self._lock = threading.Lock()
-        self._socks: list[Any] = [self._srv]
-        self._closed = False
-        threading.Thread(target=self._accept, daemon=True, name="capture").start()
-
-    def _accept(self) -> None:
-        import socket
-
-        while not self._closed:
-            try:
-                client, _ = self._srv.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self._target, timeout=2)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            with self._lock:
-                self._socks += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
-
-    def _pump(self, src: Any, dst: Any, record: bool) -> None:
-        try:
-            while data := src.recv(65536):
-                if record:
-                    with self._lock:
-                        self.received += data
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.close()
-
-    def captured(self) -> bytes:
-        with self._lock:
-            return bytes(self.received)
-
-    def close(self) -> None:
-        self._closed = True
-        with self._lock:
-            socks = list(self._socks)
-        for s in socks:
-            with contextlib.suppress(OSError):
-                s.close()
 REGION = "eu"
 
 
@@ -143,15 +92,20 @@ class NodeProc:
             except subprocess.TimeoutExpired:
                 self.kill()
 
-    def ctl(self, command: str, target: str = "", timeout: float = 10.0) -> Any:
-        """The node's answer (payload), or None when it does not answer now."""
+    def ask(self, command: str, target: str = "", timeout: float = 10.0) -> Message | None:
+        """The node's reply (``CtlReply`` or ``ErrorReply``), or None when it does not
+        answer now."""
         if not self.alive:
             return None
         try:
-            reply = decode(self._ctl.request(encode(CtlRequest(command, target)),
-                                             timeout_s=timeout))
+            return decode(self._ctl.request(encode(CtlRequest(command, target)),
+                                            timeout_s=timeout))
         except OmegaError:
             return None
+
+    def ctl(self, command: str, target: str = "", timeout: float = 10.0) -> Any:
+        """The node's answer (payload), or None when it does not answer now."""
+        reply = self.ask(command, target, timeout)
         return reply.payload if isinstance(reply, CtlReply) else None
 
     def close(self) -> None:
@@ -176,16 +130,26 @@ class Constellation:
     def __init__(self, root: Path, *, k: int = 5) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.root = root
+        # Every port that carries federation or device traffic is reached through a
+        # recording relay (tests/tcptap.py): what each node receives is captured. The
+        # relays bind first, so no node's port is one a relay took.
+        self.agg_tap = TcpTap(name="agg")
+        self.hub_taps = [TcpTap(name=f"hub{i}") for i in range(3)]
+        self.pub_taps = [TcpTap(name=f"hub{i}-pub") for i in range(3)]
+        self.device_taps = {g: [TcpTap(name=f"shard-{g}{i}") for i in range(3)]
+                            for g in ("a", "b")}
         ports = free_ports(10)
         hub_listen = [f"tcp://127.0.0.1:{p}" for p in ports[0:3]]
         hub_raft = [f"127.0.0.1:{p}" for p in ports[3:6]]
         hub_pub = [f"tcp://127.0.0.1:{p}" for p in ports[6:9]]
         self.aggregator_listen = f"tcp://127.0.0.1:{ports[9]}"
         self.hub_listen = hub_listen
-        # What the aggregator and each hub replica receive goes through a recording relay.
-        self.agg_capture = CaptureProxy(self.aggregator_listen)
-        self.hub_captures = [CaptureProxy(a) for a in hub_listen]
-        hub_via = [p.address for p in self.hub_captures]
+        self.agg_tap.relay_to(self.aggregator_listen)
+        for tap, listen in zip(self.hub_taps, hub_listen, strict=True):
+            tap.relay_to(listen)
+        for tap, pub in zip(self.pub_taps, hub_pub, strict=True):
+            tap.relay_to(pub)
+        hub_via = [p.address for p in self.hub_taps]
         peers = [f"{r}={ls}" for r, ls in zip(hub_raft, hub_via, strict=True)]
         self.hubs = [
             NodeProc(f"hub{i}", "hub", root, "\n".join([
@@ -205,15 +169,30 @@ class Constellation:
             "interval_s = 0.3", "min_batches = 1", "max_wait_s = 0.0",
         ]) + "\n")
         fed = "\n".join([
-            "[shard.federation]", f"aggregator = {_toml([self.agg_capture.address])}",
-            f"hub = {_toml(hub_via)}", f"hub_publish = {_toml(hub_pub)}",
+            "[shard.federation]", f"aggregator = {_toml([self.agg_tap.address])}",
+            f"hub = {_toml(hub_via)}",
+            f"hub_publish = {_toml([p.address for p in self.pub_taps])}",
             "forward_interval_s = 0.3", "catch_up_interval_s = 0.5",
         ])
         for name in ("a", "b"):
             (root / f"shard-{name}").mkdir(exist_ok=True)
         self.shards = {name: ShardCluster(root / f"shard-{name}", shard={"k_anonymity": k},
-                                          workers=8, launcher="omega-node", extra=fed)
+                                          workers=8, launcher="omega-node", extra=fed,
+                                          advertise=self._device_tap(name))
                        for name in ("a", "b")}
+
+    def _device_tap(self, group: str) -> Callable[[str], str]:
+        """Each shard replica advertises a relay in front of its device port: TVs dial
+        the relays, and a follower's ``not_leader`` sends them to the leader's relay."""
+        free = iter(self.device_taps[group])
+
+        def advertise(listen: str) -> str:
+            return next(free).relay_to(listen).address
+        return advertise
+
+    def taps(self) -> list[TcpTap]:
+        return [*(t for ts in self.device_taps.values() for t in ts), self.agg_tap,
+                *self.hub_taps, *self.pub_taps]
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -227,13 +206,16 @@ class Constellation:
         self.wait_hub(timeout)
         for c in self.shards.values():
             c.wait_leader(timeout)
+        # A node that could not start (a port taken meanwhile) fails here, not later as
+        # a group that lost its majority at the first kill.
+        dead = [n for n in self.all_nodes() if not n.alive]
+        assert not dead, "\n".join(f"--- {n.name} ---\n{n.log_tail()}" for n in dead)
 
     def hub_leader(self) -> NodeProc | None:
-        for h in self.hubs:
-            st = _fed_status(h)
-            if st and st.get("leader"):
-                return h
-        return None
+        """The one hub replica that says it leads (None while none or two do: a deposed
+        leader may not know it yet)."""
+        leads = [h for h in self.hubs if (st := _fed_status(h)) and st.get("leader")]
+        return leads[0] if len(leads) == 1 else None
 
     def wait_hub(self, timeout: float = 60.0) -> NodeProc:
         """A hub leader with a key and a first release announcing it."""
@@ -252,8 +234,8 @@ class Constellation:
         self.aggregator.close()
         for h in self.hubs:
             h.close()
-        for p in [self.agg_capture, *self.hub_captures]:
-            p.close()
+        for t in self.taps():
+            t.close()
 
     def logs(self) -> str:
         out = [f"--- {h.name} ---\n{h.log_tail()}" for h in [*self.hubs, self.aggregator]]
@@ -266,11 +248,26 @@ class Constellation:
         lead = self.shards[name].wait_leader()
         return ctl_target(lead.control, "federation", "trigger")
 
+    def hub_ctl(self, command: str, target: str = "", *, timeout: float = 120.0,
+                idempotent: bool = False) -> dict[str, Any]:
+        """``command`` on the hub leader. Leadership can move between finding the leader
+        and asking it (it flaps on a loaded machine): a ``not_leader`` refusal did
+        nothing, so the new leader is asked, until ``timeout``. With ``idempotent``
+        any failure is retried (asking twice does what asking once does)."""
+        def attempt() -> dict[str, Any] | None:
+            lead = self.wait_hub(timeout)
+            reply = lead.ask(command, target, timeout=min(60.0, timeout))
+            if isinstance(reply, CtlReply) and isinstance(reply.payload, dict):
+                return dict(reply.payload)
+            if idempotent or (isinstance(reply, ErrorReply) and reply.code == "not_leader"):
+                return None
+            raise AssertionError(f"{lead.name}: ctl {command} {target}: {reply}\n"
+                                 f"{lead.log_tail()}")
+        return wait_for(attempt, timeout, f"the hub leader to do {command} {target}",
+                        interval=0.1)
+
     def hub_release(self) -> dict[str, Any]:
-        lead = self.wait_hub()
-        out = lead.ctl("federation", "trigger", timeout=30.0)
-        assert isinstance(out, dict), lead.log_tail()
-        return out
+        return self.hub_ctl("federation", "trigger")
 
     def hub_status(self) -> dict[str, Any]:
         lead = self.wait_hub()
@@ -282,8 +279,12 @@ class Constellation:
         """Forward until the hub holds ``expect_reports`` reports (then the shards and
         the aggregator hold none)."""
         def arrived() -> dict[str, Any] | None:
+            # Nudges only (every stage forwards on its interval too): a shard leader
+            # that just lost its leadership, or is restarting, is asked again next time.
             for name in self.shards:
-                ctl_target(self.shards[name].wait_leader().control, "federation", "trigger")
+                with contextlib.suppress(AssertionError, OmegaError):
+                    ctl_target(self.shards[name].wait_leader().control, "federation",
+                               "trigger")
             self.aggregator.ctl("federation", "trigger")
             lead = self.hub_leader()
             st = _fed_status(lead) if lead else None
@@ -392,10 +393,12 @@ def pull_all(dev: DeviceClient, since: int = 0, max_pulls: int = 200) -> tuple[i
 
 
 def scan_files(root: Path) -> bytes:
-    """Every byte a node keeps on disk (LMDB files, Raft journal, logs)."""
+    """Every byte a node keeps on disk (LMDB files, Raft journal, logs), but the
+    embedder's model file a hub copies into ``models/`` (22 MB, the same on every hub,
+    shipped with the package: searching it for hundreds of needles took seconds)."""
     chunks = []
     for p in sorted(root.rglob("*")):
-        if p.is_file() and not p.name.endswith(".sock"):
+        if p.is_file() and not p.name.endswith(".sock") and p.parent.name != "models":
             chunks.append(p.read_bytes())
     return b"".join(chunks)
 
@@ -424,8 +427,8 @@ class AgentTv:
 
     @classmethod
     def open(cls, root: Path, name: str, endpoints: Sequence[str], group: str, key: HubKey,
-             catalog: Sequence[tuple[str, str]], *, embedder: Any = None, seed: int = 0
-             ) -> AgentTv:
+             catalog: Sequence[tuple[str, str]], *, embedder: Any = None, seed: int = 0,
+             verify_key: bytes | None = None) -> AgentTv:
         import random
 
         from omega.brain.api import Brain, Content
@@ -436,8 +439,10 @@ class AgentTv:
         from omega.sync.settings import ShardGroup
 
         grp = ShardGroup(group, REGION, tuple(endpoints))
+        # verify_key: the hub's (``Constellation.hub_status()["verify_key"]``); without
+        # one the TV keeps ``key`` and refuses every rotation.
         prov = provision(root / name, device_id=name, region=REGION, groups=[grp], hub=key,
-                         fleet_key=FLEET_KEY)
+                         hub_verify_key=verify_key, fleet_key=FLEET_KEY)
         device_key = device_key_from_secret(prov.key_file.read_bytes(), str(prov.key_file))
         opts: dict[str, Any] = {"embedder": embedder} if embedder is not None else {}
         brain = Brain.open(root / name / "data", BrainSettings(durability="nosync"), **opts)
@@ -465,7 +470,7 @@ class AgentTv:
 
 def sync_tvs(root: Path, endpoints: Sequence[str], group: str, key: HubKey,
              catalog: Sequence[tuple[str, str]], plan: dict[str, list[str]], start: float,
-             threads: int = 8) -> dict[str, Any]:
+             threads: int = 8, verify_key: bytes | None = None) -> dict[str, Any]:
     """Each TV (small brain: the hash embedder) watches its titles, then runs one sync
     of the agent's cycle (build → push → pull); the outcome of each, by name."""
     from omega.brain.embedder import HashEmbedder
@@ -477,7 +482,8 @@ def sync_tvs(root: Path, endpoints: Sequence[str], group: str, key: HubKey,
     def run(mine: Iterable[str]) -> None:
         for name in mine:
             t = AgentTv.open(root, name, endpoints, group, key, catalog,
-                             embedder=HashEmbedder(), seed=zlib.crc32(name.encode()))
+                             embedder=HashEmbedder(), seed=zlib.crc32(name.encode()),
+                             verify_key=verify_key)
             try:
                 t.watch(plan[name], start)
                 outcome = t.core.sync()

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -54,11 +54,14 @@ class ShardProc:
     def __init__(self, name: str, root: Path, listen: str, raft: str, partners: list[str],
                  shard: dict[str, Any], raft_opts: dict[str, Any], workers: int,
                  launcher: Launcher, extra: str = "", *, password: bytes | None = None,
-                 umask: int | None = None, transport: dict[str, Any] | None = None) -> None:
+                 umask: int | None = None, transport: dict[str, Any] | None = None,
+                 advertise: str = "") -> None:
         self.name = name
         self.password = password
         self.umask = umask
         self.listen = listen
+        #: The device-facing address TVs are sent to (e.g. a recording relay in front).
+        self.advertise = advertise or listen
         self.raft = raft
         self.data_dir = root / name
         self.cfg_path = root / f"{name}.toml"
@@ -73,7 +76,7 @@ class ShardProc:
             f"control = {_toml(self.control)}", 'log_level = "warning"',
             "[transport]", f"workers = {workers}", "request_timeout_s = 2.0",
             *(f"{k} = {_toml(v)}" for k, v in (transport or {}).items()),
-            "[shard]", f"advertise = {_toml(listen)}",
+            "[shard]", f"advertise = {_toml(self.advertise)}",
             *(f"{k} = {_toml(v)}" for k, v in shard.items()),
             "[shard.raft]", f"self_address = {_toml(raft)}", f"partners = {_toml(partners)}",
             "dev_mode = true",
@@ -217,7 +220,10 @@ class ShardCluster:
                  raft: dict[str, Any] | None = None, workers: int = 64,
                  launcher: Launcher | None = None, extra: str = "",
                  password: bytes | None = None, umask: int | None = None,
-                 transport: dict[str, Any] | None = None) -> None:
+                 transport: dict[str, Any] | None = None,
+                 advertise: Callable[[str], str] | None = None) -> None:
+        """``advertise``: the device-facing address for a replica's listen address
+        (default: the listen address itself)."""
         if launcher is None:
             env = os.environ.get("OMEGA_SHARD_LAUNCHER", "omega-node")
             launcher = "runner" if env == "runner" else "omega-node"
@@ -227,13 +233,15 @@ class ShardCluster:
         self.nodes = [
             ShardProc(f"s{i}", root, f"tcp://127.0.0.1:{ports[i]}", rafts[i],
                       [r for r in rafts if r != rafts[i]], shard_opts, raft or {}, workers,
-                      launcher, extra, password=password, umask=umask, transport=transport)
+                      launcher, extra, password=password, umask=umask, transport=transport,
+                      advertise=advertise(f"tcp://127.0.0.1:{ports[i]}") if advertise else "")
             for i in range(n)
         ]
 
     @property
     def endpoints(self) -> list[str]:
-        return [n.listen for n in self.nodes]
+        """Where TVs dial: each replica's advertised device address."""
+        return [n.advertise for n in self.nodes]
 
     def start(self, timeout: float = 60.0) -> ShardProc:
         for node in self.nodes:

@@ -8,7 +8,9 @@ without actors, so that the shard's tests and benchmark exercise exactly the
 store, the service and the transport. Besides the device-facing socket it serves
 a control socket (``[node] control``) answering ``CtlRequest``:
 ``raft`` (``ShardService.raft_status()``), ``shard`` (stats and state digest),
-``global N`` (publish a synthetic release of N titles, on the leader), ``health``,
+``global N`` (publish a synthetic release of N titles, on the leader), ``global
+announce:VERSION:KEY_ID:PUBLIC_HEX:SIG_HEX`` (a release of one title announcing that
+hub key with that signature: what a hostile shard operator could inject), ``health``,
 ``stop``. SIGTERM/SIGINT: orderly close, exit 0.
 """
 
@@ -72,8 +74,10 @@ def main() -> int:
                 payload = {**service.stats(), "applied_index": index, "state_hash": digest}
             elif msg.command == "global":
                 # Test and benchmark scaffolding: publish a synthetic global release.
-                payload = {"result": list(service.set_global_update(
-                    synthetic_update(int(msg.target or "100"))))}
+                target = msg.target or "100"
+                update = announce_update(target) if target.startswith("announce:") \
+                    else synthetic_update(int(target))
+                payload = {"result": list(service.set_global_update(update))}
             elif msg.command == "health":
                 payload = {"ok": True}
             elif msg.command == "stop":
@@ -115,6 +119,14 @@ def synthetic_update(titles: int, version: int = 1) -> GlobalUpdate:
     popularity = tuple((n, float(titles - i)) for i, n in enumerate(names))
     trends = (("eu", tuple((n, 1.0) for n in names[:20])),)
     return GlobalUpdate(version, neighbours[:2000], popularity[:2000], trends)
+
+
+def announce_update(target: str) -> GlobalUpdate:
+    """``announce:VERSION:KEY_ID:PUBLIC_HEX:SIG_HEX`` → a one-title release naming that key."""
+    _, version, key_id, public, sig = target.split(":")
+    return GlobalUpdate(int(version), popularity=((f"title-v{version}", 1.0),),
+                        hub_key_id=int(key_id), hub_public_key=bytes.fromhex(public),
+                        hub_key_sig=bytes.fromhex(sig))
 
 
 def _profile_threads() -> list[Any]:

@@ -56,7 +56,10 @@ def test_schemathesis_finds_nothing(nodes: dict[str, str], tmp_path: Path) -> No
         out = subprocess.run(
             [str(SCHEMATHESIS), "run", f"{url}/api/v1/openapi.json", "--checks", "all",
              "-H", "Authorization: Bearer " + ROLE_TOKEN["admin"].decode(),
-             "--max-examples", "15", "--seed", "1", "--no-color"],
+             "--max-examples", "15", "--seed", "1", "--no-color",
+             # The hub's first content add loads the embedder (seconds, more under load):
+             # schemathesis's 10 s default calls that a network error or a slow response.
+             "--request-timeout", "120", "--max-response-time", "120"],
             capture_output=True, text=True, timeout=300, cwd=tmp_path)  # its cache goes there
         tail = out.stdout[-3000:]
         assert out.returncode == 0, f"{role}:\n{tail}\n{out.stderr[-2000:]}"

@@ -1,8 +1,9 @@
 """The federation path end to end, with real processes on 127.0.0.1.
 
 One constellation for the module (hub ×3, aggregator, shards A and B ×3, each node
-the real ``omega-node``). The co-view test's 200 TVs on shard A and the TVs on
-shard B run the sync agent's cycle in this process (``SyncCore`` over
+the real ``omega-node``) and one co-view round (a module fixture, which the
+recommendation, file-scan and byte-capture tests read): its 200 TVs on shard A and
+the TVs on shard B run the sync agent's cycle in this process (``SyncCore`` over
 ``DeviceLink``, provisioned by ``omega.sync.provision``; small brains with the hash
 embedder, the TV that recommends with the real ONNX model); the kill -9 rounds push
 sealed co-view reports with ``DeviceClient`` directly, so each test knows every
@@ -14,6 +15,11 @@ release; the DP maths is tested on its own (tests/unit/test_federation_*.py).
 - content added at the hub reaches every TV;
 - no node's files hold a (device, title) pair: shards hold no title, the
   aggregator neither devices nor titles, the hub no device;
+- no stage receives one over the network: a recording relay (tests/tcptap.py) sits
+  in front of every shard replica's device port (the replicas advertise it, so TVs
+  reach the leader through it), the aggregator, every hub replica and its Pub/Sub
+  port; the test decodes what each received and looks for every device and title
+  the round's TVs used, in every form;
 - kill -9 of the shard leader, the aggregator, the hub leader during a round: the
   next release counts every acknowledged report exactly once.
 """
@@ -26,13 +32,14 @@ import json
 import random
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from federation_harness import (
     DEDUP_SECRET,
+    REGION,
     AgentTv,
     Constellation,
     Pushed,
@@ -44,9 +51,25 @@ from federation_harness import (
     tv,
     wait_for,
 )
+from shard_harness import FLEET_KEY
 
-from omega.federation.report import HubKey, title_key
+from omega.errors import OmegaError
+from omega.federation.report import REPORT_BYTES, HubKey, title_key
+from omega.protocol import (
+    BatchAck,
+    ErrorReply,
+    GlobalUpdate,
+    Heartbeat,
+    Pull,
+    Push,
+    RegionBatch,
+    ShardBatch,
+    UpdateRequest,
+    decode,
+    derive_device_key,
+)
 from tests.nodeproc import run_cli
+from tests.tcptap import IN, OUT, Direction, Frame, TcpTap, found, frames_of
 
 K = 5
 #: Distinctive ids, so a byte scan cannot find them by accident.
@@ -56,6 +79,35 @@ CATALOG = [{"id": f"ttl-{g.split()[0].lower()}-{j:02d}", "title": f"{g} story nu
             "metadata": {"genres": [g], "description": f"A {g.lower()} with chapter {j}."}}
            for g in GENRES for j in range(3)]
 ANCHOR, FAR = "ttl-western-00", "ttl-cooking-01"
+#: The round's TVs, named so that every device id is a needle of 8 bytes or more.
+ANCHOR_TVS, GENRE_TVS, IDLE_TVS = "tv-a-anchor-", "tv-a-genre-", "tv-b-idle-"
+RECO, PROBE = "tv-b-recommends", "tv-a-keyprobe"
+
+
+def _hub_cli(c: Constellation, args: list[str], *, idempotent: bool = False) -> Any:
+    """``omega-node ctl ARGS`` on the hub leader. Hub leadership can flap on a loaded
+    machine between finding the leader and asking it: a "not the leader" refusal did
+    nothing, so the leader of the moment is asked until it answers, within a deadline
+    (with ``idempotent``, after any failure: asking twice does what asking once does)."""
+    def ask() -> Any:
+        lead = c.wait_hub()
+        out = run_cli(["ctl", "--control", lead.control, "--timeout", "120", *args],
+                      timeout=180)
+        if out.returncode == 0:
+            return json.loads(out.stdout)
+        if idempotent or "not the leader" in out.stderr:
+            return None
+        raise AssertionError(f"{lead.name}: ctl {' '.join(args)}: {out.stderr}")
+
+    return wait_for(ask, 400, f"the hub leader to do {' '.join(args)}", interval=0.2)
+
+
+def _add_catalog(c: Constellation) -> dict[str, Any]:
+    """The catalog, embedded by the hub (adding the same titles again rewrites them)."""
+    path = c.root / "catalog.jsonl"
+    path.write_text("".join(json.dumps(item) + "\n" for item in CATALOG))
+    got: dict[str, Any] = _hub_cli(c, ["content", "add", str(path)], idempotent=True)
+    return got
 
 
 @pytest.fixture(scope="module")
@@ -64,13 +116,7 @@ def const(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Constellation]:
     try:
         c.start()
         # The hub embeds every title itself (no embedding given): the TV's ONNX model.
-        path = c.root / "catalog.jsonl"
-        path.write_text("".join(json.dumps(item) + "\n" for item in CATALOG))
-        lead = c.wait_hub()
-        out = run_cli(["ctl", "--control", lead.control, "--timeout", "120", "content", "add",
-                       str(path)], timeout=180)
-        assert out.returncode == 0, out.stderr
-        assert json.loads(out.stdout) == {"added": len(CATALOG), "embedded": len(CATALOG)}
+        assert _add_catalog(c) == {"added": len(CATALOG), "embedded": len(CATALOG)}
         yield c
     except BaseException:
         print(c.logs())
@@ -89,17 +135,41 @@ def _released_everywhere(c: Constellation, version: int) -> None:
         def done(group: Any = group) -> bool:
             st = ctl_target(group.wait_leader().control, "federation", "status")
             return bool((st.get("release_complete") or 0) >= version)
-        wait_for(done, 30, f"shard {name} at release {version}", interval=0.1)
+        wait_for(done, 30, f"shard {name} at release {version}", interval=0.1,
+                 retry_on=(AssertionError, OmegaError))  # a leader change meanwhile
 
 
-def test_coviews_on_shard_a_change_recommendations_on_shard_b(
-        const: Constellation, tmp_path: Path) -> None:
-    """200 TVs on shard A and one on shard B, each running the sync agent's cycle
+@dataclass
+class CoviewRound:
+    """The co-view round (shard A's TVs → the hub → the TV on shard B), what the
+    test knows of it, and where each tap's capture of it begins."""
+
+    before: list[Any]
+    after: list[Any]
+    release: dict[str, Any]
+    key: HubKey
+    plan: dict[str, list[str]]  # shard A's TVs and what each watched
+    b_tvs: list[str]  # shard B's TVs (the one that recommends, then the idle ones)
+    marks: dict[str, int]  # tap name -> its mark when the round began
+    ends: dict[str, int]  # ... and when it ended
+    seconds: float
+
+
+@pytest.fixture(scope="module")
+def coview_round(const: Constellation, tmp_path_factory: pytest.TempPathFactory
+                 ) -> CoviewRound:
+    """200 TVs on shard A and K on shard B, each running the sync agent's cycle
     (``SyncCore``: build → seal → push 8 reports, dummies filling → pull → merge)."""
+    tmp = tmp_path_factory.mktemp("round")
+    t0 = time.monotonic()
+    marks = {t.name: t.mark() for t in const.taps()}
     catalog = [(i["id"], i["title"]) for i in CATALOG]
-    key = hub_key(const.shards["a"].endpoints)
+    key = hub_key(const.shards["a"].endpoints, PROBE)
+    # Provisioned like factory TVs: the hub's key and the key that signs its rotations.
+    verify = bytes.fromhex(const.hub_status()["verify_key"])
     now = time.time()
-    reco = AgentTv.open(tmp_path, "tvb-reco", const.shards["b"].endpoints, "b", key, catalog)
+    reco = AgentTv.open(tmp, RECO, const.shards["b"].endpoints, "b", key, catalog,
+                        verify_key=verify)
     try:
         reco.watch([ANCHOR], now - 600)
         before = reco.brain.recommend(k=5, timestamp=now)
@@ -109,13 +179,13 @@ def test_coviews_on_shard_a_change_recommendations_on_shard_b(
         # 200 TVs on shard A: 10 watched the anchor then the far title; the others
         # watched two titles of one genre in a row. Each reports its pair through its
         # agent: randomized (keep 0.5, seeded per TV) and sealed to the hub's key.
-        plan = {f"tva{i:03d}": [ANCHOR, FAR] for i in range(2 * K)}
+        plan = {f"{ANCHOR_TVS}{i:03d}": [ANCHOR, FAR] for i in range(2 * K)}
         rng = random.Random(7)
         by_genre = [[i["id"] for i in CATALOG[g * 3:(g + 1) * 3]] for g in range(len(GENRES))]
         for n in range(190):
-            plan[f"tvx{n:03d}"] = sorted(rng.sample(rng.choice(by_genre[1:]), 2))
-        out = sync_tvs(tmp_path / "fleet", const.shards["a"].endpoints, "a", key, catalog,
-                       plan, now - 3600)
+            plan[f"{GENRE_TVS}{n:03d}"] = sorted(rng.sample(rng.choice(by_genre[1:]), 2))
+        out = sync_tvs(tmp / "fleet", const.shards["a"].endpoints, "a", key, catalog,
+                       plan, now - 3600, verify_key=verify)
         assert len(out) == 200 and not [o for o in out.values() if o.error], \
             {n: o.error for n, o in out.items() if o.error}
         assert sum(o.built for o in out.values()) == 200
@@ -138,8 +208,9 @@ def test_coviews_on_shard_a_change_recommendations_on_shard_b(
         # Its dummies wait in shard B's open bucket for K TVs: K - 1 more TVs that watched
         # nothing sync there too, so the bucket leaves and no report stays behind.
         base = const.hub_status()["counters"]
-        pad = sync_tvs(tmp_path / "pad", const.shards["b"].endpoints, "b", key, catalog,
-                       {f"tvb-idle{i}": [] for i in range(K - 1)}, now)
+        idle = [f"{IDLE_TVS}{i}" for i in range(K - 1)]
+        pad = sync_tvs(tmp / "pad", const.shards["b"].endpoints, "b", key, catalog,
+                       {name: [] for name in idle}, now, verify_key=verify)
         assert not [o for o in pad.values() if o.error or o.built or o.pushed]
         st = const.flush(base["reports"] + K * 8)
         assert st["counters"]["reports"] == base["reports"] + K * 8
@@ -149,26 +220,34 @@ def test_coviews_on_shard_a_change_recommendations_on_shard_b(
         assert drained["released"] and const.hub_status()["pending_batches"] == 0
         _released_everywhere(const, drained["version"])
         after = reco.brain.recommend(k=5, timestamp=now)
-        top = [r.content_id for r in after]
-        assert FAR in top[:3], after
-        far = next(r for r in after if r.content_id == FAR)
-        assert far.source == "crowd", far
-        print("before:", [(r.content_id, r.reason) for r in before])
-        print("after:", [(r.content_id, r.reason) for r in after])
-        print("release:", rel)
     finally:
         reco.close()
+    ends = {t.name: t.mark() for t in const.taps()}
+    return CoviewRound(before, after, rel, key, plan, [RECO, *idle], marks, ends,
+                       time.monotonic() - t0)
+
+
+def test_coviews_on_shard_a_change_recommendations_on_shard_b(
+        coview_round: CoviewRound) -> None:
+    before, after = coview_round.before, coview_round.after
+    assert FAR not in [r.content_id for r in before]
+    top = [r.content_id for r in after]
+    assert FAR in top[:3], after
+    far = next(r for r in after if r.content_id == FAR)
+    assert far.source == "crowd", far
+    print("before:", [(r.content_id, r.reason) for r in before])
+    print("after:", [(r.content_id, r.reason) for r in after])
+    print("release:", coview_round.release)
+    print(f"round: {coview_round.seconds:.1f} s")
 
 
 def test_content_added_at_the_hub_reaches_every_tv(const: Constellation) -> None:
     new = [{"id": "ttl-fresh-arrival", "title": "A fresh arrival", "embedding": [0.01] * 384},
            {"id": "ttl-fresh-second", "title": "Second fresh title",
             "metadata": {"genres": ["Sitcom"]}}]
-    lead = const.wait_hub()
     path = const.root / "new.jsonl"
     path.write_text("".join(json.dumps(i) + "\n" for i in new))
-    assert ctl_target(lead.control, "content", str(path), timeout=120) == {"added": 2,
-                                                                          "embedded": 1}
+    assert const.hub_ctl("content", str(path), idempotent=True) == {"added": 2, "embedded": 1}
     rel = const.hub_release()
     assert rel["released"] and not rel["spent"]  # titles alone spend no privacy budget
     _released_everywhere(const, rel["version"])
@@ -191,38 +270,179 @@ def _dhash(device: str) -> bytes:
     return hmac.new(DEDUP_SECRET, device.encode(), hashlib.sha256).digest()
 
 
-def test_no_node_holds_or_receives_a_device_title_pair(const: Constellation) -> None:
+@dataclass(frozen=True)
+class Needles:
+    """Every form in which the round's devices and titles could travel or be kept."""
+
+    device_ids: list[bytes]  # as TVs name themselves in requests
+    device_hashes: list[bytes]  # the shard's keyed hash (dedup secret)
+    device_keys: list[bytes]  # each TV's MAC key: never sent by anyone
+    title_ids: list[bytes]
+    title_names: list[bytes]
+    title_keys: list[bytes]  # as in the sealed plaintext (u64 big-endian), and little-endian
+
+    @property
+    def devices(self) -> list[bytes]:
+        return self.device_ids + self.device_hashes + self.device_keys
+
+    @property
+    def titles(self) -> list[bytes]:
+        return self.title_ids + self.title_names + self.title_keys
+
+
+def _needles(r: CoviewRound) -> Needles:
+    names = [*r.plan, *r.b_tvs, PROBE]
+    titles = [i["id"] for i in CATALOG]
+    n = Needles(
+        [d.encode() for d in names], [_dhash(d) for d in names],
+        [derive_device_key(FLEET_KEY, d) for d in names],
+        [t.encode() for t in titles], [i["title"].encode() for i in CATALOG],
+        [title_key(t).to_bytes(8, order) for t in titles for order in ("big", "little")])
+    # Short needles turn up in megabytes of ciphertext by chance (a 4-byte one did once,
+    # in test_sync_privacy_wire): every needle here is 8 bytes or more.
+    assert min(map(len, n.devices + n.titles)) >= 8
+    return n
+
+
+def test_no_node_keeps_a_device_title_pair_in_its_files(
+        const: Constellation, coview_round: CoviewRound) -> None:
     """A TV's report names its titles by 64-bit key: the shard's files (LMDB, Raft
     journal, logs) hold device hashes and the public release it serves (title ids),
     but no title key; the aggregator's hold no device and no title in any form; the
     hub's hold titles but no device, not even a keyed hash."""
-    devices = [f"tva{i:03d}" for i in range(2 * K)]
-    titles = [i["id"] for i in CATALOG]
-    keys = [title_key(t).to_bytes(8, "big") for t in titles]
-    title_bytes = [t.encode() for t in titles] + keys
-    device_bytes = [d.encode() for d in devices] + [_dhash(d) for d in devices]
+    n = _needles(coview_round)
     shard_files = scan_files(const.shards["a"].nodes[0].data_dir.parent)
     agg_files = scan_files(const.aggregator.data_dir) + const.aggregator.log_path.read_bytes()
     hub_files = b"".join(scan_files(h.data_dir) + h.log_path.read_bytes() for h in const.hubs)
     assert len(shard_files) > 0 and len(agg_files) > 0 and len(hub_files) > 0
     # The shards know (keyed hashes of) devices, but no reported title.
-    assert any(d in shard_files for d in device_bytes[len(devices):])
-    assert not [t for t in keys if t in shard_files]
+    assert found(n.device_hashes, [shard_files])
+    assert not found(n.title_keys, [shard_files])
     # The aggregator knows neither.
-    assert not [t for t in title_bytes if t in agg_files]
-    assert not [d for d in device_bytes if d in agg_files]
+    assert not found(n.titles, [agg_files])
+    assert not found(n.devices, [agg_files])
     # The hub knows titles (it opens reports) but no device.
-    assert any(t in hub_files for t in title_bytes)
-    assert not [d for d in device_bytes if d in hub_files]
-    # On the wire: what the aggregator received (from the shards) and what the hub
-    # received (from the aggregator, and the shards' catch-up requests), captured by
-    # relays in front of them: sealed reports only, no device, no title.
-    to_agg = const.agg_capture.captured()
-    to_hub = b"".join(p.captured() for p in const.hub_captures)
-    assert len(to_agg) > 2 * K * 73 and len(to_hub) > 2 * K * 73  # the reports went through
-    for wire in (to_agg, to_hub):
-        assert not [d for d in device_bytes if d in wire]
-        assert not [t for t in title_bytes if t in wire]
+    assert found(n.title_ids, [hub_files])
+    assert not found(n.devices, [hub_files])
+
+
+def _decoded(frames: Iterable[Frame]) -> list[Any]:
+    return [decode(f.body) for f in frames]
+
+
+def _reports(msgs: Iterable[Any], cls: type) -> list[bytes]:
+    return [r for m in msgs if isinstance(m, cls) for r in m.reports]
+
+
+def _peers(tap: TcpTap) -> dict[int, str]:
+    """Who is on each connection to a hub replica, by what it asked first."""
+    out: dict[int, str] = {}
+    for f in tap.frames(IN):
+        msg = decode(f.body)
+        kind = {RegionBatch: "aggregator", UpdateRequest: "shard"}.get(type(msg))
+        if kind is not None:
+            out.setdefault(f.conn, kind)
+    return out
+
+
+def test_no_stage_receives_a_device_title_pair_on_the_wire(
+        const: Constellation, coview_round: CoviewRound) -> None:
+    """The byte capture: every port that carries device or federation traffic is
+    reached through a recording relay (tests/tcptap.py) — each shard replica's device
+    port (the TVs dial the relays, which the replicas advertise), the aggregator's
+    port, each hub replica's port and its Pub/Sub port. What each stage RECEIVED from
+    the constellation's start (the co-view round, and any test that ran before this
+    one), searched for every device and title of the round in every form:
+
+    - the shards: device ids (TVs sign requests with them) but no title in any form —
+      the reports are sealed, and a pull names no title; from the hub only the public
+      release (titles) and no device;
+    - the aggregator: no device and no title in any form;
+    - the hub: no device in any form, and no title outside the sealed reports it opens.
+
+    The hub's Raft traffic between its replicas, and the shards', is not relayed: it
+    carries only what the leader received here (the Raft journals are in the file scan).
+    """
+    r = coview_round
+    n = _needles(r)
+    marks, ends = r.marks, r.ends
+    taps = const.taps()
+    assert not [t.name for t in taps if t.overflowed]
+    devices_a, devices_b = const.device_taps["a"], const.device_taps["b"]
+    shard_in = [b for t in devices_a + devices_b for b in t.received()]
+    agg_in = const.agg_tap.received()
+    hub_in = [b for t in const.hub_taps + const.pub_taps for b in t.received()]
+    # What the hub replicas answered, split by who asked: the aggregator (acks) and
+    # the shards (catch-up: the release, as over Pub/Sub).
+    peers = {t.name: _peers(t) for t in const.hub_taps}
+    to_agg: list[bytes] = []
+    to_shards = [b for t in const.pub_taps for b in t.sent()]
+    for t in const.hub_taps:
+        for conn, data in t.streams(OUT).items():
+            (to_agg if peers[t.name].get(conn) == "aggregator" else to_shards).append(data)
+    agg_from_hub = [f for t in const.hub_taps for f in t.frames(OUT)
+                    if peers[t.name].get(f.conn) == "aggregator"]
+
+    # -- the capture saw the round (so the checks below can fail for the right reason)
+    pushes_a = [m for m in _decoded(frames_of(devices_a, IN, marks, ends))
+                if isinstance(m, Push)]
+    assert {p.device_id for p in pushes_a} >= set(r.plan)  # every TV of shard A pushed
+    assert all(len(p.reports) == 8 for p in pushes_a)
+    pushed = {rep for p in pushes_a for rep in p.reports}
+    assert len(pushed) >= 200 * 8 and {len(x) for x in pushed} == {REPORT_BYTES}
+    at_agg = set(_reports(_decoded(frames_of([const.agg_tap], IN, marks, ends)), ShardBatch))
+    at_hub = set(_reports(_decoded(frames_of(const.hub_taps, IN, marks, ends)), RegionBatch))
+    # Sealed reports travel as the TVs made them: every one pushed on shard A in the
+    # round crossed the aggregator's port and a hub replica's port.
+    assert pushed <= at_agg and pushed <= at_hub, (len(pushed - at_agg), len(pushed - at_hub))
+    assert {len(x) for x in at_agg | at_hub} == {REPORT_BYTES}
+    releases = [m for m in _decoded(frames_of(const.pub_taps, OUT, marks, ends))
+                if isinstance(m, GlobalUpdate)]
+    assert r.release["version"] in {m.version for m in releases}
+    # Acks, and a follower's "not the leader" (with the leader's address).
+    assert BatchAck in {type(m) for m in _decoded(agg_from_hub)} <= {BatchAck, ErrorReply}
+    assert found([ANCHOR.encode(), FAR.encode()], to_shards)  # the release, in clear
+
+    # -- the shards: devices, no title (what TVs send; Push/Pull/Heartbeat only)
+    from_tvs = _decoded(frames_of(devices_a + devices_b, IN))
+    assert {type(m) for m in from_tvs} <= {Push, Pull, Heartbeat}
+    assert all(m.want == () for m in from_tvs if isinstance(m, Pull))  # asks for no title
+    assert set(found(n.device_ids, shard_in)) == set(n.device_ids)
+    assert not found(n.titles, shard_in)
+    assert not found(n.device_keys, shard_in)
+    assert not found(n.devices, to_shards)
+    # -- the aggregator: neither
+    assert not found(n.devices + n.titles, agg_in + to_agg)
+    # -- the hub: no device; titles only inside the reports it opens
+    assert not found(n.devices, hub_in)
+    assert not found(n.titles, hub_in)
+    assert {m.region for m in _decoded(frames_of(const.hub_taps, IN))
+            if isinstance(m, RegionBatch)} == {REGION}
+
+    # What each stage received: in the round (between its marks), and in all.
+    stages: dict[str, list[tuple[TcpTap, Direction, set[str]]]] = {
+        "shards from TVs": [(t, IN, set()) for t in devices_a + devices_b],
+        "shards from hub": [*((t, OUT, set()) for t in const.pub_taps),
+                            *((t, OUT, {"shard"}) for t in const.hub_taps)],
+        "aggregator": [(const.agg_tap, IN, set()),
+                       *((t, OUT, {"aggregator"}) for t in const.hub_taps)],
+        "hub": [(t, IN, set()) for t in const.hub_taps + const.pub_taps],
+    }
+    for stage, sources in stages.items():
+        seen = {"round": [0, 0], "total": [0, 0]}
+        for t, way, who in sources:
+            def mine(conn: int, t: TcpTap = t, who: set[str] = who) -> bool:
+                return not who or peers[t.name].get(conn, "shard") in who
+            for what, since, until in (("round", marks[t.name], ends[t.name]),
+                                       ("total", 0, None)):
+                seen[what][0] += sum(len(b) for c, b in t.streams(way, since, until).items()
+                                     if mine(c))
+                seen[what][1] += sum(1 for f in t.frames(way, since, until) if mine(f.conn))
+        print(f"{stage}: {seen['round'][0]:,} bytes in {seen['round'][1]:,} frames in the "
+              f"round ({seen['total'][0]:,} bytes, {seen['total'][1]:,} frames in all)")
+    print(f"round: {len(pushes_a)} pushes on shard A (with redirects), {len(pushed)} reports, "
+          f"{len(at_agg)} at the aggregator, {len(at_hub)} at the hub, "
+          f"{len(releases)} release frames over Pub/Sub")
 
 
 def _round(const: Constellation, prefix: str, kill: Any) -> None:
@@ -305,10 +525,7 @@ def test_kill_9_hub_leader_during_a_round(const: Constellation) -> None:
 
 def test_rotate_key_tvs_learn_it_and_old_reports_still_open(const: Constellation) -> None:
     old = hub_key(const.shards["b"].endpoints, "rot-probe-1")
-    lead = const.wait_hub()
-    out = run_cli(["ctl", "--control", lead.control, "federation", "rotate-key"])
-    assert out.returncode == 0, out.stderr
-    new_id = json.loads(out.stdout)["key_id"]
+    new_id = _hub_cli(const, ["federation", "rotate-key"])["key_id"]
     assert new_id == old.key_id + 1
 
     def learned() -> HubKey | None:

@@ -8,6 +8,7 @@ of hostile pull is refused with its type and leaves the brain's LMDB unchanged.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections import Counter
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 
 from omega.brain.api import Brain, ViewingEvent
+from omega.federation.keysign import HubSigner
 from omega.federation.report import REPORT_BYTES, HubKey
 from omega.protocol import EMBEDDING_BYTES, GlobalUpdate, NewContent, PullResp
 from omega.protocol.vectors import embedding_to_wire
@@ -43,6 +45,8 @@ from tests.sync_support import (
 
 T0 = 1_700_000_000.0
 HUB = HubKey.generate(7)
+#: The hub's long-term signer; TVs in the signed tests are provisioned with its verify key.
+SIGNER = HubSigner.generate()
 
 
 @pytest.fixture
@@ -230,7 +234,7 @@ def test_catch_up_after_a_long_absence_takes_one_sync(
 
 def _frame(*fields: Any) -> bytes:
     """A PullResp frame built by hand (no validation): 5 fields, then no hub key."""
-    return bytes(msgpack.packb([13, 1, *fields, 0, b""], use_bin_type=True))
+    return bytes(msgpack.packb([13, 1, *fields, 0, b"", b""], use_bin_type=True))
 
 
 def _hostile(kind: str) -> bytes:
@@ -350,18 +354,121 @@ def _is_real(blob: bytes) -> bool:
     return opened_counts([blob], HUB)[0] == 1
 
 
-def test_a_pull_announcing_a_newer_hub_key_rotates_the_tv_to_it(
+def _announce(key: HubKey, signer: HubSigner = SIGNER) -> dict[str, Any]:
+    """A release's key fields, as the hub (or ``signer``) announces ``key``."""
+    return {"hub_key_id": key.key_id, "hub_public_key": key.public,
+            "hub_key_sig": signer.sign(key.key_id, key.public)}
+
+
+def signed_core(brain: Brain, svc: ShardService, wall: Wall, **kw: Any) -> SyncCore:
+    return core(brain, svc, wall, hub_verify_key=SIGNER.verify_key.hex(), **kw)
+
+
+def test_a_pull_announcing_a_newer_signed_hub_key_rotates_the_tv_to_it(
         brain: Brain, svc: ShardService, store: FakeStore, wall: Wall) -> None:
     new = HubKey.generate(HUB.key_id + 1)
-    _release(svc, 1, popularity=(("m1", 1.0),), hub_key_id=new.key_id,
-             hub_public_key=new.public)
-    c = core(brain, svc, wall)
+    _release(svc, 1, popularity=(("m1", 1.0),), **_announce(new))
+    c = signed_core(brain, svc, wall)
     assert c.sync().error == ""
     key = c.hub_key()
     assert key is not None and key.key_id == new.key_id
+    assert c.status()["hub_key_refused"] == 0 and c.status()["hub_verify_key"] is True
     watch(brain, ["m1", "m2"])
     before = set(stored(store))
     assert c.sync().error == ""
     fresh = [b for b in stored(store) if b not in before]
     assert len(fresh) == 8
     assert opened_counts(fresh, new) == (1, 7)  # sealed to the new key
+    # A restarted TV (a new SyncCore over the same brain) still seals to the new key.
+    c2 = signed_core(brain, svc, wall)
+    assert c2.hub_key() == new.public_only()
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records
+            if r.levelno == logging.WARNING and "hub key announcement refused" in r.getMessage()]
+
+
+def test_a_key_the_shard_substitutes_is_refused_the_pull_still_merges_and_it_is_counted(
+        brain: Brain, svc: ShardService, store: FakeStore, wall: Wall,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The hostile shard's own key pair under the next id, signed by its own signer: the
+    TV merges the release, keeps sealing to the hub's key, warns once, counts each pull."""
+    shard_key = HubKey.generate(HUB.key_id + 1)
+    _release(svc, 1, popularity=(("m1", 1.0),), **_announce(shard_key, HubSigner.generate()))
+    c = signed_core(brain, svc, wall)
+    caplog.set_level(logging.INFO, logger="omega.sync")
+    out = c.sync()
+    assert out.error == "" and out.version > 0  # the pull itself stands
+    assert brain.status()["crowd_version"] == out.version
+    assert c.hub_key() == HUB.public_only()
+    st = c.status()
+    assert st["hub_key_refused"] == 1 and st["hub_key_refusal"].startswith("bad_signature")
+    assert st["hub_key_id"] == HUB.key_id
+    warned = _warnings(caplog)
+    assert len(warned) == 1
+    fields = warned[0].__dict__["fields"]
+    assert fields["reason"] == "bad_signature" and fields["announced_key_id"] == 8
+    # The next pull brings the same forged key: counted again, not logged again.
+    _release(svc, 2, popularity=(("m2", 1.0),), **_announce(shard_key, HubSigner.generate()))
+    c.announce(10**6)
+    c.pull(ask_version=True)
+    assert c.status()["hub_key_refused"] >= 2
+    assert len(_warnings(caplog)) == 2  # a new signature: a distinct announcement
+    c.pull(ask_version=True)
+    assert len(_warnings(caplog)) == 2
+    # Reports keep going to the hub's key: the shard cannot open them.
+    watch(brain, ["m1", "m2"])
+    before = set(stored(store))
+    assert c.sync().error == ""
+    fresh = [b for b in stored(store) if b not in before]
+    assert opened_counts(fresh, HUB) == (1, 7)
+
+
+def test_a_replayed_older_announcement_does_not_roll_the_tv_back(
+        brain: Brain, svc: ShardService, wall: Wall, caplog: pytest.LogCaptureFixture) -> None:
+    newer = HubKey.generate(HUB.key_id + 1)
+    _release(svc, 1, popularity=(("m1", 1.0),), **_announce(newer))
+    c = signed_core(brain, svc, wall)
+    assert c.sync().error == "" and c.hub_key() == newer.public_only()
+    caplog.set_level(logging.INFO, logger="omega.sync")
+    _release(svc, 2, popularity=(("m2", 1.0),), **_announce(HUB))  # genuine, but older
+    c.announce(10**6)
+    c.pull(ask_version=True)
+    assert c.hub_key() == newer.public_only()
+    st = c.status()
+    # What a lagging shard replica also serves: counted apart, no warning.
+    assert st["hub_key_stale"] >= 1 and st["hub_key_refused"] == 0
+    assert not _warnings(caplog)
+
+
+def test_a_tv_without_a_verify_key_keeps_its_provisioned_key(
+        brain: Brain, svc: ShardService, wall: Wall, caplog: pytest.LogCaptureFixture) -> None:
+    """An old config (no ``hub_verify_key``): even the hub's real next key is refused."""
+    caplog.set_level(logging.INFO, logger="omega.sync")
+    _release(svc, 1, popularity=(("m1", 1.0),), **_announce(HubKey.generate(HUB.key_id + 1)))
+    c = core(brain, svc, wall)
+    assert c.sync().error == ""
+    assert c.hub_key() == HUB.public_only()
+    st = c.status()
+    assert st["hub_verify_key"] is False and st["hub_key_refused"] == 1
+    assert st["hub_key_refusal"].startswith("no_verify_key")
+    assert len(_warnings(caplog)) == 1
+
+
+def test_a_key_stored_unsigned_by_an_older_version_is_not_used(
+        brain: Brain, svc: ShardService, wall: Wall) -> None:
+    """``sync.hub_key`` written before announcements were signed ([id, key]): it may be a
+    shard's, so the TV falls back on its provisioned key until a signed one comes."""
+    import msgpack as mp
+
+    from omega.sync.core import K_HUB
+
+    planted = HubKey.generate(HUB.key_id + 5)
+    brain.set_sync_state(K_HUB, mp.packb([planted.key_id, planted.public]))
+    c = signed_core(brain, svc, wall)
+    assert c.hub_key() == HUB.public_only()
+    genuine = HubKey.generate(HUB.key_id + 1)
+    _release(svc, 1, popularity=(("m1", 1.0),), **_announce(genuine))
+    assert c.sync().error == ""
+    assert c.hub_key() == genuine.public_only()
