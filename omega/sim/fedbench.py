@@ -132,7 +132,8 @@ class BrainCrowdSettings:
         best, points = tune_blend(rel, prep.data.items, prep.vectors, [u.train for u in users],
                                   [u.fractions[: len(u.train)] for u in users],
                                   [u.val_item for u in users], base=self.brain_settings(),
-                                  grid=grid, k=k)
+                                  grid=grid, k=k,
+                                  default=(self.recency_decay, self.content, self.popularity))
         default = next((q for q in points if (q.recency_decay, q.content, q.popularity)
                         == (self.recency_decay, self.content, self.popularity)), None)
         record = {"decay": best.recency_decay, "content": best.content,
@@ -377,7 +378,8 @@ def _info(
                     f"{r['titles_published']:>6}  σ {r['sigma']:<8} threshold {r['threshold']}")
     if tuned:
         text.append("  the brain's weights, chosen per release on the validation items (never the "
-                    "test item; grid of omega.sim.blendtune, product defaults included):")
+                    "test item; grid of omega.sim.blendtune; the product's defaults stay unless "
+                    "beaten by more than one standard error):")
         for name, r in tuned.items():
             text.append(f"    {name:<18} decay {r['decay']}  content {r['content']}  popularity "
                         f"{r['popularity']}  validation HR@10 {r['val_hr']:.3f} NDCG@10 "

@@ -73,9 +73,23 @@ def test_popularity_wins_where_the_validation_items_are_the_popular_ones(world: 
     pos = {str(it.id): p for p, it in enumerate(data.items)}
     targets = [next(pos[c] for c in order if pos[c] not in set(h.tolist())) for h in hists]
     grid = BlendGrid(decays=(0.6,), contents=(1.5,), popularities=(0.0, 50.0))
-    best, points = tune_blend(rel, data.items, vectors, hists, fracs, targets, grid=grid)
-    assert best.popularity == 50.0
+    best, points = tune_blend(rel, data.items, vectors, hists, fracs, targets, grid=grid,
+                              default=(0.6, 1.5, 0.0))
+    assert best.popularity == 50.0  # a clear win beats the defaults
     assert best.val_hr > points[0].val_hr
+
+
+def test_the_defaults_stay_unless_beaten_by_more_than_a_standard_error(world: tuple) -> None:
+    data, users, rel, vectors = world
+    hists, fracs, targets = _val(users)
+    # Two points that rank alike: the first is "best" by order, the defaults are kept.
+    grid = BlendGrid(decays=(0.6,), contents=(1.5,), popularities=(0.05, 0.0500001))
+    best, points = tune_blend(rel, data.items, vectors, hists, fracs, targets, grid=grid,
+                              default=(0.6, 1.5, 0.0500001))
+    assert points[0].val_ndcg == points[1].val_ndcg
+    assert best == points[1]
+    best, _ = tune_blend(rel, data.items, vectors, hists, fracs, targets, grid=grid)
+    assert best == points[0]
 
 
 def test_bad_grids_and_mismatched_inputs_are_refused(world: tuple) -> None:
