@@ -15,8 +15,9 @@ one fresh brain per user) — the rows:
 Beside them, in the same run: the central baselines of ``omega.sim.quality`` and
 ``windowed lists (central)`` — the same top-k lists computed centrally from every
 training history (no report, no seal), scored in numpy as the brain's crowd path
-scores them. SASRec is not run here (no PyTorch): its reference figures from
-BENCHMARKS.md §1 are printed beside, marked as such.
+scores them, and ``SASRec`` when PyTorch (the ``bench`` extra) is installed and
+``--no-sasrec`` is not given; otherwise its reference figures from BENCHMARKS.md §1
+are printed beside, marked as such.
 
 The fleet sweep re-releases the sums with the noise of growing fleets and scores
 each with the numpy crowd path; the fleet at which privacy stops costing quality
@@ -35,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from omega.sim.baselines import rank
+from omega.sim.baselines import Scorer, rank
 from omega.sim.federated import (
     BrainBlendScorer,
     CrowdScorer,
@@ -47,7 +48,9 @@ from omega.sim.federated import (
     simulate_crowd,
 )
 from omega.sim.metrics import hit_ndcg, pad_lists, paired_diff
+from omega.sim.movielens import History
 from omega.sim.quality import (
+    SASREC,
     Prepared,
     QualitySettings,
     build_report,
@@ -77,7 +80,7 @@ FEDERATED_DP = "federated-dp"
 FEDERATED_DP_1M = "federated-dp-1m"
 CENTRAL_LISTS = "windowed lists (central)"
 #: SASRec figures measured here (BENCHMARKS.md §1, fair ties), HR@10 / NDCG@10, by layout
-#: and history; printed beside the run when PyTorch is not installed.
+#: and history; printed beside the run when SASRec is not run in it (no PyTorch).
 SASREC_REFERENCE: dict[tuple[str, str], tuple[float, float]] = {
     ("ml-latest", "train"): (0.079, 0.039),
     ("ml-latest", "all"): (0.093, 0.044),
@@ -250,8 +253,9 @@ def run_federated_quality(
     decay = weights.recency_decay
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    prep, methods, _ = prepare_and_baselines(data_dir, embedder, s, timings, cold_start=False,
-                                             cache_dir=cache_dir, progress=progress)
+    prep, methods, scorers = prepare_and_baselines(data_dir, embedder, s, timings,
+                                                   cold_start=False, cache_dir=cache_dir,
+                                                   progress=progress)
 
     central = _central_sums(prep, fed)
     t = time.perf_counter()
@@ -297,12 +301,16 @@ def run_federated_quality(
                 fed_rows.append(row)
             other_rows.append(other)
         timings[name] = time.perf_counter() - t
+    if SASREC in scorers:
+        # The same model with the other test history: only the scoring differs.
+        other_rows.append(_other_history_row(SASREC, scorers[SASREC], prep, s.k,
+                                             next(m for m in methods if m.name == SASREC)))
     t = time.perf_counter()
     sweep, crossing = _fleet_sweep(crowd, prep, fed, decay, s.k, progress)
     timings["fleet sweep"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     info = _info(prep, fed, crowd, releases, sweep, crossing, other_rows, brain, tuned,
-                 check, len(brain_prep.users))
+                 check, len(brain_prep.users), sasrec_measured=SASREC in scorers)
     report = build_report(prep, embedder, s.k, [*fed_rows, *methods], FEDERATED, timings)
     return replace(report, federated=info)
 
@@ -331,6 +339,15 @@ def _check_row(brain_row: MethodResult, formula_row: MethodResult, prep: Prepare
         "ndcg_diff": round(dn.diff, 4),
         "brain_val_hr": brain_row.val_hr, "brain_val_ndcg": brain_row.val_ndcg,
     }
+
+
+def _other_history_row(name: str, scorer: Scorer, prep: Prepared, k: int,
+                       row: MethodResult) -> MethodResult:
+    """``row``'s scorer on the test item with the history the run does not use."""
+    other: History = "train" if prep.history == "all" else "all"
+    lists = rank(scorer, [u.test_history(other) for u in prep.users], k)
+    return MethodResult(name, row.params, SliceResult.of(lists, prep.test_targets, prep.n_items),
+                        None, None, None, row.seconds)
 
 
 def _brain_row(
@@ -380,6 +397,8 @@ def _info(
     tuned: dict[str, dict[str, Any]],
     check: Sequence[dict[str, Any]] = (),
     brain_users: int = 0,
+    *,
+    sasrec_measured: bool,
 ) -> dict[str, Any]:
     pop = crowd.population
     sas = SASREC_REFERENCE.get((prep.data.layout, prep.history))
@@ -437,10 +456,10 @@ def _info(
         text.append("  federated rows scored by the brain's formula in numpy (BrainBlendScorer: "
                     "omega.brain.recommender over every title, no MMR), not one brain per user")
     for row in other_rows:
-        text.append(f"  {row.name} with history {other_history} (real brain, "
-                    f"{row.test.users} users): HR@10 {row.test.hr:.3f} "
+        text.append(f"  {row.name} with history {other_history} ({row.test.users} "
+                    f"users): HR@10 {row.test.hr:.3f} "
                     f"NDCG@10 {row.test.ndcg:.3f}")
-    if sas is not None:
+    if sas is not None and not sasrec_measured:
         text.append(f"  SASRec (reference figure from BENCHMARKS.md §1, not run here: no "
                     f"PyTorch): HR@10 {sas[0]:.3f} NDCG@10 {sas[1]:.3f}")
     text.append("  Fleet sweep (numpy crowd path, ε per release as above; diff vs no noise):")
@@ -472,7 +491,9 @@ def _info(
                         for r in other_rows],
         },
         "weights_chosen_on_validation": tuned,
-        "sasrec_reference": {"hr": sas[0], "ndcg": sas[1], "measured": False} if sas else None,
+        # The figures of BENCHMARKS.md §1; measured: a SASRec row was run in this report.
+        "sasrec_reference": ({"hr": sas[0], "ndcg": sas[1], "measured": sasrec_measured}
+                             if sas else None),
         "fleet_sweep": sweep,
         "free_at_fleet": crossing,
         "text": text,

@@ -29,7 +29,7 @@ import logging
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ import numpy.typing as npt
 
 from omega.errors import OmegaError
 from omega.schema import SettingError, require
+from omega.sim import sasrec as sasrec_lib
 from omega.sim.baselines import (
     Baseline,
     Scorer,
@@ -108,6 +109,8 @@ F32 = npt.NDArray[np.float32]
 FALLBACK_REFERENCE = "EASE + recency"
 #: Neighbours per title in the central co-view lists (as the hub publishes, DESIGN §7).
 CROWD_NEIGHBOURS = 20
+#: The sequential baseline's row (``omega.sim.sasrec``; needs the ``bench`` extra).
+SASREC = "SASRec"
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,8 @@ class QualitySettings:
     #: The test item's history: "all" (B: training + validation item, what a TV
     #: knows; the product's figure) or "train" (A: two steps ahead).
     history: History = "all"
+    #: SASRec's settings, run when PyTorch (the ``bench`` extra) is installed; None = off.
+    sasrec: sasrec_lib.SASRecSettings | None = field(default_factory=sasrec_lib.SASRecSettings)
 
     def __post_init__(self) -> None:
         require(1 <= self.k <= 1000, "k", "must be 1-1000")
@@ -244,7 +249,43 @@ def run_baselines(
             "baseline done",
             extra={"fields": {"method": baseline.name, "seconds": round(result.seconds, 2)}},
         )
+    if s.sasrec is not None:
+        if sasrec_lib.available():
+            result, scorers[SASREC] = _run_sasrec(prep, s.sasrec, s, progress=progress)
+            methods.append(result)
+        else:
+            log.info("baseline skipped", extra={"fields": {
+                "method": SASREC, "reason": "PyTorch not installed (the bench extra)"}})
     return methods, scorers
+
+
+def _run_sasrec(
+    prep: Prepared, settings: sasrec_lib.SASRecSettings, s: QualitySettings, *, progress: bool
+) -> tuple[MethodResult, Scorer]:
+    """SASRec trained on every training history, stopped on every validation item.
+
+    No cold-start slice: refitting it per fold (as the other baselines are, so a
+    user's own 6th view is not in the model) would cost the fit ``cold_folds`` times.
+    """
+    t = time.perf_counter()
+    users = prep.split.users
+    fit = sasrec_lib.fit_sasrec(
+        [u.train for u in users], prep.n_items, [u.train for u in users],
+        [u.val_item for u in users], k=s.k, settings=settings, progress=progress,
+    )  # fmt: skip
+    test = SliceResult.of(
+        rank(fit.scorer, prep.test_histories(), s.k), prep.test_targets, prep.n_items
+    )
+    params: dict[str, float | int] = {
+        "epochs": fit.best_epoch, "hidden": settings.hidden, "blocks": settings.blocks,
+        "heads": settings.heads, "maxlen": settings.maxlen, "dropout": settings.dropout,
+    }  # fmt: skip
+    result = MethodResult(SASREC, params, test, None, fit.val_hr, fit.val_ndcg,
+                          time.perf_counter() - t)
+    log.info("baseline done", extra={"fields": {
+        "method": SASREC, "seconds": round(result.seconds, 2), "epochs": len(fit.epochs),
+        "best_epoch": fit.best_epoch}})
+    return result, fit.scorer
 
 
 def prepare_and_baselines(
@@ -263,7 +304,9 @@ def prepare_and_baselines(
                    progress=progress)
     timings["load and embed"] = time.perf_counter() - t0
     methods, scorers = run_baselines(prep, s, progress=progress)
-    timings["baselines"] = sum(m.seconds for m in methods)
+    timings["baselines"] = sum(m.seconds for m in methods if m.name != SASREC)
+    if SASREC in scorers:
+        timings[SASREC] = next(m.seconds for m in methods if m.name == SASREC)
     return prep, methods, scorers
 
 
@@ -605,6 +648,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --federated: keep the brain's default weights instead of "
                              "choosing decay, content and popularity weights per release on "
                              "the validation items (as every baseline's parameters are)")
+    parser.add_argument(
+        "--no-sasrec",
+        action="store_true",
+        help="skip the SASRec baseline (run by default when PyTorch, the bench extra, is "
+        "installed; its fit takes minutes)",
+    )
     parser.add_argument("--cache-dir", type=Path, default=None, help="embedding cache folder")
     parser.add_argument("--work-dir", type=Path, default=None, help="where brains are created")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -617,6 +666,7 @@ def run_from_args(args: argparse.Namespace) -> int:
             max_users=args.max_users,
             held_out_positions=args.held_out_positions,
             history=args.history,
+            sasrec=None if args.no_sasrec else sasrec_lib.SASRecSettings(),
         )
         cache_dir = args.cache_dir or default_cache_dir()
         embedder = _make_embedder(args.embedder, cache_dir)

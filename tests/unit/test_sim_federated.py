@@ -28,6 +28,7 @@ from tests.helpers_sim import make_world, write_ml_latest
 FAST = QualitySettings(
     ease_lambdas=(5.0, 50.0), knn_neighbours=(5, 10), content_last_n=(1, 3),
     content_popularity=(0.2,), cold_folds=4, held_out_positions=0,
+    sasrec=None,  # SASRec: test_sim_sasrec
 )  # fmt: skip
 
 
