@@ -641,9 +641,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fleet", type=int, default=1_000_000,
                         help="with --federated: the simulated fleet of federated-dp-1m")
     parser.add_argument("--brain-users", type=int, default=100, metavar="N",
-                        help="with --federated and --brain local: the real brain on N users "
-                        "evenly spread by id, the brain's formula in numpy on every user "
-                        "(default %(default)s; 0 = the real brain on every user)")
+                        help="with --federated and --brain local, on data of more than 2,000 "
+                        "users: the real brain on N users evenly spread by id, the brain's "
+                        "formula in numpy on every user (default %(default)s; 0 = the real "
+                        "brain on every user; up to 2,000 users it always runs on every user)")
     parser.add_argument("--no-tune", action="store_true",
                         help="with --federated: keep the brain's default weights instead of "
                              "choosing decay, content and popularity weights per release on "

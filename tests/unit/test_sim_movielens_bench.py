@@ -102,7 +102,7 @@ def test_real_brain_on_a_subset_beside_the_formula_on_everyone(
 ) -> None:
     report = run_federated_quality(
         parent, embedder=HashEmbedder(), settings=replace(FAST, max_users=20),
-        brain=BrainCrowdSettings(content=0.0, max_users=4), progress=False,
+        brain=BrainCrowdSettings(content=0.0, max_users=4, all_users_up_to=0), progress=False,
         cache_dir=tmp_path / "c", work_dir=tmp_path / "w",
     )
     fed = report.method(FEDERATED)
