@@ -7,25 +7,28 @@ In one process, with the real code and real stores, no network:
 1. aggregator: ``ShuffleStore.receive`` of shard batch parts (LMDB, synced per
    part), then one ``mix`` and the ack of every mix part: reports/s;
 2. hub ingest: opening every report (libsodium sealed boxes) and summing each
-   part (``open_batch``), then proposing it as ``Ingest`` to a real one-replica
-   ``ReplicatedLmdb`` (Raft + LMDB, journal synced): reports/s, and the share
-   spent opening;
+   part (``open_batch``) on one thread and on one thread per CPU (the service's
+   default, ``open_threads``), then the service's whole path: opened and proposed
+   as ``Ingest`` to a real one-replica ``ReplicatedLmdb`` (Raft + LMDB, journal
+   synced): reports/s, and the share spent opening;
 3. hub release over the ingested sums and a registry of ``--titles`` titles: the
    time from ``release()`` to the stored ``Publish`` (noise on, calibrated as for a
    fleet of a million TVs), its size, and its ``GlobalUpdate`` parts.
 
-Figures are for one core of a shared machine; ratios between stages of one run
-are what to compare across runs.
+Figures are for a shared machine; ratios between stages of one run are what to
+compare across runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -103,12 +106,20 @@ def bench(n_reports: int, n_titles: int) -> dict[str, Any]:
             t = time.perf_counter()
             for p in parts:
                 open_batch(keys, p)
-            open_s = time.perf_counter() - t
+            open_1_s = time.perf_counter() - t
+            threads = len(os.sched_getaffinity(0))
+            with ThreadPoolExecutor(threads) as pool:  # what the service does (open_threads)
+                t = time.perf_counter()
+                for p in parts:
+                    open_batch(keys, p, pool)
+                open_s = time.perf_counter() - t
             t = time.perf_counter()
             for p in parts:
                 ack = decode(svc.handle(encode(RegionBatch("eu", batch_id(p), p))))
                 assert isinstance(ack, BatchAck) and not ack.duplicate, ack
             ingest_s = time.perf_counter() - t
+            out["hub_open_1_thread_reports_per_s"] = round(n_reports / open_1_s)
+            out["hub_open_threads"] = threads
             out["hub_open_reports_per_s"] = round(n_reports / open_s)
             out["hub_ingest_reports_per_s"] = round(n_reports / ingest_s)
             out["hub_open_share"] = round(open_s / ingest_s, 2)

@@ -402,6 +402,8 @@ class HubActor(OmegaActor):
             self._ctx.withdraw("hub", self.service)
         if self._loop is not None:
             self._loop.stop()
+        if self.service is not None:
+            self.service.close()
         if self._publisher is not None:
             self._publisher.close()
             self._publisher = None

@@ -18,10 +18,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -119,6 +121,14 @@ class HubService:
         self._counts: Counter[str] = Counter()
         self._counts_lock = threading.Lock()
         self.last_release: dict[str, Any] = {}
+        threads = settings.open_threads or len(os.sched_getaffinity(0))
+        self._open_pool = (ThreadPoolExecutor(threads, thread_name_prefix="omega-hub-open")
+                           if threads > 1 else None)
+
+    def close(self) -> None:
+        """Stop the opening threads (a part being opened finishes first)."""
+        if self._open_pool is not None:
+            self._open_pool.shutdown(wait=True)
 
     # -- requests ----------------------------------------------------------------------
 
@@ -165,7 +175,7 @@ class HubService:
                 self._count("batch.duplicate")
                 return BatchAck(msg.batch_id, msg.part, True)
             keys = self._open_keys(kv, now)
-        opened = open_batch(keys, msg.reports)
+        opened = open_batch(keys, msg.reports, self._open_pool)
         cmd = Ingest(part_key, msg.region, int(now * 1000), opened.sums, opened.window,
                      opened.reports, opened.opened, opened.dummies, opened.dropped)
         result = self._submit(cmd)

@@ -10,14 +10,16 @@ protocol's limits (the same parts on every replica, for every request).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
 import zstandard
 
 from omega.federation.release import Release
-from omega.federation.report import HubKey, ReportError, open_report
+from omega.federation.report import CoView, HubKey, ReportError, open_report
 from omega.federation.sums import CoviewSums
 from omega.federation.trends import RegionWindow
 from omega.protocol import GlobalUpdate, NewContent
@@ -76,11 +78,37 @@ class OpenedBatch:
     dropped: int
 
 
-def open_batch(keys: Mapping[int, HubKey], reports: Sequence[bytes]) -> OpenedBatch:
+#: Reports per opening task when a pool opens a part: ~10 ms of work, so the pool's
+#: per-task cost is noise and a 1,500-report part spreads over six tasks.
+OPEN_CHUNK = 250
+
+
+def open_batch(keys: Mapping[int, HubKey], reports: Sequence[bytes],
+               pool: Executor | None = None) -> OpenedBatch:
     """Open one received part: its sums (clipped per batch) and region counts.
     A report that does not open (foreign key, damaged, malformed) is dropped and
-    counted; dummies count nothing."""
-    cvs = []
+    counted; dummies count nothing. ``pool``: open chunks of the part on its threads
+    (the order of the co-views, and so the clipping, is the same as without)."""
+    if pool is None or len(reports) <= OPEN_CHUNK:
+        cvs, dummies, dropped = _open_all(keys, reports)
+    else:
+        cvs, dummies, dropped = [], 0, 0
+        chunks = [reports[i:i + OPEN_CHUNK] for i in range(0, len(reports), OPEN_CHUNK)]
+        for c, d, x in pool.map(functools.partial(_open_all, keys), chunks):
+            cvs += c
+            dummies += d
+            dropped += x
+    sums = CoviewSums()
+    sums.add_batch(cvs)
+    window = RegionWindow()
+    window.add_batch(cvs)
+    return OpenedBatch(sums.to_bytes(), window.to_bytes(), len(reports), len(cvs), dummies,
+                       dropped)
+
+
+def _open_all(keys: Mapping[int, HubKey], reports: Sequence[bytes]
+              ) -> tuple[list[CoView], int, int]:
+    cvs: list[CoView] = []
     dummies = dropped = 0
     for blob in reports:
         try:
@@ -92,12 +120,7 @@ def open_batch(keys: Mapping[int, HubKey], reports: Sequence[bytes]) -> OpenedBa
             dummies += 1
         else:
             cvs.append(opened.coview)
-    sums = CoviewSums()
-    sums.add_batch(cvs)
-    window = RegionWindow()
-    window.add_batch(cvs)
-    return OpenedBatch(sums.to_bytes(), window.to_bytes(), len(reports), len(cvs), dummies,
-                       dropped)
+    return cvs, dummies, dropped
 
 
 # -- release bodies ----------------------------------------------------------------------

@@ -142,6 +142,9 @@ class HubSettings:
     key_grace_s: float = 7 * 86_400.0
     #: Received batch ids are remembered this long.
     retention_s: float = 7 * 86_400.0
+    #: Threads that open the reports of one received part (libsodium releases the GIL,
+    #: so opening — the leader's bound — scales with cores). 0: one per CPU.
+    open_threads: int = 0
     #: ``[hub.embedder]``: the TV's embedder, for titles added without an embedding
     #: (loaded on first use).
     embedder: EmbedderSettings = field(default_factory=_embedder)
@@ -159,6 +162,8 @@ class HubSettings:
                 "must be between 0 and a year")
         require(3600 <= self.retention_s <= 365 * 86_400, "retention_s",
                 "must be between an hour and a year")
+        require(0 <= self.open_threads <= 256, "open_threads",
+                "must be between 0 (one per CPU) and 256")
 
     def peer_map(self) -> dict[str, str]:
         return {a: d for a, _, d in (e.partition("=") for e in self.peer_addresses)}

@@ -371,3 +371,38 @@ def test_ctl_federation_and_content_commands(tmp_path: Path, hub_svc: HubService
     shard_ctx.publish("federation", object())
     wrong = decode(ControlHandler(shard_ctx).handle(encode(CtlRequest("content", str(path)))))
     assert isinstance(wrong, ErrorReply) and "hub" in wrong.message
+
+
+def test_opening_on_threads_gives_what_one_thread_gives() -> None:
+    """A part opened in chunks on a pool sums, clips and counts exactly as in one go."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from omega.federation.publish import OPEN_CHUNK, open_batch
+
+    key = HubKey.generate(7)
+    foreign = HubKey.generate(8)
+    rng = random.Random(3)
+    # More co-views of one pair than a batch may add (so clipping acts), other pairs,
+    # dummies, a report sealed to another key and a damaged one, in a random order.
+    blobs = [seal(coview("m0", "m1", 1.0), key) for _ in range(300)]
+    blobs += [seal(coview(*rng.sample(TITLES, 2), rng.random() or 1.0), key)
+              for _ in range(3 * OPEN_CHUNK)]
+    blobs += [seal(None, key) for _ in range(40)] + [seal(coview("m2", "m3", 1.0), foreign)]
+    bad = bytearray(seal(coview("m4", "m5", 1.0), key))
+    bad[-1] ^= 1
+    blobs.append(bytes(bad))
+    rng.shuffle(blobs)
+    keys = {key.key_id: key}
+    one = open_batch(keys, blobs)
+    with ThreadPoolExecutor(4) as pool:
+        many = open_batch(keys, blobs, pool)
+    assert many == one
+    assert (one.dummies, one.dropped, one.opened) == (40, 2, 300 + 3 * OPEN_CHUNK)
+
+
+def test_open_threads_setting_is_checked() -> None:
+    from omega.schema import SettingError
+
+    assert HubSettings(open_threads=4).open_threads == 4
+    with pytest.raises(SettingError, match="open_threads"):
+        HubSettings(open_threads=-1)
