@@ -13,7 +13,9 @@ In one process, with the real code and real stores, no network:
    synced): reports/s, and the share spent opening;
 3. hub release over the ingested sums and a registry of ``--titles`` titles: the
    time from ``release()`` to the stored ``Publish`` (noise on, calibrated as for a
-   fleet of a million TVs), its size, and its ``GlobalUpdate`` parts.
+   fleet of a million TVs), its size, and its ``GlobalUpdate`` parts; then the next
+   release (new reports, no new title): its broadcast, and the catch-up of a shard
+   that missed one (the whole registry).
 
 Figures are for a shared machine; ratios between stages of one run are what to
 compare across runs.
@@ -136,6 +138,18 @@ def bench(n_reports: int, n_titles: int) -> dict[str, Any]:
             out["release_parts"] = len(gparts)
             out["release_parts_s"] = round(time.perf_counter() - t, 3)
             out["release_wire_bytes"] = sum(len(encode(p)) for p in gparts)
+            # The next release, with new reports and no new title: the broadcast carries
+            # the titles changed since the previous release (none), not the registry.
+            more = make_reports(1500, titles, hub_key, seed=2)
+            ack = decode(svc.handle(encode(RegionBatch("eu", batch_id(more), tuple(more)))))
+            assert isinstance(ack, BatchAck) and not ack.duplicate, ack
+            svc.release()
+            nparts = svc.release_parts()
+            out["next_release_parts"] = len(nparts)
+            out["next_release_wire_bytes"] = sum(len(encode(p)) for p in nparts)
+            # What a shard that missed a release catches up with: the whole registry.
+            full = svc.release_parts(since=0)
+            out["catch_up_wire_bytes"] = sum(len(encode(p)) for p in full)
         finally:
             store.close()
     return out

@@ -44,11 +44,14 @@ from omega.federation.hub import (
 )
 from omega.federation.keysign import HubSigner
 from omega.federation.publish import (
+    body_content_ids,
+    content_entries,
     current_sums,
     current_windows,
     open_batch,
     read_body,
     release_body,
+    same_registry,
     update_parts,
 )
 from omega.federation.release import ReleaseSettings, build_release
@@ -116,7 +119,7 @@ class HubService:
         self._timeout = submit_timeout_s
         self._peers = settings.peer_map()
         self._started = time.monotonic()
-        self._parts: tuple[int, list[GlobalUpdate]] | None = None
+        self._parts: dict[tuple[int, int], list[GlobalUpdate]] = {}
         self._lock = threading.Lock()  # one release / rotation / content add at a time
         self._counts: Counter[str] = Counter()
         self._counts_lock = threading.Lock()
@@ -194,32 +197,41 @@ class HubService:
 
     def update_part(self, since: int, part: int) -> GlobalUpdate:
         """Part ``part`` of the newest release if it is newer than ``since``; else an
-        empty update naming the newest version."""
-        parts = self.release_parts()
+        empty update naming the newest version. A shard that holds the release just
+        before gets the broadcast's parts (titles changed since); any other gets the
+        whole registry."""
+        parts = self.release_parts(since=since)
         if not parts or parts[0].version <= since:
             return GlobalUpdate(parts[0].version if parts else 0)
         if part >= len(parts):
             raise BadRequest(f"release {parts[0].version} has {len(parts)} parts, not {part + 1}")
         return parts[part]
 
-    def release_parts(self) -> list[GlobalUpdate]:
-        """The newest release as GlobalUpdate parts (cached per version)."""
+    def release_parts(self, since: int | None = None) -> list[GlobalUpdate]:
+        """The newest release as GlobalUpdate parts, for a holder of release ``since``
+        (None: the broadcast, for holders of the one before). Titles go only as changes
+        since the previous release when ``since`` is that release, else all of them
+        (content base 0). Cached per version and base."""
         with self._store.read() as kv:
-            cached = self._parts
             # The version alone first: the body is megabytes at 10,000s of titles.
-            if cached is not None and cached[0] == hub.version(kv):
-                return cached[1]
+            version = hub.version(kv)
+            base = version - 1 if since is None or since == version - 1 else 0
+            cached = self._parts.get((version, base))
+            if cached is not None:
+                return cached
             rel = hub.release(kv)
             if rel is None:
                 return []
             version, _, body = rel
-            cids = read_body(body)[3]
-            content = {c: rec for c in cids if (rec := hub.content_item(kv, c)) is not None}
-            key_id = read_body(body)[4]
-            key = next((k for k in hub.keys(kv) if k.key_id == key_id), None)
+            doc = read_body(body)
+            content = {c: rec for c in body_content_ids(doc[3], base)
+                       if (rec := hub.content_item(kv, c)) is not None}
+            key = next((k for k in hub.keys(kv) if k.key_id == doc[4]), None)
         parts = update_parts(version, body, content,
-                             (key.key_id, key.public, key.sig) if key else (0, b"", b""))
-        self._parts = (version, parts)
+                             (key.key_id, key.public, key.sig) if key else (0, b"", b""),
+                             base=base)
+        self._parts = {k: v for k, v in self._parts.items() if k[0] == version}
+        self._parts[(version, base)] = parts
         return parts
 
     # -- the leader's work -------------------------------------------------------------------
@@ -335,15 +347,19 @@ class HubService:
             wins = hub.windows(kv)
             acc_raw = hub.accountant(kv)
             prev = hub.release(kv)
-            catalog = {title_key(rec.id): rec.id for rec in hub.content(kv)}
+            records = list(hub.content(kv))
             key = hub.current_key(kv)
         key_id = key.key_id if key else 0
-        cids = sorted(catalog.values())
+        catalog = {title_key(rec.id): rec.id for rec in records}
+        version = c["version"] + 1
         prev_body = prev[2] if prev else None
         old = read_body(prev_body) if prev_body is not None else None
+        entries = content_entries(records, old[3] if old is not None else None, version)
+        del records  # the embeddings: megabytes at 10,000s of titles
         summed = int(old[5].get("reports", 0)) if old is not None else 0
         if not pending:
-            if old is not None and not announce and old[3] == cids and old[4] == key_id:
+            if (old is not None and not announce and same_registry(old[3], entries)
+                    and old[4] == key_id):
                 return {"released": False, "reason": "nothing new", "version": c["version"]}
             rel = None
             acc = PrivacyAccountant.from_bytes(acc_raw) if acc_raw else PrivacyAccountant()
@@ -360,8 +376,7 @@ class HubService:
                 acc.spend(s.sigma, s.sensitivity)
         stats = {"reports": summed, "titles_published": rel.titles_published if rel else 0,
                  "pairs_published": rel.pairs_published if rel else 0}
-        body = release_body(rel, prev_body, cids, key_id, stats)
-        version = c["version"] + 1
+        body = release_body(rel, prev_body, entries, key_id, stats)
         cmd = Publish(version, int(now * 1000), pending[-1][0] if pending else 0,
                       bool(pending), acc.to_bytes(), body,
                       int((now - self.settings.retention_s) * 1000))
@@ -376,7 +391,8 @@ class HubService:
             "sigma": rel.sigma if rel else 0.0,
             "titles_published": stats["titles_published"],
             "pairs_published": stats["pairs_published"],
-            "batches": len(pending), "titles": len(cids), "key_id": key_id,
+            "batches": len(pending), "titles": len(entries),
+            "titles_changed": sum(1 for e in entries if e[2] == version), "key_id": key_id,
             "body_bytes": len(body),
         }
         self.last_release = info

@@ -11,7 +11,8 @@ protocol's limits (the same parts on every replica, for every request).
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -126,10 +127,50 @@ def _open_all(keys: Mapping[int, HubKey], reports: Sequence[bytes]
 # -- release bodies ----------------------------------------------------------------------
 
 
-def release_body(rel: Release | None, previous: bytes | None, content_ids: Sequence[str],
-                 key_id: int, stats: Mapping[str, Any]) -> bytes:
+#: A registry entry of a release body: the content id, a digest of what TVs get of it
+#: (title, embedding) and the release that first carried it as it is now.
+ContentEntry = tuple[str, bytes, int]
+
+
+def content_digest(rec: ContentRecord) -> bytes:
+    """What TVs get of a title, hashed: a replaced title is sent again, a same one not."""
+    h = hashlib.blake2b(rec.title[:256].encode(), digest_size=8)
+    h.update(rec.embedding)
+    return h.digest()
+
+
+def content_entries(records: Iterable[ContentRecord], previous: Sequence[Any] | None,
+                    version: int) -> list[ContentEntry]:
+    """The registry as release ``version`` carries it: each title, sorted by id, with the
+    previous release's version for it when it did not change since, else ``version``.
+    ``previous``: the previous body's entries (a body from before entries — plain ids —
+    counts every title as changed)."""
+    before = {e[0]: (bytes(e[1]), int(e[2])) for e in previous or ()
+              if isinstance(e, (list, tuple)) and len(e) == 3}
+    out: list[ContentEntry] = []
+    for rec in sorted(records, key=lambda r: r.id):
+        digest = content_digest(rec)
+        old = before.get(rec.id)
+        out.append((rec.id, digest, old[1] if old is not None and old[0] == digest
+                    else version))
+    return out
+
+
+def same_registry(a: Sequence[Any], b: Sequence[Any]) -> bool:
+    """Whether two bodies' registries hold the same titles, unchanged."""
+    def pairs(entries: Sequence[Any]) -> list[tuple[str, bytes]] | None:
+        if any(not isinstance(e, (list, tuple)) for e in entries):
+            return None  # ids only: an older body, not comparable
+        return [(e[0], bytes(e[1])) for e in entries]
+    pa, pb = pairs(a), pairs(b)
+    return pa is not None and pa == pb
+
+
+def release_body(rel: Release | None, previous: bytes | None,
+                 content: Sequence[ContentEntry], key_id: int, stats: Mapping[str, Any]
+                 ) -> bytes:
     """The stored body of a release: its lists (a release that spent no budget keeps
-    the previous one's), the registry's titles and the current key id."""
+    the previous one's), the registry's entries and the current key id."""
     if rel is None and previous is not None:
         nb, pop, trends, *_ = read_body(previous)
     elif rel is not None:
@@ -140,24 +181,34 @@ def release_body(rel: Release | None, previous: bytes | None, content_ids: Seque
                   for r, lst in sorted(rel.trends.items())]
     else:
         nb, pop, trends = [], [], []
-    doc = [nb, pop, trends, sorted(content_ids), key_id, dict(stats)]
+    doc = [nb, pop, trends, [list(e) for e in content], key_id, dict(stats)]
     out: bytes = zstandard.ZstdCompressor(level=3).compress(pack(doc))
     return out
 
 
 def read_body(body: bytes) -> list[Any]:
-    """``[neighbours, popularity, trends, content ids, key id, stats]``."""
+    """``[neighbours, popularity, trends, registry entries, key id, stats]``; an entry
+    is ``[id, digest, version]`` (a body written before entries holds plain ids)."""
     doc = unpack(zstandard.ZstdDecompressor().decompress(body, max_output_size=1 << 30))
     assert isinstance(doc, list)
     return doc
 
 
+def body_content_ids(entries: Sequence[Any], since: int = 0) -> list[str]:
+    """Ids of the entries a release sends to a holder of release ``since`` (0: all)."""
+    return [e if isinstance(e, str) else e[0] for e in entries
+            if since == 0 or isinstance(e, str) or int(e[2]) > since]
+
+
 def update_parts(version: int, body: bytes, content: Mapping[str, ContentRecord],
-                 key: tuple[int, bytes, bytes]) -> list[GlobalUpdate]:
+                 key: tuple[int, bytes, bytes], *, base: int = 0) -> list[GlobalUpdate]:
     """The release as ``GlobalUpdate`` frames: each within ``PART_BUDGET`` bytes and
     ``MAX_ITEMS`` entries per list; every part names the hub's key ``(key_id, public,
-    signature)`` — the signature is what lets a TV tell it from a shard's."""
-    nb, pop, trends, cids, _, _ = read_body(body)
+    signature)`` — the signature is what lets a TV tell it from a shard's. ``base``:
+    send only the titles new or changed since that release (0: the whole registry);
+    ``content`` must hold at least those."""
+    nb, pop, trends, entries, _, _ = read_body(body)
+    cids = body_content_ids(entries, base)
     parts: list[dict[str, list[Any]]] = []
     cur: dict[str, list[Any]] = {"n": [], "p": [], "r": [], "c": []}
     used = 0
@@ -184,4 +235,4 @@ def update_parts(version: int, body: bytes, content: Mapping[str, ContentRecord]
         parts.append(cur)
     n = len(parts)
     return [GlobalUpdate(version, tuple(p["n"]), tuple(p["p"]), tuple(p["r"]), tuple(p["c"]),
-                         i, n, key[0], key[1], key[2]) for i, p in enumerate(parts)]
+                         i, n, key[0], key[1], key[2], base) for i, p in enumerate(parts)]

@@ -444,9 +444,16 @@ class GlobalUpdate(Message):
     #: The hub's Ed25519 signature of ``(hub_key_id, hub_public_key)`` (64 bytes, empty
     #: when unsigned), relayed unchanged to TVs in ``PullResp.hub_key_sig``.
     hub_key_sig: bytes = wire(_KEY_SIG, default=b"")
+    #: What ``new_content`` covers: every registered title new or changed since release
+    #: ``content_base`` (0: the whole registry). A shard counts the release as complete
+    #: only if it holds every release up to the base (``omega.shard.state``).
+    content_base: int = wire(_U63, default=0)
 
     def _check_whole(self) -> None:
         _check_parts(self.part, self.parts)
+        if self.content_base and self.content_base >= self.version:
+            raise Invalid(f"content_base {self.content_base} must be below the version "
+                          f"{self.version}")
 
 
 # --- operators -------------------------------------------------------------------

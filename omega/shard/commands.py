@@ -80,6 +80,9 @@ class SetGlobal:
     part: int
     parts: int
     records: tuple[tuple[bytes, bytes, bytes], ...] = ()
+    #: The release's ``content_base``: its content is what changed since release
+    #: ``base`` (0: the whole registry). Parts are told apart by (base, part).
+    base: int = 0
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,7 @@ def encode_command(cmd: Command) -> bytes:
         body = [cmd.now_ms, cmd.bucket_devices,
                 [[e.dhash, e.seq, e.digest, list(e.reports)] for e in cmd.entries]]
     elif isinstance(cmd, SetGlobal):
-        body = [cmd.version, cmd.part, cmd.parts, [list(r) for r in cmd.records]]
+        body = [cmd.version, cmd.part, cmd.parts, [list(r) for r in cmd.records], cmd.base]
     elif isinstance(cmd, Advertise):
         body = [cmd.raft_address, cmd.device_address]
     elif isinstance(cmd, Registry):
@@ -189,7 +192,8 @@ def _push_batch(body: list[Any]) -> PushBatch:
 
 
 def _set_global(body: list[Any]) -> SetGlobal:
-    version, part, parts, records = body
+    # Four elements: a command logged before content bases existed (the whole registry).
+    version, part, parts, records, base = body if len(body) == 5 else [*body, 0]
     if not isinstance(records, list):
         raise ValueError("records must be a list")
     out = []
@@ -201,7 +205,9 @@ def _set_global(body: list[Any]) -> SetGlobal:
             raise ValueError(f"bad record kind {kind!r} or key length {len(key)}")
         out.append((kind, key, _bytes(r[2])))
     parts = _int(parts, 1, 65535)
-    return SetGlobal(_int(version, 1), _int(part, 0, parts - 1), parts, tuple(out))
+    version = _int(version, 1)
+    return SetGlobal(version, _int(part, 0, parts - 1), parts, tuple(out),
+                     _int(base, 0, version - 1))
 
 
 def _advertise(body: list[Any]) -> Advertise:

@@ -393,7 +393,8 @@ class ShardService:
     def set_global_update(self, update: GlobalUpdate, timeout_s: float | None = None
                           ) -> tuple[str, int]:
         """Replicate one part of a global release; returns ("applied"|"stale", cursor)."""
-        cmd = SetGlobal(update.version, update.part, update.parts, records_of(update))
+        cmd = SetGlobal(update.version, update.part, update.parts, records_of(update),
+                        update.content_base)
         result: tuple[str, int] = self.submit(cmd, timeout_s)
         return result
 

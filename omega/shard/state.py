@@ -10,7 +10,7 @@ Key layout, one LMDB database ``DB`` (integers big-endian so that byte order is
 numeric order)::
 
     m:<name>                     counters and meta (u64)
-    m:part:<u32>                 parts received of the newest global release
+    m:part:<base u64><part u32>  parts received of the newest global release, per content base
     d:<dhash 32>                 device record: [last_seq, digest, ack_cursor, last_ms, pushes]
     r:<dhash 32>                 registry: 1 provisioned, 2 revoked
     a:<raft address>             device-facing address of that node
@@ -392,7 +392,10 @@ def _release(kv: KvWriter, bucket: int) -> tuple[str, int]:
 
 def _apply_global(kv: KvWriter, cmd: SetGlobal) -> tuple[str, int]:
     release = _get_u64(kv, M_RELEASE)
-    part_key = P_PART + cmd.part.to_bytes(4, "big")
+    # A release comes as one part set per content base (the broadcast's, a catch-up's):
+    # its parts are told apart by (base, part), and each set completes on its own.
+    part_set = P_PART + u64(cmd.base)
+    part_key = part_set + cmd.part.to_bytes(4, "big")
     if cmd.version < release or (cmd.version == release and kv.get(DB, part_key)):
         return ("stale", global_version(kv))  # an old or repeated part: idempotent
     if cmd.version > release:
@@ -413,6 +416,10 @@ def _apply_global(kv: KvWriter, cmd: SetGlobal) -> tuple[str, int]:
         kv.put(DB, P_GLOBAL + kind + key, _pack([cursor, value]))
         kv.put(DB, P_CHANGE + u64(cursor), kind + key)
     kv.put(DB, M_CURSOR, u64(cursor))
-    if len(_keys(kv, P_PART)) >= cmd.parts:
+    # Complete only with every part of the set and, for content sent as changes since
+    # release ``base``, every release up to the base: else titles of a release this
+    # shard missed would never arrive (catch-up asks again from the last complete one).
+    if (len(_keys(kv, part_set)) >= cmd.parts
+            and (cmd.base == 0 or _get_u64(kv, M_RELEASE_DONE) >= cmd.base)):
         kv.put(DB, M_RELEASE_DONE, u64(cmd.version))
     return ("applied", cursor)

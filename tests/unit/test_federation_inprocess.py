@@ -32,6 +32,7 @@ from omega.protocol import (
     ShardBatch,
     UpdateRequest,
     decode,
+    embedding_to_wire,
     encode,
 )
 from omega.raft import KvReader, MemoryKv, NotLeader
@@ -406,3 +407,36 @@ def test_open_threads_setting_is_checked() -> None:
     assert HubSettings(open_threads=4).open_threads == 4
     with pytest.raises(SettingError, match="open_threads"):
         HubSettings(open_threads=-1)
+
+
+def test_a_release_sends_titles_only_when_new_or_changed(hub_svc: HubService) -> None:
+    """The broadcast carries the titles new or changed since the previous release; a
+    catch-up from that release gets the same parts, from any older one the whole
+    registry (content base 0)."""
+    assert hub_svc.release()["released"]
+    assert hub_svc.release()["released"] is False  # nothing new
+    hub_svc.add_content([{"id": "m1", "title": "Title m1", "embedding": EMB}])  # the same
+    assert hub_svc.release()["released"] is False
+    hub_svc.add_content([{"id": "late", "title": "Late", "embedding": EMB},
+                         {"id": "m0", "title": "Title m0", "embedding": EMB[::-1]}])
+    info = hub_svc.release()
+    v = info["version"]
+    assert info["released"] and (info["titles"], info["titles_changed"]) == (13, 2)
+    parts = hub_svc.release_parts()
+    assert {p.content_base for p in parts} == {v - 1}
+    sent = {c.id: c for p in parts for c in p.new_content}
+    assert set(sent) == {"late", "m0"}
+    assert sent["m0"].embedding == embedding_to_wire(EMB[::-1])
+
+    def ask(since: int) -> list[GlobalUpdate]:
+        first = decode(hub_svc.handle(encode(UpdateRequest(since, 0))))
+        assert isinstance(first, GlobalUpdate)
+        rest = [decode(hub_svc.handle(encode(UpdateRequest(since, i))))
+                for i in range(1, first.parts)]
+        return [first, *rest]
+
+    assert ask(v - 1) == parts
+    full = ask(v - 2)
+    assert {p.content_base for p in full} == {0}
+    assert {c.id for p in full for c in p.new_content} == set(TITLES) | {"late"}
+    assert [p.neighbours for p in full] == [p.neighbours for p in parts]

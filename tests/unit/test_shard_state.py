@@ -46,6 +46,7 @@ def test_commands_round_trip() -> None:
     cmds = [
         PushBatch(5, 2, (entry(1, 7, (b"a", b"b")), entry(2, 1, ()))),
         SetGlobal(3, 0, 2, ((b"n", b"t1", b"v"), (b"r", b"eu", b"x"), (b"c", b"c9", b""))),
+        SetGlobal(3, 1, 2, ((b"c", b"c9", b"E"),), 2),
         Advertise("127.0.0.1:1", "tcp://127.0.0.1:2"),
         Registry((dh(1),), (dh(2),)),
         ReleaseBatch(4),
@@ -166,8 +167,8 @@ def test_release_and_seal_open() -> None:
 
 
 def glob(version: int, *records: tuple[bytes, bytes, bytes], part: int = 0,
-         parts: int = 1) -> bytes:
-    return encode_command(SetGlobal(version, part, parts, records))
+         parts: int = 1, base: int = 0) -> bytes:
+    return encode_command(SetGlobal(version, part, parts, records, base))
 
 
 def test_global_update_cursor_and_deltas() -> None:
@@ -205,6 +206,48 @@ def test_global_release_in_parts() -> None:
     # A newer release starts a new set of parts.
     state.apply(kv, glob(8, (b"n", b"c", b"3"), part=1, parts=2), 4)
     assert state.counters(kv)["release_complete"] == 7
+
+
+def test_content_sent_as_changes_completes_only_on_top_of_every_release() -> None:
+    """A release whose titles are the changes since release ``base`` completes only on a
+    shard that holds every release up to the base; a catch-up of the whole registry for
+    the same version (its own part set) completes it and brings the missed titles."""
+    kv = kv_new()
+    state.apply(kv, glob(1, (b"n", b"a", b"1"), (b"c", b"t1", b"E1")), 1)
+    assert state.counters(kv)["release_complete"] == 1
+    # Release 2 (new title t2) in two parts; this shard misses part 1.
+    state.apply(kv, glob(2, (b"n", b"a", b"2"), part=0, parts=2, base=1), 2)
+    # Release 3 comes whole, with only what changed since 2 (t3): not complete here.
+    state.apply(kv, glob(3, (b"n", b"a", b"3"), (b"c", b"t3", b"E3"), base=2), 3)
+    c = state.counters(kv)
+    assert (c["release"], c["release_complete"]) == (3, 1)
+    # The catch-up (asked since 1): release 3 with the whole registry, a new part set.
+    applied = state.apply(kv, glob(3, (b"n", b"a", b"3"), (b"c", b"t1", b"E1"),
+                                   (b"c", b"t2", b"E2"), (b"c", b"t3", b"E3")), 4)
+    assert applied[0] == "applied"
+    assert state.counters(kv)["release_complete"] == 3
+    content = {ch.key for ch in state.changes_since(kv, 0) if ch.kind == b"c"}
+    assert content == {b"t1", b"t2", b"t3"}
+    # On top of release 3, release 4's changes complete it at once; a repeat is stale.
+    assert state.apply(kv, glob(4, (b"c", b"t4", b"E4"), base=3), 5)[0] == "applied"
+    assert state.counters(kv)["release_complete"] == 4
+    assert state.apply(kv, glob(4, (b"c", b"t4", b"E4"), base=3), 6)[0] == "stale"
+
+
+def test_a_set_global_logged_before_content_bases_still_applies() -> None:
+    """Raft logs hold SetGlobal commands of four elements (no base): the whole registry."""
+    from omega.shard.commands import COMMAND_VERSION, pack
+
+    old = pack([SetGlobal.TAG, COMMAND_VERSION, 5, 0, 1, [[b"c", b"t1", b"E"]]])
+    assert decode_command(old) == SetGlobal(5, 0, 1, ((b"c", b"t1", b"E"),), 0)
+    kv = kv_new()
+    assert state.apply(kv, old, 1)[0] == "applied"
+    assert state.counters(kv)["release_complete"] == 5
+    # A base must be below its version: a command that says otherwise changes nothing.
+    bad = pack([SetGlobal.TAG, COMMAND_VERSION, 5, 0, 1, [], 5])
+    before = kv.state_hash()
+    state.apply(kv, bad, 2)
+    assert kv.state_hash() == before
 
 
 def test_registry_and_adverts() -> None:
