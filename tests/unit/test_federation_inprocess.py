@@ -440,3 +440,44 @@ def test_a_release_sends_titles_only_when_new_or_changed(hub_svc: HubService) ->
     assert {p.content_base for p in full} == {0}
     assert {c.id for p in full for c in p.new_content} == set(TITLES) | {"late"}
     assert [p.neighbours for p in full] == [p.neighbours for p in parts]
+
+
+def test_a_shard_that_missed_a_release_gets_its_titles_by_catch_up(
+        hub_svc: HubService) -> None:
+    """Hub → ReleaseFollower → a real shard service (state machine over MemoryKv): a
+    release whose broadcast was lost leaves a hole the next broadcast (changes only)
+    cannot fill; the shard does not count it complete, and its catch-up fills it."""
+    from omega.shard import state
+    from omega.sim.shardsim import in_process_shard
+
+    shard = in_process_shard(b"f" * 32, b"d" * 32, lambda: 1000.0)
+    try:
+        follower = ReleaseFollower(shard, lambda req: decode(hub_svc.handle(encode(req))))
+
+        def broadcast() -> None:
+            for part in hub_svc.release_parts():
+                assert follower.on_broadcast(part) == "applied"
+
+        def titles() -> set[str]:
+            with shard._store.read() as kv:
+                return {ch.key.decode() for ch in state.changes_since(kv, 0)
+                        if ch.kind == state.KIND_CONTENT}
+
+        first = hub_svc.release()["version"]
+        broadcast()  # a new shard: what came before (release 1, the key) it never had
+        assert shard.release_versions() == (first, 0)
+        assert follower.catch_up() == first
+        assert shard.release_versions() == (first, first)
+        hub_svc.add_content([{"id": "x1", "title": "Missed", "embedding": EMB}])
+        hub_svc.release()  # its broadcast never reaches the shard
+        hub_svc.add_content([{"id": "x2", "title": "Seen", "embedding": EMB}])
+        last = hub_svc.release()["version"]
+        broadcast()
+        assert shard.release_versions() == (last, first)  # seen, not complete: a hole
+        assert "x2" in titles() and "x1" not in titles()
+        assert follower.catch_up() == last
+        assert shard.release_versions() == (last, last)
+        assert titles() == set(TITLES) | {"x1", "x2"}
+        assert follower.catch_up() == 0
+    finally:
+        shard.close()
