@@ -491,6 +491,7 @@ def _info(
         "brain_check": {"users": brain_users, "rows": list(check)} if check else None,
         "epsilon": settings.epsilon,
         "delta": settings.delta,
+        "top_k": settings.top_k,
         "sensitivity": round(settings.sensitivity, 4),
         "releases": rel_info,
         "other_history": {

@@ -640,6 +640,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --federated: ε per release (default %(default)s)")
     parser.add_argument("--fleet", type=int, default=1_000_000,
                         help="with --federated: the simulated fleet of federated-dp-1m")
+    parser.add_argument("--top-k", type=int, default=None, metavar="K",
+                        help="with --federated: neighbours per title in the releases (default "
+                        "50, chosen on validation; the hub publishes [hub.release] top_k, 20 "
+                        "by default, for pull size)")
     parser.add_argument("--brain-users", type=int, default=100, metavar="N",
                         help="with --federated and --brain local, on data of more than 2,000 "
                         "users: the real brain on N users evenly spread by id, the brain's "
@@ -715,9 +719,10 @@ def _run_federated(
         raise QualityError(f"--brain-users must be >= 0, got {args.brain_users}")
     fed = FederatedSettings(fleet=args.fleet)
     try:
-        fed = replace(fed, release=replace(fed.release, epsilon=args.epsilon))
+        top_k = fed.release.top_k if args.top_k is None else args.top_k
+        fed = replace(fed, release=replace(fed.release, epsilon=args.epsilon, top_k=top_k))
     except ReleaseError as exc:
-        raise QualityError(f"--epsilon: {exc}") from None
+        raise QualityError(f"--epsilon or --top-k: {exc}") from None
     report = run_federated_quality(
         args.data,
         embedder=embedder,

@@ -112,6 +112,10 @@ def test_command_line_runs_federated_in_numpy_and_refuses_bad_epsilon(
     assert doc["federated"]["free_at_fleet"] is None or doc["federated"]["free_at_fleet"] >= 60
     assert main([*base, "--epsilon", "0"]) == 2
     assert "error:" in capsys.readouterr().err
+    assert main([*base, "--top-k", "201"]) == 2
+    assert "top_k" in capsys.readouterr().err
+    assert main([*base, "--json", "--max-users", "5", "--top-k", "20"]) == 0
+    assert json.loads(capsys.readouterr().out)["federated"]["top_k"] == 20
 
 
 def test_release_adversary_names_titles_without_noise_and_not_much_with_it(
