@@ -45,6 +45,7 @@ def sync_settings(hub: HubKey, **kw: Any) -> SyncSettings:
         "groups": (ShardGroup("g1", "local", ("tcp://127.0.0.1:9",)),),
         "hub_key_id": hub.key_id, "hub_public_key": hub.public.hex(),
         "interval_s": 1.0, "backoff_base_s": 0.1, "backoff_max_s": 1.0,
+        "crowd_refresh_s": 0.0,  # every sync pulls (the refresh has its own test)
     }
     base.update(kw)
     return SyncSettings(**base)

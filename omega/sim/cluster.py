@@ -285,10 +285,12 @@ shards = [{watched}]
                          groups=[ShardGroup("local-a", "local", tuple(self.shard_listen))],
                          hub=hub, hub_verify_key=verify_key,
                          fleet_key=self.fleet_key, data_dir=self.tv_dir, force=True)
-        # A sync every ~2 s (the shard takes a push a second from one device here) so
-        # the demo sees the release within seconds; a real TV syncs every minutes.
+        # A sync every ~2 s (the shard takes a push a second from one device here), each
+        # pulling, so the demo sees the release within seconds; a real TV syncs every
+        # few minutes and pulls the crowd's lists every crowd_refresh_s (6 h).
         text = prov.config.read_text().replace(
-            "[sync]\n", f"[sync]\ninterval_s = {TV_SYNC_S}\nheartbeat_s = {TV_SYNC_S}\n", 1)
+            "[sync]\n", f"[sync]\ninterval_s = {TV_SYNC_S}\nheartbeat_s = {TV_SYNC_S}\n"
+            "crowd_refresh_s = 0.0\n", 1)
         prov.config.write_text(text)
         return prov.config
 

@@ -14,7 +14,8 @@ state and outbound queue), written *before* the step it protects:
   — is written (``sync.push``) before it is sent; a retry, also after a restart,
   sends the same sequence number with the same reports, which the shard applies
   once. Only the shard's ack acks the queue.
-- **pull**: the delta since the merged version, checked whole before anything is
+- **pull**: at most every ``crowd_refresh_s`` (and at every sync while a delta is
+  unfinished): the delta since the merged version, checked whole before anything is
   merged (``check_pull``): a hostile or broken answer is a typed ``PullRejected``
   and the brain is unchanged. New content goes into the catalog with its embedding,
   then the crowd lists with the version (one transaction each; a crash between
@@ -161,6 +162,7 @@ class SyncCore:
         self._keys: list[int] = []
         self._link: ShardLink | None = None
         self._announced = 0
+        self._pull_at = 0.0  # monotonic: when the next pull is due (see crowd_refresh_s)
         self._verify = bytes.fromhex(settings.hub_verify_key) if settings.hub_verify_key \
             else None
         #: The stored key whose signature last verified (checked once per process).
@@ -346,6 +348,9 @@ class SyncCore:
             self.merge(resp)
             if resp.global_version <= applied:
                 break  # no progress: the shard has nothing newer to give now
+        if self.applied_version() >= self._announced:
+            # Up to date: the next pull after the refresh period (unfinished: next sync).
+            self._pull_at = self._mono() + self.settings.crowd_refresh_s
         self._info(last_pull=self._wall(), pulls=self._get_info().get("pulls", 0) + rounds)
         return rounds
 
@@ -410,7 +415,8 @@ class SyncCore:
             ack = self.push()
             if ack is not None:
                 seq, pushed = ack.seq, self.last_push_real
-            pulls = self.pull(ask_version=ack is None)
+            if self._mono() >= self._pull_at:
+                pulls = self.pull(ask_version=ack is None)
         except OmegaError as exc:  # protocol, transport, brain, no group: all retried later
             retry = exc.retry_after_s if isinstance(exc, RateLimited) and exc.retry_after_s \
                 else 0.0

@@ -63,6 +63,14 @@ class SyncSettings:
     #: Each interval is drawn uniformly from interval × [1 - jitter, 1 + jitter].
     jitter: float = 0.1
     heartbeat_s: float = 60.0
+    #: Pull the crowd's lists at most this often (the first sync after a start, and
+    #: every sync while a delta is unfinished, pull anyway). Every release changes
+    #: almost every list (fresh noise) and a pull since the last one brings each
+    #: changed record once, so how often a TV pulls, not how often the hub releases,
+    #: sets its downlink: ~1 MB a pull at ml-latest-small's lists under a 1 M fleet's
+    #: noise — 4 MB a day at 6 h, 96 MB at every 15-min release (bench/list_churn.py).
+    #: 0: at every sync.
+    crowd_refresh_s: float = 21_600.0
     #: Failures back off exponentially with full jitter: uniform(0, min(max, base·2^n)).
     backoff_base_s: float = 5.0
     backoff_max_s: float = 900.0
@@ -103,6 +111,8 @@ class SyncSettings:
         require(len(names) == len(set(names)), "groups", "group names must be unique")
         for key in ("premium_s", "active_s", "casual_s", "heartbeat_s"):
             require(0.05 <= getattr(self, key) <= 86_400, key, "must be between 0.05 s and a day")
+        require(0 <= self.crowd_refresh_s <= 7 * 86_400, "crowd_refresh_s",
+                "must be between 0 (every sync) and a week")
         require(self.interval_s == 0 or 0.05 <= self.interval_s <= 86_400, "interval_s",
                 "0 (by tier) or between 0.05 s and a day")
         require(0 <= self.jitter < 1, "jitter", "must be in [0, 1)")

@@ -11,6 +11,7 @@ demand, so a test decides when privacy budget is spent.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import subprocess
@@ -454,7 +455,9 @@ class AgentTv:
                 request_timeout_s=2.0, call_timeout_s=60.0, attempts=30, backoff_s=0.05,
                 backoff_max_s=0.5, wait_rate_limit_max_s=5.0))
 
-        core = SyncCore(brain, prov.settings, connect, rng=random.Random(seed))
+        # Every sync pulls: the round's release must reach the TVs within the test.
+        settings = dataclasses.replace(prov.settings, crowd_refresh_s=0.0)
+        core = SyncCore(brain, settings, connect, rng=random.Random(seed))
         return cls(name, brain, core)
 
     def watch(self, ids: Sequence[str], start: float) -> None:

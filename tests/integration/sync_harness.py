@@ -26,7 +26,7 @@ HUB = HubKey.generate(1)
 def tv_config(root: Path, endpoints: list[str], device_id: str = "tv-it", **sync: Any) -> Path:
     opts: dict[str, Any] = {
         "enabled": True, "device_id": device_id, "region": "local", "interval_s": 0.5,
-        "heartbeat_s": 5.0, "backoff_base_s": 0.2, "backoff_max_s": 1.0,
+        "crowd_refresh_s": 0.0, "heartbeat_s": 5.0, "backoff_base_s": 0.2, "backoff_max_s": 1.0,
         "hub_key_id": HUB.key_id, "hub_public_key": HUB.public.hex(), **sync}
     lines = [
         'role = "tv"', "[node]", 'name = "tv-it"', f"data_dir = {_toml(str(root / 'tv'))}",

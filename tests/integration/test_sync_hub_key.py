@@ -11,6 +11,7 @@ TV back. Then the shard's stored reports open only with the hub's current key.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,8 @@ def open_tv(root: Path, c: ShardCluster, hub: HubKey, verify_key: bytes) -> tupl
             request_timeout_s=2.0, call_timeout_s=30.0, attempts=20, backoff_s=0.05,
             backoff_max_s=0.5, wait_rate_limit_max_s=5.0))
 
-    return brain, SyncCore(brain, prov.settings, connect, rng=random.Random(3))
+    settings = dataclasses.replace(prov.settings, crowd_refresh_s=0.0)  # every sync pulls
+    return brain, SyncCore(brain, settings, connect, rng=random.Random(3))
 
 
 def synced_to(core: SyncCore, version_at_least: int) -> dict[str, Any] | None:

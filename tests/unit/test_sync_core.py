@@ -472,3 +472,34 @@ def test_a_key_stored_unsigned_by_an_older_version_is_not_used(
     _release(svc, 1, popularity=(("m1", 1.0),), **_announce(genuine))
     assert c.sync().error == ""
     assert c.hub_key() == genuine.public_only()
+
+
+def test_the_crowd_is_pulled_at_most_every_refresh_period(
+        brain: Brain, svc: ShardService, wall: Wall) -> None:
+    """Pushes go on at every sync; pulls at the first sync, every sync while a delta is
+    unfinished, then once per ``crowd_refresh_s`` (a pull since the last brings each
+    changed list once, so the TV's downlink is set here, not by the hub's cadence)."""
+    now = [1000.0]
+    c = SyncCore(brain, sync_settings(HUB, crowd_refresh_s=3600.0, pull_max_rounds=1),
+                 lambda g: in_process_link(svc), wall=wall, mono=lambda: now[0],
+                 rng=random.Random(1))
+    rng = random.Random(5)
+    _release(svc, 1, neighbours=tuple(  # more than one pull's worth
+        (f"t{i}", tuple((f"t{j}", 0.5) for j in rng.sample(range(1000), 20) if j != i))
+        for i in range(150)))
+    first = c.sync()
+    assert first.error == "" and first.pulls == 1
+    with svc._store.read() as kv:
+        current = state.global_version(kv)
+    assert c.applied_version() < current  # unfinished: the next syncs go on pulling
+    while c.applied_version() < current:
+        now[0] += 60
+        assert c.sync().pulls == 1
+    _release(svc, 2, neighbours=(("t1", (("t2", 0.9),)),))
+    watch(brain, ["m1", "m2"])
+    now[0] += 600
+    out = c.sync()
+    assert out.error == "" and out.pushed == 1 and out.pulls == 0  # pushed, not pulled
+    assert c.applied_version() == current
+    now[0] += 3000
+    assert c.sync().pulls == 1 and c.applied_version() > current
