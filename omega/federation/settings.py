@@ -1,9 +1,10 @@
 """Settings of the federation path: ``[shard.federation]``, ``[aggregator]``, ``[hub]``.
 
-Intervals follow DESIGN.md §7: a shard forwards about every minute, an aggregator
-mixes about every 5 minutes, the hub releases about every 15 (ε adds up with every
-release: release rarely). Every stage also runs on demand
-(``omega-node ctl ... federation trigger``).
+Intervals: a shard forwards about every minute, an aggregator mixes about every 5
+minutes (DESIGN.md §7), the hub releases every 6 hours — not every 15 minutes: ε adds
+up with every release (one TV's ε a day at ε = 1 a release: 2.1 at 4 releases, 13.2
+at 96), and a TV pulls the crowd's lists every 6 h anyway (``[sync] crowd_refresh_s``).
+Every stage also runs on demand (``omega-node ctl ... federation trigger``).
 """
 
 from __future__ import annotations
@@ -136,8 +137,9 @@ class HubSettings:
     #: Static map from a replica's Raft address to its request address
     #: (``"host:port=tcp://host:port"``): whom a follower names in ``not_leader``.
     peer_addresses: tuple[str, ...] = ()
-    #: How often the leader makes a release (DP noise, thresholds, neighbour lists).
-    release_interval_s: float = 900.0
+    #: How often the leader makes a release (DP noise, thresholds, neighbour lists):
+    #: every release spends ε, and TVs pull every 6 h (docs/federation-path.md).
+    release_interval_s: float = 21_600.0
     #: Reports sealed to a retired key still open for this long after a rotation.
     key_grace_s: float = 7 * 86_400.0
     #: Received batch ids are remembered this long.

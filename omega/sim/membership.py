@@ -96,7 +96,7 @@ def release_adversary(
     *,
     settings: Sequence[float | None] = SETTINGS,
     targets: int = 200,
-    releases_per_day: int = 96,
+    releases_per_day: int = 4,  # the hub's default: a release every 6 h
     with_quality: bool = True,
     seed: int = 0,
 ) -> list[dict[str, Any]]:
