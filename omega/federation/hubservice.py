@@ -124,7 +124,7 @@ class HubService:
         self._counts: Counter[str] = Counter()
         self._counts_lock = threading.Lock()
         self.last_release: dict[str, Any] = {}
-        threads = settings.open_threads or len(os.sched_getaffinity(0))
+        threads = settings.open_threads or _cpus()
         self._open_pool = (ThreadPoolExecutor(threads, thread_name_prefix="omega-hub-open")
                            if threads > 1 else None)
 
@@ -200,6 +200,10 @@ class HubService:
         empty update naming the newest version. A shard that holds the release just
         before gets the broadcast's parts (titles changed since); any other gets the
         whole registry."""
+        with self._store.read() as kv:
+            newest = hub.version(kv)
+        if since >= newest:  # nothing newer: no parts to cut (a lagging replica too)
+            return GlobalUpdate(newest)
         parts = self.release_parts(since=since)
         if not parts or parts[0].version <= since:
             return GlobalUpdate(parts[0].version if parts else 0)
@@ -445,6 +449,13 @@ class HubService:
     def _count(self, key: str, n: int = 1) -> None:
         with self._counts_lock:
             self._counts[key] += n
+
+
+def _cpus() -> int:
+    """CPUs this process may run on (the affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def provision_args(key_id: int, public_hex: str, verify_hex: str) -> str:
