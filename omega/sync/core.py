@@ -486,6 +486,8 @@ class SyncCore:
             "last_push": info.get("last_push"),
             "last_push_seq": info.get("last_push_seq"),
             "last_pull": info.get("last_pull"),
+            # The crowd's lists are pulled at most every crowd_refresh_s.
+            "next_pull_in_s": round(max(0.0, self._pull_at - self._mono()), 1),
             "last_error": info.get("last_error", ""),
             "queue": self.queued(),
             "reports_built": int(contrib.get("built", 0)),

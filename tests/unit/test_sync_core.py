@@ -501,5 +501,6 @@ def test_the_crowd_is_pulled_at_most_every_refresh_period(
     out = c.sync()
     assert out.error == "" and out.pushed == 1 and out.pulls == 0  # pushed, not pulled
     assert c.applied_version() == current
+    assert c.status()["next_pull_in_s"] == 3000.0
     now[0] += 3000
     assert c.sync().pulls == 1 and c.applied_version() > current
