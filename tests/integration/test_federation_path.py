@@ -540,3 +540,44 @@ def test_rotate_key_tvs_learn_it_and_old_reports_still_open(const: Constellation
     st = const.flush(start["reports"] + a.reports + b.reports)
     assert st["counters"]["opened"] == start["opened"] + a.reports + b.reports
     assert st["counters"]["dropped"] == start["dropped"]
+
+
+def test_a_shard_group_down_during_releases_gets_their_titles_back(
+        const: Constellation) -> None:
+    """Releases broadcast only the titles changed since the one before: shard group B,
+    killed (-9, every replica) while a title is released and back before the next one,
+    still ends with both titles, by catch-up (whichever comes first, the catch-up or
+    the next broadcast: the rule that a release of changes completes only on top of
+    every release before it is tested on the state machine, test_federation_inprocess
+    and test_shard_state)."""
+    group = const.shards["b"]
+
+    def content(path_name: str, cid: str) -> int:
+        path = const.root / path_name
+        path.write_text(json.dumps({"id": cid, "title": cid.replace("-", " "),
+                                    "embedding": [0.02] * 384}) + "\n")
+        assert const.hub_ctl("content", str(path), idempotent=True)["added"] == 1
+        rel = const.hub_release()  # may also sum reports other tests left in flight
+        assert rel["released"]
+        return int(rel["version"])
+
+    for node in group.nodes:
+        node.kill()
+    missed = content("missed.jsonl", "ttl-missed-while-down")
+    for node in group.nodes:
+        node.spawn()
+    group.wait_leader(60)
+    last = content("after.jsonl", "ttl-released-after")
+    assert last == missed + 1
+    _released_everywhere(const, last)
+    for g in ("a", "b"):
+        with tv(const.shards[g].endpoints, f"tv-back-{g}") as dev:
+            got: set[str] = set()
+            version = 0
+            for _ in range(200):  # the delta comes in bounded pieces
+                r = dev.pull(version, "eu")
+                got.update(c.id for c in r.new_content)
+                if r.global_version == version:
+                    break
+                version = r.global_version
+            assert {"ttl-missed-while-down", "ttl-released-after"} <= got, (g, sorted(got))
