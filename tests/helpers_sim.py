@@ -14,6 +14,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from omega.sim.quality import QualitySettings
+
 # Genres common to both layouts (ml-100k has "Children's", ml-latest "Children"), in
 # ml-100k flag order, so both layouts list them alike.
 CLUSTERS: tuple[tuple[str, ...], ...] = (
@@ -26,6 +28,14 @@ ML100K_GENRES = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
     "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
     "Romance", "Sci-Fi", "Thriller", "War", "Western",
+)  # fmt: skip
+
+
+#: Baseline grids small enough for unit tests; SASRec off (tests/unit/test_sim_sasrec.py
+#: turns it on with its own small model).
+FAST_QUALITY = QualitySettings(
+    ease_lambdas=(5.0, 50.0), knn_neighbours=(5, 10), content_last_n=(1, 3),
+    content_popularity=(0.2,), cold_folds=4, held_out_positions=0, sasrec=None,
 )  # fmt: skip
 
 

@@ -27,6 +27,7 @@ from tests.helpers_sim import make_world, write_ml_latest
 FAST = QualitySettings(
     ease_lambdas=(5.0,), knn_neighbours=(5,), content_last_n=(1,),
     content_popularity=(0.2,), cold_folds=4, held_out_positions=0, max_users=10,
+    sasrec=None,  # SASRec: test_sim_sasrec
 )  # fmt: skip
 
 

@@ -22,14 +22,10 @@ from omega.sim.fedbench import (
 from omega.sim.federated import FederatedSettings, simulate_crowd, tv_coviews
 from omega.sim.membership import release_adversary
 from omega.sim.movielens import load_movielens, split_leave_last
-from omega.sim.quality import QualitySettings, main
-from tests.helpers_sim import make_world, write_ml_latest
+from omega.sim.quality import main
+from tests.helpers_sim import FAST_QUALITY, make_world, write_ml_latest
 
-FAST = QualitySettings(
-    ease_lambdas=(5.0, 50.0), knn_neighbours=(5, 10), content_last_n=(1, 3),
-    content_popularity=(0.2,), cold_folds=4, held_out_positions=0,
-    sasrec=None,  # SASRec: test_sim_sasrec
-)  # fmt: skip
+FAST = FAST_QUALITY
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +102,7 @@ def test_command_line_runs_federated_in_numpy_and_refuses_bad_epsilon(
     folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     base = ["--data", str(folder), "--federated", "--brain", "none", "--embedder", "hash",
-            "--no-progress", "--cache-dir", str(tmp_path)]
+            "--no-progress", "--cache-dir", str(tmp_path), "--no-sasrec"]
     assert main([*base, "--json", "--max-users", "5"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["federated"]["free_at_fleet"] is None or doc["federated"]["free_at_fleet"] >= 60

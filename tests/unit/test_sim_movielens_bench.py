@@ -20,13 +20,10 @@ from omega.sim.fedbench import (
 )
 from omega.sim.federated import CrowdScorer, FederatedSettings, simulate_crowd, tv_coviews
 from omega.sim.movielens import load_movielens, split_leave_last
-from omega.sim.quality import QualitySettings, main
-from tests.helpers_sim import make_world, write_ml1m
+from omega.sim.quality import main
+from tests.helpers_sim import FAST_QUALITY, make_world, write_ml1m
 
-FAST = QualitySettings(
-    ease_lambdas=(5.0, 50.0), knn_neighbours=(5, 10), content_last_n=(1, 3),
-    content_popularity=(0.2,), cold_folds=4, held_out_positions=0,
-)  # fmt: skip
+FAST = FAST_QUALITY
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +81,7 @@ def test_bench_reads_ml1m_from_the_unzip_parent_without_a_sasrec_figure(
     parent: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     base = ["--data", str(parent), "--federated", "--brain", "none", "--embedder", "hash",
-            "--no-progress", "--cache-dir", str(tmp_path), "--max-users", "10"]
+            "--no-progress", "--cache-dir", str(tmp_path), "--max-users", "10", "--no-sasrec"]
     assert main([*base, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["data"]["layout"] == "ml-1m"

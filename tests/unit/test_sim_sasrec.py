@@ -21,17 +21,14 @@ from omega.sim.baselines import Popularity, TrainData, rank
 from omega.sim.fedbench import run_federated_quality
 from omega.sim.metrics import hit_ndcg
 from omega.sim.movielens import load_movielens, split_leave_last
-from omega.sim.quality import SASREC, QualitySettings, main, run_quality
+from omega.sim.quality import SASREC, main, run_quality
 from omega.sim.report import format_text
 from omega.sim.sasrec import SASRecSettings, length_batches, training_windows
-from tests.helpers_sim import Movie, World, make_world, write_ml_latest
+from tests.helpers_sim import FAST_QUALITY, Movie, World, make_world, write_ml_latest
 
 # Small and quick; the defaults (the paper's) are for MovieLens.
 SMALL = SASRecSettings(maxlen=24, hidden=32, max_epochs=60, patience=6, batch=32)
-FAST = QualitySettings(
-    ease_lambdas=(5.0, 50.0), knn_neighbours=(5, 10), content_last_n=(1, 3),
-    content_popularity=(0.2,), cold_folds=4, held_out_positions=0, sasrec=SMALL,
-)  # fmt: skip
+FAST = replace(FAST_QUALITY, sasrec=SMALL)
 
 
 @pytest.fixture
