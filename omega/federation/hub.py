@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import msgpack
@@ -278,9 +278,6 @@ class KeyRecord:
     #: The hub signer's announcement of this key (b"": made before the hub had one).
     sig: bytes = b""
 
-    def row(self) -> bytes:
-        return pack([self.public, self.private, self.created_ms, self.retired_ms, self.sig])
-
 
 def keys(kv: KvReader) -> list[KeyRecord]:
     out = []
@@ -442,13 +439,10 @@ def _rotate(kv: KvWriter, cmd: RotateKey) -> tuple[str, int]:
         kv.put(DB, X_SIGNER, pack([cmd.signer, cmd.now_ms]))
     for rec in keys(kv):
         if rec.retired_ms == 0:
-            kv.put(DB, P_KEY + _U32.pack(rec.key_id),
-                   KeyRecord(rec.key_id, rec.public, rec.private, rec.created_ms, cmd.now_ms,
-                             rec.sig).row())
+            _put_key(kv, replace(rec, retired_ms=cmd.now_ms))
         elif cmd.now_ms - rec.retired_ms > cmd.grace_ms:
             kv.delete(DB, P_KEY + _U32.pack(rec.key_id))  # past its grace: gone
-    kv.put(DB, P_KEY + _U32.pack(cmd.key_id),
-           KeyRecord(cmd.key_id, cmd.public, cmd.private, cmd.now_ms, 0, cmd.sig).row())
+    _put_key(kv, KeyRecord(cmd.key_id, cmd.public, cmd.private, cmd.now_ms, 0, cmd.sig))
     kv.put(DB, M_KEY, _U64.pack(cmd.key_id))
     return ("rotated", cmd.key_id)
 
@@ -462,11 +456,14 @@ def _sign_keys(kv: KvWriter, cmd: SignKeys) -> tuple[str, int]:
     for key_id, sig in cmd.sigs:
         rec = held.get(key_id)
         if rec is not None:
-            kv.put(DB, P_KEY + _U32.pack(key_id),
-                   KeyRecord(key_id, rec.public, rec.private, rec.created_ms, rec.retired_ms,
-                             sig).row())
+            _put_key(kv, replace(rec, sig=sig))
             signed += 1
     return ("signed", signed)
+
+
+def _put_key(kv: KvWriter, rec: KeyRecord) -> None:
+    kv.put(DB, P_KEY + _U32.pack(rec.key_id),
+           pack([rec.public, rec.private, rec.created_ms, rec.retired_ms, rec.sig]))
 
 
 def _add_content(kv: KvWriter, cmd: AddContent) -> tuple[str, int]:

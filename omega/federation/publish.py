@@ -24,7 +24,7 @@ from omega.federation.report import CoView, HubKey, ReportError, open_report
 from omega.federation.sums import CoviewSums
 from omega.federation.trends import RegionWindow
 from omega.protocol import GlobalUpdate, NewContent
-from omega.protocol.limits import MAX_ITEMS, MAX_NEIGHBOURS
+from omega.protocol.limits import MAX_ITEMS, MAX_NEIGHBOURS, TITLE_MAX_LEN
 
 from .hub import ContentRecord, pack, unpack
 
@@ -134,7 +134,7 @@ ContentEntry = tuple[str, bytes, int]
 
 def content_digest(rec: ContentRecord) -> bytes:
     """What TVs get of a title, hashed: a replaced title is sent again, a same one not."""
-    h = hashlib.blake2b(rec.title[:256].encode(), digest_size=8)
+    h = hashlib.blake2b(rec.title[:TITLE_MAX_LEN].encode(), digest_size=8)
     h.update(rec.embedding)
     return h.digest()
 
@@ -230,7 +230,8 @@ def update_parts(version: int, body: bytes, content: Mapping[str, ContentRecord]
     for cid in cids:
         rec = content.get(cid)
         if rec is not None:
-            add("c", NewContent(cid, rec.title[:256], rec.embedding), 800 + len(rec.title))
+            title = rec.title[:TITLE_MAX_LEN]
+            add("c", NewContent(cid, title, rec.embedding), 800 + len(title))
     if any(cur.values()) or not parts:
         parts.append(cur)
     n = len(parts)

@@ -47,20 +47,16 @@ def run_provision(args: argparse.Namespace) -> int:
         hub = HubKey(args.hub_key_id, bytes.fromhex(args.hub_public_key))
     except ValueError as exc:
         raise ConfigError("--hub-public-key", "hub key", str(exc)) from None
-    try:
-        verify = bytes.fromhex(args.hub_verify_key)
-    except ValueError:
-        raise ConfigError("--hub-verify-key", "hub verify key", "64 hex digits") from None
     groups = [parse_group(g, args.region) for g in args.group]
     done = provision(args.out, device_id=args.device_id, region=args.region, groups=groups,
-                     hub=hub, hub_verify_key=verify, fleet_key=fleet, tier=args.tier,
+                     hub=hub, hub_verify_key=args.hub_verify_key, fleet_key=fleet, tier=args.tier,
                      data_dir=args.tv_data_dir, force=args.force)
     group = pick(groups, args.device_id, args.region)
     print(json.dumps({"config": str(done.config), "device_key_file": str(done.key_file),
                       "device_key_mode": oct(os.stat(done.key_file).st_mode & 0o777),
                       "device_id": args.device_id, "region": args.region,
                       "group": group.name, "hub_key_id": hub.key_id,
-                      "hub_verify_key": verify.hex()}, indent=2))
+                      "hub_verify_key": done.settings.hub_verify_key}, indent=2))
     return 0
 
 

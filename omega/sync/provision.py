@@ -59,12 +59,13 @@ def toml_value(value: object) -> str:
 
 
 def provision(out_dir: Path, *, device_id: str, region: str, groups: Sequence[ShardGroup],
-              hub: HubKey, hub_verify_key: bytes | None, fleet_key: bytes,
+              hub: HubKey, hub_verify_key: bytes | str | None, fleet_key: bytes,
               tier: Tier = "active", data_dir: Path | None = None,
               force: bool = False) -> Provisioned:
     """Write ``tv.toml`` and ``device.key`` (mode 0600) for one TV into ``out_dir``.
 
-    ``hub_verify_key``: the hub's Ed25519 verify key (``ctl federation`` on the hub).
+    ``hub_verify_key``: the hub's Ed25519 verify key, 32 bytes or 64 hex digits
+    (``ctl federation`` on the hub).
     ``None`` makes a TV that keeps ``hub`` for ever: it refuses every rotation,
     since it cannot tell the hub's next key from a shard's (tests only).
     """
