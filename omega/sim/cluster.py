@@ -439,9 +439,8 @@ def _bring_up(c: Cluster, files: dict[str, Path]) -> None:
     )
     # The TV is provisioned as in the factory: its device key from the fleet key, its
     # shard group, and the hub's current public key as the hub's operator reads it.
-    key = wait_for(lambda: _hub_key(c), 60, "the hub's first key pair", alive=c.check_alive)
-    verify = wait_for(lambda: _hub_verify_key(c), 30, "the hub's verify key",
-                      alive=c.check_alive)
+    key, verify = wait_for(lambda: _hub_keys(c), 60, "the hub's first key pair and verify key",
+                           alive=c.check_alive)
     c.start("tv-1", "tv", c.provision_tv(key, verify))
     say(f"  tv-1 provisioned (`tv provision`): device key, group local-a, hub key "
         f"{key.key_id} ({key.public.hex()[:16]}…), hub verify key {verify.hex()[:16]}… (the "
@@ -522,27 +521,20 @@ def _operations(c: Cluster) -> None:
             f"patterns, {fleet.get('omega_brain_memory_mb', 0):.0f} MB")
 
 
-def _hub_verify_key(c: Cluster) -> bytes | None:
-    """The hub's Ed25519 verify key (``ctl federation`` status), the TV's trust anchor."""
+def _hub_keys(c: Cluster) -> tuple[HubKey, bytes] | None:
+    """The hub leader's current public key and its Ed25519 verify key (the TV's trust
+    anchor), from ``ctl federation`` status, once it has both."""
     from omega.sim.crowd_demo import try_ctl
 
     for ctl in c.hub_controls:
         st = try_ctl(ctl, "federation")
-        if isinstance(st, dict) and st.get("leader") and st.get("verify_key"):
-            return bytes.fromhex(str(st["verify_key"]))
-    return None
-
-
-def _hub_key(c: Cluster) -> HubKey | None:
-    """The hub leader's current public key (``ctl federation`` status), once it has one."""
-    from omega.sim.crowd_demo import try_ctl
-
-    for ctl in c.hub_controls:
-        st = try_ctl(ctl, "federation")
-        if isinstance(st, dict) and st.get("leader") and st.get("current_key"):
-            for k in st.get("keys", []):
-                if k.get("key_id") == st["current_key"] and k.get("public_key"):
-                    return HubKey(int(k["key_id"]), bytes.fromhex(k["public_key"]))
+        if not (isinstance(st, dict) and st.get("leader") and st.get("current_key")
+                and st.get("verify_key")):
+            continue
+        for k in st.get("keys", []):
+            if k.get("key_id") == st["current_key"] and k.get("public_key"):
+                return (HubKey(int(k["key_id"]), bytes.fromhex(k["public_key"])),
+                        bytes.fromhex(str(st["verify_key"])))
     return None
 
 
@@ -738,7 +730,7 @@ def _crowd_loop(c: Cluster, now: float, before: list[str]) -> None:
     say(f"tv-1: its sync agent sealed {tv['reports_built']} co-view reports to hub key "
         f"{tv['hub_key_id']} (local ε {eps['local']:.3g} today) and pushed them to group "
         f"{tv['group']} (every push 8 reports of 73 bytes, dummies fill)")
-    key = wait_for(lambda: _hub_key(c), 30, "the hub's key", alive=c.check_alive)
+    key, _ = wait_for(lambda: _hub_keys(c), 30, "the hub's key", alive=c.check_alive)
     groups = cd.tastes(entries)
     pushed = _simulate_fleet(c, lambda i: cd.device_reports(i, groups, key))
     shard = _leader_control(c, c.shard_controls, "a shard leader")
