@@ -33,7 +33,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -64,6 +64,9 @@ from omega.sim.replay import (
     replay_brain,
 )
 from omega.sim.report import MethodResult, QualityReport, SliceResult
+
+if TYPE_CHECKING:
+    from omega.brain.settings import BrainSettings
 
 __all__ = [
     "CENTRAL_LISTS",
@@ -123,7 +126,7 @@ class BrainCrowdSettings:
     #: above are then only the starting point (they are in the grid).
     tune: bool = True
 
-    def brain_settings(self) -> Any:
+    def brain_settings(self) -> BrainSettings:
         """These weights as ``BrainSettings`` (the benchmark's brains are not durable)."""
         from omega.brain.settings import BrainSettings, RecommenderSettings
 
