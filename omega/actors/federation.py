@@ -430,8 +430,8 @@ class HubActor(OmegaActor):
     def trigger(self) -> dict[str, Any]:
         return self._svc().release()
 
-    def rotate_key(self) -> dict[str, Any]:
-        return self._svc().rotate_key()
+    def rotate_key(self, key_id: int | None = None) -> dict[str, Any]:
+        return self._svc().rotate_key(key_id)
 
     def add_content(self, items: Sequence[Any]) -> dict[str, Any]:
         return self._svc().add_content(items)

@@ -73,7 +73,7 @@ from omega.protocol import (
     encode,
 )
 from omega.protocol.limits import CONTENT_ID_MAX_LEN, TITLE_MAX_LEN
-from omega.raft import KvReader, NotLeader
+from omega.raft import CommitTimeout, Discarded, KvReader, LeaderChanged, NotLeader
 
 log = logging.getLogger("omega.federation.hub")
 
@@ -100,6 +100,10 @@ class HubStore(Protocol):
 
 class ContentError(BadRequest):
     """A content item is malformed; nothing of the file was added."""
+
+
+class KeyConflict(BadRequest):
+    """``rotate_key(key_id)`` for a key that is neither current nor the next one."""
 
 
 class HubService:
@@ -267,35 +271,59 @@ class HubService:
                 held = hub.keys(kv)
             signer = HubSigner.generate()
             sigs = tuple((k.key_id, signer.sign(k.key_id, k.public)) for k in held)
-            result = self._submit(SignKeys(int(self._wall() * 1000), signer.seed, sigs))
+            result = self._commit(SignKeys(int(self._wall() * 1000), signer.seed, sigs),
+                                  "signing the existing keys")
         log.info("hub signer made for existing keys",
                  extra={"fields": {"result": f"{result!r}", "verify_key": signer.verify_key.hex()}})
         self.release(announce=True)
 
-    def rotate_key(self) -> dict[str, Any]:
+    def rotate_key(self, key_id: int | None = None) -> dict[str, Any]:
         """A new key pair becomes current; the previous one still opens reports for
         ``key_grace_s``. It is signed by the hub's signer (made with the first key
-        pair), and a release announcing it follows at once."""
+        pair), and a release announcing it follows at once.
+
+        With ``key_id``, the rotation is safe to ask again: key ``key_id`` must be the
+        next one, or already current (then it is answered as made, and announced if
+        no release has yet). An operator whose answer was lost — the leader changed,
+        the call timed out — asks again with the same id and never rotates twice.
+        """
         if not self._store.is_leader():
             raise self._not_leader()
         with self._lock:
             with self._store.read() as kv:
-                ids = [k.key_id for k in hub.keys(kv)]
-                nxt = max([*ids, hub.counters(kv)["key"]]) + 1
+                held = hub.keys(kv)
+                nxt = max([*(k.key_id for k in held), hub.counters(kv)["key"]]) + 1
                 seed = hub.signer_seed(kv)
-            if nxt > KEY_ID_MAX:
+                cur = hub.current_key(kv)
+            if key_id is not None and cur is not None and key_id == cur.key_id \
+                    and seed is not None:
+                done = cur
+            elif key_id is not None and key_id != nxt:
+                raise KeyConflict(
+                    f"key {key_id} is neither current (key {cur.key_id if cur else 'none'}) "
+                    f"nor the next one (key {nxt}): ask for rotate-key --key-id {nxt}")
+            else:
+                done = None
+            if nxt > KEY_ID_MAX and done is None:
                 raise BadRequest("key ids exhausted")
             signer = HubSigner(seed) if seed is not None else HubSigner.generate()
-            key = HubKey.generate(nxt)
-            assert key.private is not None
-            result = self._submit(RotateKey(
-                nxt, key.public, key.private, int(self._wall() * 1000),
-                int(self.settings.key_grace_s * 1000), signer.sign(nxt, key.public),
-                b"" if seed is not None else signer.seed))
-            if isinstance(result, tuple) and result[0] != "rotated":
-                raise Unavailable(f"key {nxt} not rotated ({result[0]}); retry", retry_after_s=1.0)
-        self.release(announce=True)
-        return {"key_id": nxt, "public_key": key.public.hex(),
+            if done is None:
+                key = HubKey.generate(nxt)
+                assert key.private is not None
+                result = self._commit(RotateKey(
+                    nxt, key.public, key.private, int(self._wall() * 1000),
+                    int(self.settings.key_grace_s * 1000), signer.sign(nxt, key.public),
+                    b"" if seed is not None else signer.seed), f"rotating to key {nxt}")
+                if isinstance(result, tuple) and result[0] != "rotated":
+                    raise Unavailable(f"key {nxt} not rotated ({result[0]}); retry",
+                                      retry_after_s=1.0)
+                public = key.public
+            else:
+                nxt, public = done.key_id, done.public
+        # A rotation asked again: released only if its announcement was lost with the
+        # leader (a release without news is not made).
+        self.release(announce=done is None)
+        return {"key_id": nxt, "public_key": public.hex(),
                 "verify_key": signer.verify_key.hex()}
 
     def add_content(self, items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -325,7 +353,7 @@ class HubService:
         with self._lock:
             for k in range(0, len(rows), _CONTENT_CHUNK):
                 chunk = tuple((c, t, m, e or b"") for c, t, m, e in rows[k:k + _CONTENT_CHUNK])
-                self._submit(AddContent(now_ms, chunk))
+                self._commit(AddContent(now_ms, chunk), f"adding titles {k}..{k + len(chunk)}")
         self._count("content.added", n=len(rows))
         return {"added": len(rows), "embedded": embedded}
 
@@ -379,12 +407,12 @@ class HubService:
             if s.noise:
                 acc.spend(s.sigma, s.sensitivity)
         stats = {"reports": summed, "titles_published": rel.titles_published if rel else 0,
-                 "pairs_published": rel.pairs_published if rel else 0}
+                 "pairs_published": rel.pairs_published if rel else 0, "spent": bool(pending)}
         body = release_body(rel, prev_body, entries, key_id, stats)
         cmd = Publish(version, int(now * 1000), pending[-1][0] if pending else 0,
                       bool(pending), acc.to_bytes(), body,
                       int((now - self.settings.retention_s) * 1000))
-        result = self._submit(cmd)
+        result = self._commit(cmd, f"publishing release {version}")
         if not (isinstance(result, tuple) and result[0] == "published"):
             return {"released": False, "reason": f"{result!r}", "version": c["version"]}
         eps_total = acc.epsilon(s.delta) if acc.releases else 0.0
@@ -445,6 +473,21 @@ class HubService:
 
     def _submit(self, cmd: hub.Command) -> Any:
         return self._store.submit(encode_command(cmd), self._timeout)
+
+    def _commit(self, cmd: hub.Command, what: str) -> Any:
+        """The leader's own command, committed; the store's failure as the typed error
+        an operator can act on, saying whether it may have been applied."""
+        try:
+            return self._submit(cmd)
+        except NotLeader:
+            raise self._not_leader() from None
+        except Discarded:
+            raise NotLeaderError(f"{what}: leadership moved and it was not applied; ask "
+                                 "the new leader") from None
+        except (LeaderChanged, CommitTimeout) as exc:
+            raise Unavailable(f"{what}: {exc}; it may still be applied: check `ctl "
+                              "federation status` before asking again", retry_after_s=1.0
+                              ) from None
 
     def _count(self, key: str, n: int = 1) -> None:
         with self._counts_lock:

@@ -182,7 +182,8 @@ class ControlHandler:
         )
 
     def federation(self, action: str) -> Any:
-        """``status``, ``trigger`` (every role), ``rotate-key`` (hub)."""
+        """``status``, ``trigger`` (every role), ``rotate-key`` or ``rotate-key=ID``
+        (hub; with the id, safe to ask again)."""
         fed = self.ctx.resource("federation")
         if fed is None:
             raise Unavailable(f"no federation on this node (role {self.ctx.cfg.role}) yet")
@@ -190,8 +191,9 @@ class ControlHandler:
             return fed.status()
         if action == "trigger":
             return fed.trigger()
+        action, _, arg = action.partition("=")
         if action == "rotate-key" and hasattr(fed, "rotate_key"):
-            return fed.rotate_key()
+            return fed.rotate_key(_key_id(arg) if arg else None)
         raise ProtocolError(f"unknown federation action {action!r}; one of status, trigger"
                             + (", rotate-key" if hasattr(fed, "rotate_key") else ""))
 
@@ -241,3 +243,11 @@ class ControlHandler:
             return self.ctx.handle.ref("brain")
         except OmegaError as exc:
             raise Unavailable(f"brain not running: {exc}") from None
+
+
+def _key_id(text: str) -> int:
+    """The ``ID`` of ``rotate-key=ID``."""
+    if not text.isdigit() or not 0 < int(text) < 2**32:
+        raise ProtocolError(f"rotate-key={text}: the key id must be a whole number "
+                            "from 1 to 4294967295 (see `ctl federation status`)")
+    return int(text)

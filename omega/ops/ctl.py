@@ -114,6 +114,13 @@ def request(address: str, msg: Message, timeout_s: float, role: str | None = Non
 def run_ctl(args: argparse.Namespace) -> int:
     address = resolve_control(args)
     target = getattr(args, "name", "") or ""
+    key_id = getattr(args, "key_id", None)
+    if key_id is not None:
+        if target != "rotate-key":
+            print("omega-node ctl: --key-id goes with `federation rotate-key` only",
+                  file=sys.stderr)
+            return 2
+        target = f"rotate-key={key_id}"
     try:
         reply = request(address, CtlRequest(command=args.ctl_command, target=target),
                         args.timeout, getattr(args, "role", None))

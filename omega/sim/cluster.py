@@ -793,7 +793,9 @@ def _rotation(c: Cluster) -> None:
     was provisioned with."""
     tv_control = f"ipc://{c.tv_dir / 'control.sock'}"
     t = time.monotonic()
-    out = _on_leader(c, c.hub_controls, "federation", "rotate-key")
+    key, _ = wait_for(lambda: _hub_keys(c), 60, "the hub's key", alive=c.check_alive)
+    # The next key by id: asked again on a new leader, it is not rotated twice.
+    out = _on_leader(c, c.hub_controls, "federation", f"rotate-key={key.key_id + 1}")
     new_id = int(out["key_id"])
 
     def adopted() -> dict[str, Any] | None:

@@ -18,7 +18,7 @@ import pytest
 from omega.federation import hub
 from omega.federation.batches import batch_id, split_parts
 from omega.federation.forward import ReleaseFollower, ShardForwarder
-from omega.federation.hubservice import ContentError, HubService
+from omega.federation.hubservice import ContentError, HubService, KeyConflict
 from omega.federation.publish import fold, read_body
 from omega.federation.release import ReleaseSettings
 from omega.federation.report import HubKey, coview, seal, title_key
@@ -28,8 +28,10 @@ from omega.protocol import (
     BatchAck,
     ErrorReply,
     GlobalUpdate,
+    NotLeaderError,
     RegionBatch,
     ShardBatch,
+    Unavailable,
     UpdateRequest,
     decode,
     embedding_to_wire,
@@ -177,6 +179,55 @@ def test_rotation_keeps_the_old_key_open_during_grace(hub_svc: HubService) -> No
                       wall=lambda: 4e9)
     late.handle(encode(RegionBatch("eu", "r2", tuple(reports(old, [("m5", "m6")])))))
     assert late.status()["counters"]["dropped"] == 1
+
+
+def test_a_rotation_whose_answer_was_lost_is_not_made_twice(
+        hub_svc: HubService, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The leader moves while its rotation commits: the operator hears "it may still be
+    applied" (not a bad request), and asking again for the same key id answers with
+    that key, announced, instead of rotating once more."""
+    from omega.raft import LeaderChanged
+
+    store = hub_svc._store
+    assert isinstance(store, MemStore)
+    real = store.submit
+    old = public_key(hub_svc)
+
+    def lost_answer(command: bytes, timeout_s: float) -> Any:
+        real(command, timeout_s)  # applied, but this replica stops leading first
+        raise LeaderChanged("this replica stopped being the leader")
+
+    monkeypatch.setattr(store, "submit", lost_answer)
+    with pytest.raises(Unavailable, match="may still be applied"):
+        hub_svc.rotate_key(old.key_id + 1)
+    monkeypatch.setattr(store, "submit", real)
+    assert public_key(hub_svc).key_id == old.key_id  # its announcement was lost too
+    again = hub_svc.rotate_key(old.key_id + 1)
+    assert again["key_id"] == old.key_id + 1
+    assert hub_svc.status()["current_key"] == old.key_id + 1
+    new = public_key(hub_svc)  # announced by the second ask
+    assert hub_svc.status()["last_release"]["spent"] is False  # no reports: no ε
+    assert (new.key_id, new.public.hex()) == (again["key_id"], again["public_key"])
+    version = hub_svc.status()["counters"]["version"]
+    assert hub_svc.rotate_key(new.key_id)["key_id"] == new.key_id
+    assert hub_svc.status()["counters"]["version"] == version  # nothing new: no release
+    with pytest.raises(KeyConflict, match=f"--key-id {new.key_id + 1}"):
+        hub_svc.rotate_key(old.key_id)  # retired: neither current nor next
+
+
+def test_leader_work_refused_by_the_store_is_a_typed_error(
+        hub_svc: HubService, monkeypatch: pytest.MonkeyPatch) -> None:
+    from omega.raft import Discarded
+
+    store = hub_svc._store
+    assert isinstance(store, MemStore)
+
+    def discarded(command: bytes, timeout_s: float) -> Any:
+        raise Discarded("another entry took its index")
+
+    monkeypatch.setattr(store, "submit", discarded)
+    with pytest.raises(NotLeaderError, match="not applied"):
+        hub_svc.add_content([{"id": "late", "title": "Late", "embedding": EMB}])
 
 
 def test_content_add_is_all_or_nothing(hub_svc: HubService) -> None:
@@ -340,8 +391,8 @@ def test_ctl_federation_and_content_commands(tmp_path: Path, hub_svc: HubService
         def trigger(self) -> dict[str, Any]:
             return hub_svc.release()
 
-        def rotate_key(self) -> dict[str, Any]:
-            return hub_svc.rotate_key()
+        def rotate_key(self, key_id: int | None = None) -> dict[str, Any]:
+            return hub_svc.rotate_key(key_id)
 
         def add_content(self, items: Any) -> dict[str, Any]:
             return hub_svc.add_content(items)
@@ -358,6 +409,12 @@ def test_ctl_federation_and_content_commands(tmp_path: Path, hub_svc: HubService
     st = ask("federation")
     assert isinstance(st, CtlReply) and st.payload["current_key"] == 1
     assert ask("federation", "rotate-key").payload["key_id"] == 2
+    assert ask("federation", "rotate-key=3").payload["key_id"] == 3
+    assert ask("federation", "rotate-key=3").payload["key_id"] == 3  # asked again: done
+    for wrong_id in ("7", "x", "0", "-1", "99999999999"):
+        refused = ask("federation", f"rotate-key={wrong_id}")
+        assert isinstance(refused, ErrorReply) and refused.code == "bad_request"
+    assert ask("federation").payload["current_key"] == 3
     bad = ask("federation", "explode")
     assert isinstance(bad, ErrorReply) and "rotate-key" in bad.message
     path = tmp_path / "titles.jsonl"
