@@ -73,7 +73,7 @@ from omega.protocol import (
     encode,
 )
 from omega.protocol.limits import CONTENT_ID_MAX_LEN, TITLE_MAX_LEN
-from omega.raft import CommitTimeout, Discarded, KvReader, LeaderChanged, NotLeader
+from omega.raft import KvReader, NotLeader, wire_error
 
 log = logging.getLogger("omega.federation.hub")
 
@@ -481,13 +481,8 @@ class HubService:
             return self._submit(cmd)
         except NotLeader:
             raise self._not_leader() from None
-        except Discarded:
-            raise NotLeaderError(f"{what}: leadership moved and it was not applied; ask "
-                                 "the new leader") from None
-        except (LeaderChanged, CommitTimeout) as exc:
-            raise Unavailable(f"{what}: {exc}; it may still be applied: check `ctl "
-                              "federation status` before asking again", retry_after_s=1.0
-                              ) from None
+        except StoreError as exc:
+            raise wire_error(exc, what) from None
 
     def _count(self, key: str, n: int = 1) -> None:
         with self._counts_lock:

@@ -5,7 +5,7 @@ threads. It decodes with the protocol's hard limits, dispatches by message type,
 and answers every failure with a typed ``ErrorReply`` — it never raises.
 
 Commands (``CtlRequest.command``): ``tree``, ``kill <name>``, ``raft``,
-``shard`` (sync service counters), ``federation status|trigger|rotate-key``,
+``shard`` (sync service counters), ``federation status|trigger|rotate-key[=ID]``,
 ``content <path>`` (hub: add a JSON-lines file of titles), ``health``, ``metrics``
 (Prometheus text format: how a TV, which listens on no network address, shows its
 metrics), ``stop``. TV messages
@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from omega.errors import OmegaError, ProtocolError
+from omega.errors import OmegaError, ProtocolError, StoreError
 from omega.protocol import (
     CtlReply,
     CtlRequest,
@@ -118,9 +118,7 @@ class ControlHandler:
             msg = decode(frame, allowed=CONTROL_TYPES)
             return encode(self.dispatch(msg))
         except OmegaError as exc:
-            if not isinstance(exc, ProtocolError):
-                exc = ProtocolError(str(exc), code="bad_request")
-            return error_reply(exc)
+            return error_reply(exc if isinstance(exc, ProtocolError) else as_protocol_error(exc))
         except Exception as exc:  # a bug: logged with its traceback, answered opaquely
             log.exception("control request failed")
             return error_reply(exc)
@@ -251,3 +249,14 @@ def _key_id(text: str) -> int:
         raise ProtocolError(f"rotate-key={text}: the key id must be a whole number "
                             "from 1 to 4294967295 (see `ctl federation status`)")
     return int(text)
+
+
+
+def as_protocol_error(exc: OmegaError) -> ProtocolError:
+    """A failure from below the protocol as a typed code: a replicated store's says
+    whether the command may have been applied (``omega.raft.wire_error``)."""
+    if not isinstance(exc, StoreError):
+        return ProtocolError(str(exc), code="bad_request")
+    from omega.raft import wire_error
+
+    return wire_error(exc)

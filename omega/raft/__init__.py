@@ -21,6 +21,7 @@ from omega.raft.errors import (
     StorageFailure,
     StoreClosed,
     UnknownDatabase,
+    wire_error,
 )
 from omega.raft.memkv import MemoryKv
 from omega.raft.node import ReplicatedLmdb
@@ -48,4 +49,5 @@ __all__ = [
     "StorageFailure",
     "StoreClosed",
     "UnknownDatabase",
+    "wire_error",
 ]

@@ -16,7 +16,7 @@ pysyncobj's exceptions and fail codes never leave ``omega.raft``.
 
 from __future__ import annotations
 
-from omega.errors import StoreError
+from omega.errors import ProtocolError, StoreError
 
 __all__ = [
     "ApplyError",
@@ -34,6 +34,7 @@ __all__ = [
     "StoreClosed",
     "StoreError",
     "UnknownDatabase",
+    "wire_error",
 ]
 
 
@@ -131,3 +132,23 @@ class PasswordRequired(RaftError):
     config), or, for a local run on a loopback address only, set
     ``raft.dev_mode = true``.
     """
+
+
+def wire_error(exc: StoreError, what: str = "") -> ProtocolError:
+    """A ``submit`` failure as the wire error its caller can act on, saying the
+    command's fate: ``not_leader`` when it was certainly not applied (ask the leader),
+    ``unavailable`` otherwise — "it may still be applied" when the outcome is unknown,
+    so a retry must be idempotent."""
+    from omega.protocol.errors import NotLeaderError, Unavailable
+
+    doing = f"{what}: " if what else ""
+    if isinstance(exc, NotLeader):
+        return NotLeaderError(f"{doing}{exc}", leader=exc.leader)
+    if isinstance(exc, Discarded):
+        return NotLeaderError(f"{doing}leadership moved and it was not applied; ask the "
+                              "new leader")
+    if isinstance(exc, LeaderChanged | CommitTimeout):
+        return Unavailable(f"{doing}{exc}; it may still be applied: check before asking "
+                           "again", retry_after_s=1.0)
+    return Unavailable(f"{doing}the store failed ({type(exc).__name__}: {exc}); retry",
+                       retry_after_s=1.0)
