@@ -2,7 +2,8 @@
 
   omega-node --role tv|shard|aggregator|hub --config config/ROLE.toml   run a node
   omega-node ctl tree|kill NAME|raft|shard|health|stop                  operate a running node
-  omega-node ctl federation [trigger|rotate-key [--key-id ID]]         federation, per role
+  omega-node ctl federation [trigger [--release N]]                     federation, per role
+  omega-node ctl federation rotate-key [--key-id ID]                    the hub's report key
   omega-node ctl content add FILE                                       the hub's registry
   omega-node health ADDRESS                                             health request over nng
   omega-node tv import-catalog|observe|recommend|status                 talk to a running TV
@@ -130,6 +131,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                      choices=("status", "trigger", "rotate-key"),
                      help="status (default); trigger: forward / mix / release now; "
                      "rotate-key: hub only, a new key pair (the old one opens for key_grace_s)")
+    fed.add_argument("--release", type=int, metavar="N",
+                     help="trigger on the hub only: the release to make, the one after "
+                     "last_release.version in status; asking again for the same N after a "
+                     "lost answer does not release (and spend ε) twice")
     fed.add_argument("--key-id", type=int, metavar="ID",
                      help="rotate-key only: the key to make current, the one after "
                      "`current_key` in status; asking again for the same id after a lost "

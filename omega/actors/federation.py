@@ -427,8 +427,8 @@ class HubActor(OmegaActor):
         out["broadcast_version"] = self._published
         return out
 
-    def trigger(self) -> dict[str, Any]:
-        return self._svc().release()
+    def trigger(self, version: int | None = None) -> dict[str, Any]:
+        return self._svc().release(version=version)
 
     def rotate_key(self, key_id: int | None = None) -> dict[str, Any]:
         return self._svc().rotate_key(key_id)

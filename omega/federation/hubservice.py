@@ -102,8 +102,9 @@ class ContentError(BadRequest):
     """A content item is malformed; nothing of the file was added."""
 
 
-class KeyConflict(BadRequest):
-    """``rotate_key(key_id)`` for a key that is neither current nor the next one."""
+class NotNext(BadRequest):
+    """A retry-safe ask (``rotate_key(key_id)``, ``release(version=)``) for a key or
+    release that is neither the last one made nor the next."""
 
 
 class HubService:
@@ -299,7 +300,7 @@ class HubService:
                     and seed is not None:
                 done = cur
             elif key_id is not None and key_id != nxt:
-                raise KeyConflict(
+                raise NotNext(
                     f"key {key_id} is neither current (key {cur.key_id if cur else 'none'}) "
                     f"nor the next one (key {nxt}): ask for rotate-key --key-id {nxt}")
             else:
@@ -357,16 +358,31 @@ class HubService:
         self._count("content.added", n=len(rows))
         return {"added": len(rows), "embedded": embedded}
 
-    def release(self, *, announce: bool = False) -> dict[str, Any]:
+    def release(self, *, announce: bool = False, version: int | None = None
+                ) -> dict[str, Any]:
         """Make the next release on the leader.
 
         With new reports: noise, thresholds, lists (``build_release``), privacy spent.
         Without: a release only when the key or the registry changed since the last
         one (``announce`` forces it), carrying the previous lists and no new cost.
+
+        With ``version``, safe to ask again: the release must be the next one, or the
+        last one made (then it is answered as made, ``"again": True``), so a lost
+        answer asked again does not spend ε on a second release.
         """
         if not self._store.is_leader():
             raise self._not_leader()
         with self._lock:
+            if version is not None:
+                with self._store.read() as kv:
+                    last = hub.release(kv)
+                    current = hub.version(kv)
+                if last is not None and version == current:
+                    return {"released": True, "again": True, **_release_info(*last)}
+                if version != current + 1:
+                    raise NotNext(f"release {version} is neither the last one made "
+                                  f"({current}) nor the next: ask for trigger --release "
+                                  f"{current + 1}")
             return self._release(announce)
 
     def _release(self, announce: bool) -> dict[str, Any]:
@@ -406,8 +422,17 @@ class HubService:
             acc = PrivacyAccountant.from_bytes(acc_raw) if acc_raw else PrivacyAccountant()
             if s.noise:
                 acc.spend(s.sigma, s.sensitivity)
-        stats = {"reports": summed, "titles_published": rel.titles_published if rel else 0,
-                 "pairs_published": rel.pairs_published if rel else 0, "spent": bool(pending)}
+        # Kept with the release (status, and the answer to this release asked again).
+        stats = {
+            "reports": summed, "spent": bool(pending),
+            "epsilon": _finite(rel.epsilon) if rel else 0.0,
+            "epsilon_total": _finite(acc.epsilon(s.delta) if acc.releases else 0.0),
+            "sigma": rel.sigma if rel else 0.0,
+            "titles_published": rel.titles_published if rel else 0,
+            "pairs_published": rel.pairs_published if rel else 0,
+            "batches": len(pending), "titles": len(entries),
+            "titles_changed": sum(1 for e in entries if e[2] == version), "key_id": key_id,
+        }
         body = release_body(rel, prev_body, entries, key_id, stats)
         cmd = Publish(version, int(now * 1000), pending[-1][0] if pending else 0,
                       bool(pending), acc.to_bytes(), body,
@@ -415,18 +440,7 @@ class HubService:
         result = self._commit(cmd, f"publishing release {version}")
         if not (isinstance(result, tuple) and result[0] == "published"):
             return {"released": False, "reason": f"{result!r}", "version": c["version"]}
-        eps_total = acc.epsilon(s.delta) if acc.releases else 0.0
-        info = {
-            "released": True, "version": version, "time": now, "spent": bool(pending),
-            "epsilon": _finite(rel.epsilon) if rel else 0.0,
-            "epsilon_total": _finite(eps_total),
-            "sigma": rel.sigma if rel else 0.0,
-            "titles_published": stats["titles_published"],
-            "pairs_published": stats["pairs_published"],
-            "batches": len(pending), "titles": len(entries),
-            "titles_changed": sum(1 for e in entries if e[2] == version), "key_id": key_id,
-            "body_bytes": len(body),
-        }
+        info = {"released": True, **_release_info(version, int(now * 1000), body)}
         self.last_release = info
         log.info("release published", extra={"fields": info})
         return info
@@ -456,10 +470,7 @@ class HubService:
             if cur is not None:
                 out["provision"] = provision_args(cur.key_id, cur.public.hex(), verify)
         if rel is not None:
-            version, made_ms, body = rel
-            doc = read_body(body)
-            out["last_release"] = {"version": version, "time": made_ms / 1000,
-                                   "bytes": len(body), **doc[5]}
+            out["last_release"] = _release_info(*rel)
         if acc_raw:
             acc = PrivacyAccountant.from_bytes(acc_raw)
             eps = acc.epsilon(self.release_settings.delta) if acc.releases else 0.0
@@ -487,6 +498,14 @@ class HubService:
     def _count(self, key: str, n: int = 1) -> None:
         with self._counts_lock:
             self._counts[key] += n
+
+
+def _release_info(version: int, made_ms: int, body: bytes) -> dict[str, Any]:
+    """A stored release as status and ``release`` show it: version, time, body bytes
+    and its stats (reports summed, whether it spent ε, ε and σ, titles and pairs
+    published, batches, titles in the registry and changed, key id)."""
+    return {"version": version, "time": made_ms / 1000, "body_bytes": len(body),
+            **read_body(body)[5]}
 
 
 def _cpus() -> int:

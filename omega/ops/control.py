@@ -5,7 +5,7 @@ threads. It decodes with the protocol's hard limits, dispatches by message type,
 and answers every failure with a typed ``ErrorReply`` — it never raises.
 
 Commands (``CtlRequest.command``): ``tree``, ``kill <name>``, ``raft``,
-``shard`` (sync service counters), ``federation status|trigger|rotate-key[=ID]``,
+``shard`` (sync service counters), ``federation status|trigger[=N]|rotate-key[=N]``,
 ``content <path>`` (hub: add a JSON-lines file of titles), ``health``, ``metrics``
 (Prometheus text format: how a TV, which listens on no network address, shows its
 metrics), ``stop``. TV messages
@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from omega.config import HubConfig
 from omega.errors import OmegaError, ProtocolError, StoreError
 from omega.protocol import (
     CtlReply,
@@ -180,18 +181,23 @@ class ControlHandler:
         )
 
     def federation(self, action: str) -> Any:
-        """``status``, ``trigger`` (every role), ``rotate-key`` or ``rotate-key=ID``
-        (hub; with the id, safe to ask again)."""
+        """``status``, ``trigger`` (every role), ``rotate-key`` (hub). On the hub,
+        ``trigger=VERSION`` and ``rotate-key=KEY_ID`` are safe to ask again."""
         fed = self.ctx.resource("federation")
         if fed is None:
             raise Unavailable(f"no federation on this node (role {self.ctx.cfg.role}) yet")
         if action == "status":
             return fed.status()
-        if action == "trigger":
-            return fed.trigger()
         action, _, arg = action.partition("=")
+        if action == "trigger" and not arg:
+            return fed.trigger()
+        if action == "trigger" and isinstance(self.ctx.cfg, HubConfig):
+            return fed.trigger(_whole(arg, "trigger", "release version"))
+        if action == "trigger":
+            raise ProtocolError(f"trigger={arg}: a release version is for the hub only; "
+                                f"this is a {self.ctx.cfg.role}")
         if action == "rotate-key" and hasattr(fed, "rotate_key"):
-            return fed.rotate_key(_key_id(arg) if arg else None)
+            return fed.rotate_key(_whole(arg, "rotate-key", "key id") if arg else None)
         raise ProtocolError(f"unknown federation action {action!r}; one of status, trigger"
                             + (", rotate-key" if hasattr(fed, "rotate_key") else ""))
 
@@ -243,13 +249,12 @@ class ControlHandler:
             raise Unavailable(f"brain not running: {exc}") from None
 
 
-def _key_id(text: str) -> int:
-    """The ``ID`` of ``rotate-key=ID``."""
+def _whole(text: str, action: str, what: str) -> int:
+    """The ``N`` of ``trigger=N`` or ``rotate-key=N``."""
     if not text.isdigit() or not 0 < int(text) < 2**32:
-        raise ProtocolError(f"rotate-key={text}: the key id must be a whole number "
-                            "from 1 to 4294967295 (see `ctl federation status`)")
+        raise ProtocolError(f"{action}={text}: the {what} must be a whole number from 1 "
+                            "to 4294967295 (see `ctl federation status`)")
     return int(text)
-
 
 
 def as_protocol_error(exc: OmegaError) -> ProtocolError:

@@ -114,13 +114,15 @@ def request(address: str, msg: Message, timeout_s: float, role: str | None = Non
 def run_ctl(args: argparse.Namespace) -> int:
     address = resolve_control(args)
     target = getattr(args, "name", "") or ""
-    key_id = getattr(args, "key_id", None)
-    if key_id is not None:
-        if target != "rotate-key":
-            print("omega-node ctl: --key-id goes with `federation rotate-key` only",
-                  file=sys.stderr)
+    for flag, action in (("key_id", "rotate-key"), ("release", "trigger")):
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        if target != action:
+            print(f"omega-node ctl: --{flag.replace('_', '-')} goes with `federation "
+                  f"{action}` only", file=sys.stderr)
             return 2
-        target = f"rotate-key={key_id}"
+        target = f"{action}={value}"
     try:
         reply = request(address, CtlRequest(command=args.ctl_command, target=target),
                         args.timeout, getattr(args, "role", None))

@@ -700,6 +700,23 @@ def _on_leader(c: Cluster, controls: Sequence[str], command: str, target: str = 
                 raise
 
 
+def _hub_release(c: Cluster) -> dict[str, Any]:
+    """``ctl federation trigger --release N`` for the next release: asked again on a
+    new leader, it is answered as made rather than made (and ε spent) twice."""
+    from omega.sim.crowd_demo import try_ctl
+
+    def next_version() -> int | None:
+        for ctl in c.hub_controls:
+            st = try_ctl(ctl, "federation")
+            if isinstance(st, dict) and st.get("leader"):
+                return int(st["counters"]["version"]) + 1
+        return None
+
+    v = wait_for(next_version, 60, "the hub leader's release version", alive=c.check_alive)
+    out: dict[str, Any] = _on_leader(c, c.hub_controls, "federation", f"trigger={v}")
+    return out
+
+
 def _num(x: Any) -> str:
     return f"{x:.3g}" if isinstance(x, int | float) else str(x)
 
@@ -717,7 +734,7 @@ def _crowd_loop(c: Cluster, now: float, before: list[str]) -> None:
                        str(cd.hub_catalog_file(entries, c.root / "content.jsonl")), timeout=600)
     say(f"hub: registered {added['added']} titles (embedded {added['embedded']} with the TV's "
         f"model) in {time.monotonic() - t:.1f} s")
-    _on_leader(c, c.hub_controls, "federation", "trigger")
+    _hub_release(c)
 
     def tv_pushed() -> dict[str, Any] | None:
         st = _tv_sync(tv_control)
@@ -758,7 +775,7 @@ def _crowd_loop(c: Cluster, now: float, before: list[str]) -> None:
         f"opened {cnt['opened']} real ones (pushed: {pushed} by the fleet, {tv_real} by tv-1's "
         f"agent; {cnt['dummies']} dummies); {waiting} wait in the shard's open bucket for "
         f"more TVs")
-    release = _on_leader(c, c.hub_controls, "federation", "trigger")
+    release = _hub_release(c)
     fleet = (f"noise calibrated for a fleet of {c.s.simulated_fleet:,} TVs"
              if c.s.simulated_fleet > c.s.simulated_devices else "noise at the real population")
     say(f"hub: release v{release['version']}: {release['pairs_published']} pairs, "

@@ -18,7 +18,7 @@ import pytest
 from omega.federation import hub
 from omega.federation.batches import batch_id, split_parts
 from omega.federation.forward import ReleaseFollower, ShardForwarder
-from omega.federation.hubservice import ContentError, HubService, KeyConflict
+from omega.federation.hubservice import ContentError, HubService, NotNext
 from omega.federation.publish import fold, read_body
 from omega.federation.release import ReleaseSettings
 from omega.federation.report import HubKey, coview, seal, title_key
@@ -211,8 +211,44 @@ def test_a_rotation_whose_answer_was_lost_is_not_made_twice(
     version = hub_svc.status()["counters"]["version"]
     assert hub_svc.rotate_key(new.key_id)["key_id"] == new.key_id
     assert hub_svc.status()["counters"]["version"] == version  # nothing new: no release
-    with pytest.raises(KeyConflict, match=f"--key-id {new.key_id + 1}"):
+    with pytest.raises(NotNext, match=f"--key-id {new.key_id + 1}"):
         hub_svc.rotate_key(old.key_id)  # retired: neither current nor next
+
+
+def test_a_release_whose_answer_was_lost_is_not_made_twice(
+        hub_svc: HubService, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A release spends ε: asked again by version after its answer was lost, it is
+    answered as made (from the stored release), and no second one is made even though
+    new reports arrived in between."""
+    from omega.raft import CommitTimeout
+
+    store = hub_svc._store
+    assert isinstance(store, MemStore)
+    real = store.submit
+    key = public_key(hub_svc)
+    hub_svc.handle(encode(RegionBatch("eu", "v1", tuple(reports(key, [("m1", "m2")] * 3)))))
+    v = hub_svc.status()["counters"]["version"]
+
+    def lost_answer(command: bytes, timeout_s: float) -> Any:
+        result = real(command, timeout_s)
+        if hub.decode_command(command).__class__ is hub.Publish:
+            raise CommitTimeout("no outcome in time")
+        return result
+
+    monkeypatch.setattr(store, "submit", lost_answer)
+    with pytest.raises(Unavailable, match="may still be applied"):
+        hub_svc.release(version=v + 1)
+    monkeypatch.setattr(store, "submit", real)
+    hub_svc.handle(encode(RegionBatch("eu", "v2", tuple(reports(key, [("m3", "m4")] * 3)))))
+    again = hub_svc.release(version=v + 1)
+    assert again["released"] and again["again"] and again["version"] == v + 1
+    assert again["spent"] and again["reports"] == 3
+    st = hub_svc.status()
+    assert st["counters"]["version"] == v + 1 and st["pending_batches"] == 1  # v2 waits
+    with pytest.raises(NotNext, match=f"--release {v + 2}"):
+        hub_svc.release(version=v + 3)
+    assert hub_svc.release(version=v + 2)["spent"]
+    assert hub_svc.status()["last_release"]["reports"] == 6  # the next one sums v2 too
 
 
 def test_leader_work_refused_by_the_store_is_a_typed_error(
@@ -388,8 +424,8 @@ def test_ctl_federation_and_content_commands(tmp_path: Path, hub_svc: HubService
         def status(self) -> dict[str, Any]:
             return hub_svc.status()
 
-        def trigger(self) -> dict[str, Any]:
-            return hub_svc.release()
+        def trigger(self, version: int | None = None) -> dict[str, Any]:
+            return hub_svc.release(version=version)
 
         def rotate_key(self, key_id: int | None = None) -> dict[str, Any]:
             return hub_svc.rotate_key(key_id)
@@ -415,6 +451,12 @@ def test_ctl_federation_and_content_commands(tmp_path: Path, hub_svc: HubService
         refused = ask("federation", f"rotate-key={wrong_id}")
         assert isinstance(refused, ErrorReply) and refused.code == "bad_request"
     assert ask("federation").payload["current_key"] == 3
+    v = ask("federation").payload["counters"]["version"]
+    made = ask("federation", f"trigger={v + 1}")
+    assert isinstance(made, CtlReply) and made.payload["released"] is False  # nothing new
+    for wrong_v in (str(v + 5), "x", "0"):
+        refused = ask("federation", f"trigger={wrong_v}")
+        assert isinstance(refused, ErrorReply) and refused.code == "bad_request"
     bad = ask("federation", "explode")
     assert isinstance(bad, ErrorReply) and "rotate-key" in bad.message
     path = tmp_path / "titles.jsonl"
@@ -429,6 +471,9 @@ def test_ctl_federation_and_content_commands(tmp_path: Path, hub_svc: HubService
     shard_ctx.publish("federation", object())
     wrong = decode(ControlHandler(shard_ctx).handle(encode(CtlRequest("content", str(path)))))
     assert isinstance(wrong, ErrorReply) and "hub" in wrong.message
+    versioned = decode(ControlHandler(shard_ctx).handle(encode(
+        CtlRequest("federation", "trigger=3"))))
+    assert isinstance(versioned, ErrorReply) and "hub only" in versioned.message
 
 
 def test_opening_on_threads_gives_what_one_thread_gives() -> None:
