@@ -301,8 +301,8 @@ class HubService:
                 done = cur
             elif key_id is not None and key_id != nxt:
                 raise NotNext(
-                    f"key {key_id} is neither current (key {cur.key_id if cur else 'none'}) "
-                    f"nor the next one (key {nxt}): ask for rotate-key --key-id {nxt}")
+                    f"key {key_id} is neither the current one "
+                    f"({cur.key_id if cur else 'none'}) nor the next one ({nxt})")
             else:
                 done = None
             if nxt > KEY_ID_MAX and done is None:
@@ -381,8 +381,7 @@ class HubService:
                     return {"released": True, "again": True, **_release_info(*last)}
                 if version != current + 1:
                     raise NotNext(f"release {version} is neither the last one made "
-                                  f"({current}) nor the next: ask for trigger --release "
-                                  f"{current + 1}")
+                                  f"({current}) nor the next one ({current + 1})")
             return self._release(announce)
 
     def _release(self, announce: bool) -> dict[str, Any]:

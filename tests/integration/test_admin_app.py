@@ -190,6 +190,33 @@ def test_federation_hook(hub: InProcess) -> None:
         assert "omega_federation_rounds_total 1.0" in text
 
 
+def test_a_release_asked_by_version_is_made_once(hub: InProcess, shard: InProcess) -> None:
+    """``{"version": N}``: the next release, or the last one answered as made; any other
+    N is a conflict, and a version for another role than the hub is refused."""
+    c, op = client(hub), headers("operator")
+
+    def version() -> int:
+        return int(c.get("/api/v1/federation", headers=headers("read"))
+                   .json()["detail"]["counters"]["version"])
+
+    v = version()
+    r = c.post("/api/v1/federation/trigger", headers=op, json={"version": v + 5})
+    assert r.status_code == 409 and f"the next one ({v + 1})" in r.json()["detail"], r.text
+    for bad in ({"version": "7"}, {"version": 0}, {"version": 1.5}, {"release": 1}, [1]):
+        r = c.post("/api/v1/federation/trigger", headers=op, json=bad)
+        assert r.status_code == 422 and r.json()["error"] == "invalid_body", bad
+    rotated = hub.ctx.resource("federation").rotate_key()  # announced: release v + 1
+    assert version() == v + 1
+    again = c.post("/api/v1/federation/trigger", headers=op, json={"version": v + 1})
+    assert again.status_code == 202 and again.json()["result"]["again"] is True, again.text
+    assert again.json()["result"]["key_id"] == rotated["key_id"]
+    idle = c.post("/api/v1/federation/trigger", headers=op, json={"version": v + 2})
+    assert idle.status_code == 202 and idle.json()["result"]["released"] is False  # no news
+    assert version() == v + 1
+    r = client(shard).post("/api/v1/federation/trigger", headers=op, json={"version": 1})
+    assert r.status_code == 409 and r.json()["error"] in ("not_hub", "federation_unavailable")
+
+
 @pytest.mark.parametrize(("path", "body", "field"), [
     ("/api/v1/content", {"title": "t", "metadata": {}}, "id"),
     ("/api/v1/content", {**CONTENT, "metadata": []}, "metadata"),

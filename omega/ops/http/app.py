@@ -274,10 +274,16 @@ def build_app(admin: Admin) -> Starlette:
     async def federation(_: Request) -> Response:
         return JSONResponse(await run_in_threadpool(view.federation_status))
 
-    async def trigger(_: Request) -> Response:
+    async def trigger(request: Request) -> Response:
+        raw = await request.body()  # optional: {"version": N} asks the hub for release N
+        version = parse_body(raw, "TriggerRequest").get("version") if raw.strip() else None
         trigger_round = _federation(admin, "trigger")
+        if version is not None and view.role != "hub":
+            raise ApiError(409, "not_hub", f"a release version is for the hub; this node "
+                                           f"is a {view.role}: send it without a body")
         try:
-            result = await run_in_threadpool(trigger_round)
+            result = await run_in_threadpool(
+                trigger_round, *(() if version is None else (version,)))
         except OmegaError as exc:
             raise refused(exc) from None
         return JSONResponse({"accepted": True, "result": json_safe(dict(result))},

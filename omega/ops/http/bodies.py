@@ -18,7 +18,8 @@ from omega.ops.http.openapi import ID_PATTERN, SCHEMAS
 
 MAX_BODY_BYTES = 64 * 1024
 _ID = re.compile(ID_PATTERN.replace("$", r"\Z"))
-_VALIDATORS = {name: Draft202012Validator(SCHEMAS[name]) for name in ("ContentItem", "DeviceIds")}
+_VALIDATORS = {name: Draft202012Validator(SCHEMAS[name])
+               for name in ("ContentItem", "DeviceIds", "TriggerRequest")}
 
 
 class BadBody(Exception):

@@ -57,7 +57,9 @@ class Federation(Protocol):
         ...
 
     def trigger(self) -> dict[str, Any]:
-        """Start a round now (``POST /api/v1/federation/trigger``); e.g. {``round``: 7}."""
+        """Start a round now (``POST /api/v1/federation/trigger``); e.g. {``round``: 7}.
+        The hub's also takes a release ``version`` (the body's ``version``), which
+        makes asking again after a lost answer safe."""
         ...
 
     def add_content(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -203,6 +203,13 @@ SCHEMAS: dict[str, Any] = {
     },
     "ContentAccepted": _obj({"id": {"type": "string"}, "result": {"type": "object"}}),
     "TriggerAccepted": _obj({"accepted": {"type": "boolean"}, "result": {"type": "object"}}),
+    "TriggerRequest": {
+        **_obj({"version": {"type": "integer", "minimum": 1, "maximum": 4294967295}}, []),
+        "description": "hub only, optional: the release to make, the one after "
+                       "last_release.version; asked again after a lost answer, it is "
+                       "answered as made (result.again), not released twice; any other "
+                       "version is 409",
+    },
     "Dashboard": _obj({
         "node": _ref("Health"),
         "shards": {"type": "array", "items": _ref("ShardEntry")},
@@ -228,7 +235,8 @@ def _resp(description: str) -> dict[str, Any]:
 
 
 def _op(summary: str, role: str, ok: tuple[str, str, dict[str, Any] | None], *,
-        body: str | None = None, errors: dict[str, str] | None = None,
+        body: str | None = None, body_required: bool = True,
+        errors: dict[str, str] | None = None,
         params: list[dict[str, Any]] | None = None, tag: str = "admin") -> dict[str, Any]:
     code, description, schema = ok
     content: dict[str, Any]
@@ -252,7 +260,7 @@ def _op(summary: str, role: str, ok: tuple[str, str, dict[str, Any] | None], *,
                           "security": [] if role == "none" else [{"bearer": []}],
                           "responses": responses}
     if body is not None:
-        op["requestBody"] = {"required": True,
+        op["requestBody"] = {"required": body_required,
                              "content": {"application/json": {"schema": _ref(body)}}}
     if params:
         op["parameters"] = params
@@ -288,8 +296,10 @@ def openapi_document() -> dict[str, Any]:
         f"{API}/federation/trigger": {"post": _op(
             "Trigger federation", "operator", ("202", "a round was started",
                                                _ref("TriggerAccepted")),
-            body=None, errors={"409": "federation not running on this node",
-                               "429": "write rate limit; retry after Retry-After seconds"})},
+            body="TriggerRequest", body_required=False,
+            errors={"409": "federation not running on this node; or a release version "
+                           "that is neither the last one made nor the next, or given "
+                           "to another role than the hub"})},
         f"{API}/node/tree": {"get": _op(
             "Supervision tree", "read", ("200", "actors, states, restart counts",
                                          _ref("TreeNode")),
