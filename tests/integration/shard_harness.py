@@ -286,6 +286,23 @@ class ShardCluster:
         for n in self.nodes:
             n.terminate()
 
+    def stop_quietly(self) -> None:
+        """Stop the followers, then the leader. Stopping the leader first lets the
+        others elect a new one, whose first entries (Raft's no-op, its address) they
+        commit before they stop too: converged replicas would stop at different
+        indexes. A leader without followers commits nothing."""
+        lead = self.leader()
+        followers = [n for n in self.nodes if n is not lead]
+        for n in followers:  # at once: the leader never has one follower left to commit with
+            if n.proc is not None and n.proc.poll() is None:
+                if n.paused:
+                    n.resume()
+                n.proc.send_signal(signal.SIGTERM)
+        for n in followers:
+            n.terminate()  # waits (SIGTERM again is harmless: it only sets the stop event)
+        if lead is not None:
+            lead.terminate()
+
     def close(self) -> None:
         for n in self.nodes:
             n.close()
@@ -430,7 +447,7 @@ def cluster(root: Path, **kw: Any) -> Iterator[ShardCluster]:
 
 def verify_exactly_once(c: ShardCluster, acked: dict[bytes, int]) -> dict[str, Any]:
     """Stop every replica, read each LMDB file: same state, every ack stored exactly once."""
-    c.stop()
+    c.stop_quietly()
     states = {n.name: n.offline() for n in c.nodes}
     hashes = {s.state_hash for s in states.values()}
     assert len(hashes) == 1, {k: (s.applied_index, s.state_hash) for k, s in states.items()}
