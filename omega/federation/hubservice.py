@@ -292,40 +292,38 @@ class HubService:
             raise self._not_leader()
         with self._lock:
             with self._store.read() as kv:
-                held = hub.keys(kv)
-                nxt = max([*(k.key_id for k in held), hub.counters(kv)["key"]]) + 1
+                nxt = max([*(k.key_id for k in hub.keys(kv)), hub.counters(kv)["key"]]) + 1
                 seed = hub.signer_seed(kv)
                 cur = hub.current_key(kv)
-            if key_id is not None and cur is not None and key_id == cur.key_id \
-                    and seed is not None:
-                done = cur
-            elif key_id is not None and key_id != nxt:
-                raise NotNext(
-                    f"key {key_id} is neither the current one "
-                    f"({cur.key_id if cur else 'none'}) nor the next one ({nxt})")
-            else:
-                done = None
-            if nxt > KEY_ID_MAX and done is None:
-                raise BadRequest("key ids exhausted")
             signer = HubSigner(seed) if seed is not None else HubSigner.generate()
-            if done is None:
-                key = HubKey.generate(nxt)
-                assert key.private is not None
-                result = self._commit(RotateKey(
-                    nxt, key.public, key.private, int(self._wall() * 1000),
-                    int(self.settings.key_grace_s * 1000), signer.sign(nxt, key.public),
-                    b"" if seed is not None else signer.seed), f"rotating to key {nxt}")
-                if isinstance(result, tuple) and result[0] != "rotated":
-                    raise Unavailable(f"key {nxt} not rotated ({result[0]}); retry",
-                                      retry_after_s=1.0)
-                public = key.public
+            again = cur is not None and seed is not None and key_id == cur.key_id
+            if again and cur is not None:
+                made, public = cur.key_id, cur.public
+            elif key_id is not None and key_id != nxt:
+                raise NotNext(f"key {key_id} is neither the current one "
+                              f"({cur.key_id if cur else 'none'}) nor the next one ({nxt})")
             else:
-                nxt, public = done.key_id, done.public
-        # A rotation asked again: released only if its announcement was lost with the
-        # leader (a release without news is not made).
-        self.release(announce=done is None)
-        return {"key_id": nxt, "public_key": public.hex(),
+                made, public = nxt, self._make_key(nxt, signer, new_signer=seed is None)
+        # Asked again: released only if the announcement was lost with the old leader
+        # (a release without news is not made).
+        self.release(announce=not again)
+        return {"key_id": made, "public_key": public.hex(),
                 "verify_key": signer.verify_key.hex()}
+
+    def _make_key(self, key_id: int, signer: HubSigner, *, new_signer: bool) -> bytes:
+        """Key pair ``key_id``, signed and committed (with ``signer``'s seed when the
+        hub has none yet); its public half."""
+        if key_id > KEY_ID_MAX:
+            raise BadRequest("key ids exhausted")
+        key = HubKey.generate(key_id)
+        assert key.private is not None
+        result = self._commit(RotateKey(
+            key_id, key.public, key.private, int(self._wall() * 1000),
+            int(self.settings.key_grace_s * 1000), signer.sign(key_id, key.public),
+            signer.seed if new_signer else b""), f"rotating to key {key_id}")
+        if isinstance(result, tuple) and result[0] != "rotated":
+            raise Unavailable(f"key {key_id} not rotated ({result[0]}); retry", retry_after_s=1.0)
+        return key.public
 
     def add_content(self, items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Register titles (``id``, ``title``, optional ``metadata``, optional
@@ -439,7 +437,7 @@ class HubService:
         result = self._commit(cmd, f"publishing release {version}")
         if not (isinstance(result, tuple) and result[0] == "published"):
             return {"released": False, "reason": f"{result!r}", "version": c["version"]}
-        info = {"released": True, **_release_info(version, int(now * 1000), body)}
+        info = {"released": True, **_release_info(version, int(now * 1000), body, stats)}
         self.last_release = info
         log.info("release published", extra={"fields": info})
         return info
@@ -499,12 +497,14 @@ class HubService:
             self._counts[key] += n
 
 
-def _release_info(version: int, made_ms: int, body: bytes) -> dict[str, Any]:
-    """A stored release as status and ``release`` show it: version, time, body bytes
-    and its stats (reports summed, whether it spent ε, ε and σ, titles and pairs
-    published, batches, titles in the registry and changed, key id)."""
+def _release_info(version: int, made_ms: int, body: bytes,
+                  stats: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A release as status and ``release`` show it: version, time, body bytes and its
+    stats (reports summed, whether it spent ε, ε and σ, titles and pairs published,
+    batches, titles in the registry and changed, key id), read from the body unless
+    given (the body is megabytes at 10,000s of titles)."""
     return {"version": version, "time": made_ms / 1000, "body_bytes": len(body),
-            **read_body(body)[5]}
+            **(stats if stats is not None else read_body(body)[5])}
 
 
 def _cpus() -> int:

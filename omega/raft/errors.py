@@ -17,6 +17,7 @@ pysyncobj's exceptions and fail codes never leave ``omega.raft``.
 from __future__ import annotations
 
 from omega.errors import ProtocolError, StoreError
+from omega.protocol.errors import NotLeaderError, Unavailable
 
 __all__ = [
     "ApplyError",
@@ -139,8 +140,6 @@ def wire_error(exc: StoreError, what: str = "") -> ProtocolError:
     command's fate: ``not_leader`` when it was certainly not applied (ask the leader),
     ``unavailable`` otherwise — "it may still be applied" when the outcome is unknown,
     so a retry must be idempotent."""
-    from omega.protocol.errors import NotLeaderError, Unavailable
-
     doing = f"{what}: " if what else ""
     if isinstance(exc, NotLeader):
         return NotLeaderError(f"{doing}{exc}", leader=exc.leader)

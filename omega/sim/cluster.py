@@ -524,17 +524,24 @@ def _operations(c: Cluster) -> None:
 def _hub_keys(c: Cluster) -> tuple[HubKey, bytes] | None:
     """The hub leader's current public key and its Ed25519 verify key (the TV's trust
     anchor), from ``ctl federation`` status, once it has both."""
+    st = _hub_status(c)
+    if st is None or not (st.get("current_key") and st.get("verify_key")):
+        return None
+    for k in st.get("keys", []):
+        if k.get("key_id") == st["current_key"] and k.get("public_key"):
+            return (HubKey(int(k["key_id"]), bytes.fromhex(k["public_key"])),
+                    bytes.fromhex(str(st["verify_key"])))
+    return None
+
+
+def _hub_status(c: Cluster) -> dict[str, Any] | None:
+    """``ctl federation`` status of the hub replica that says it leads, if one does."""
     from omega.sim.crowd_demo import try_ctl
 
     for ctl in c.hub_controls:
         st = try_ctl(ctl, "federation")
-        if not (isinstance(st, dict) and st.get("leader") and st.get("current_key")
-                and st.get("verify_key")):
-            continue
-        for k in st.get("keys", []):
-            if k.get("key_id") == st["current_key"] and k.get("public_key"):
-                return (HubKey(int(k["key_id"]), bytes.fromhex(k["public_key"])),
-                        bytes.fromhex(str(st["verify_key"])))
+        if isinstance(st, dict) and st.get("leader"):
+            return st
     return None
 
 
@@ -703,14 +710,9 @@ def _on_leader(c: Cluster, controls: Sequence[str], command: str, target: str = 
 def _hub_release(c: Cluster) -> dict[str, Any]:
     """``ctl federation trigger --release N`` for the next release: asked again on a
     new leader, it is answered as made rather than made (and ε spent) twice."""
-    from omega.sim.crowd_demo import try_ctl
-
     def next_version() -> int | None:
-        for ctl in c.hub_controls:
-            st = try_ctl(ctl, "federation")
-            if isinstance(st, dict) and st.get("leader"):
-                return int(st["counters"]["version"]) + 1
-        return None
+        st = _hub_status(c)
+        return None if st is None else int(st["counters"]["version"]) + 1
 
     v = wait_for(next_version, 60, "the hub leader's release version", alive=c.check_alive)
     out: dict[str, Any] = _on_leader(c, c.hub_controls, "federation", f"trigger={v}")

@@ -283,10 +283,6 @@ class ShardCluster:
         return wait_for(same, timeout, "replicas converged")
 
     def stop(self) -> None:
-        for n in self.nodes:
-            n.terminate()
-
-    def stop_quietly(self) -> None:
         """Stop the followers, then the leader. Stopping the leader first lets the
         others elect a new one, whose first entries (Raft's no-op, its address) they
         commit before they stop too: converged replicas would stop at different
@@ -447,7 +443,7 @@ def cluster(root: Path, **kw: Any) -> Iterator[ShardCluster]:
 
 def verify_exactly_once(c: ShardCluster, acked: dict[bytes, int]) -> dict[str, Any]:
     """Stop every replica, read each LMDB file: same state, every ack stored exactly once."""
-    c.stop_quietly()
+    c.stop()
     states = {n.name: n.offline() for n in c.nodes}
     hashes = {s.state_hash for s in states.values()}
     assert len(hashes) == 1, {k: (s.applied_index, s.state_hash) for k, s in states.items()}
